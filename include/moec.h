@@ -1,0 +1,144 @@
+/* moec.h — the public API of moec, a Mixture-of-Experts engine.
+ *
+ * Narrow on purpose: opaque handles, plain params structs, status codes. The CLI and any
+ * future server depend on this header only, never on tensor internals (src/).
+ *
+ * Errors: every fallible call returns a moec_status and, when `err` is non-NULL, writes a
+ * one-line message into it. The library never exits the process.
+ * Ownership: "caller frees" / "borrowed" is stated on every returned pointer.
+ */
+#ifndef MOEC_H
+#define MOEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    MOEC_OK = 0,
+    MOEC_ERR_IO,          /* a file could not be opened, read, mapped or written */
+    MOEC_ERR_FORMAT,      /* a file is malformed (bad header, offsets, JSON, shape, dtype) */
+    MOEC_ERR_UNSUPPORTED, /* a well-formed input asks for a feature moec does not have */
+    MOEC_ERR_INVALID_ARG, /* a caller-supplied value is out of range (token id, flag) */
+    MOEC_ERR_OOM,         /* an allocation failed */
+    MOEC_ERR_CONTEXT_FULL /* the session's KV cache has no room for more tokens */
+} moec_status;
+
+#define MOEC_ERROR_MSG_MAX 512
+
+/* Per-call error context: the message of the last failure, one line, no trailing newline. */
+typedef struct {
+    moec_status status;
+    char msg[MOEC_ERROR_MSG_MAX];
+} moec_error;
+
+/* A short name for a status ("io error", "format error", ...). Borrowed, static. */
+const char *moec_status_name(moec_status s);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct moec_model moec_model;
+
+typedef struct {
+    int32_t n_threads; /* 0 = number of cores */
+} moec_model_params;
+
+moec_model_params moec_model_default_params(void);
+
+/* Opens a Hugging Face checkpoint directory (config.json + model.safetensors or shards with
+ * model.safetensors.index.json). Weights are mmapped read-only. On success *out owns the
+ * model (free with moec_model_close). */
+moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_params *params,
+                            moec_error *err);
+void moec_model_close(moec_model *model); /* accepts NULL */
+
+typedef struct {
+    const char *model_type;   /* borrowed: "mixtral", "qwen2_moe", ... */
+    const char *weight_dtype; /* borrowed: dominant storage dtype, "BF16" / "F16" / "F32" */
+    int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim;
+    int32_t n_expert, n_expert_used, n_ff_expert, n_ff_dense, n_ff_shared;
+    int32_t n_layer_moe;      /* layers with a routed MoE block; the rest are dense */
+    int32_t max_position_embeddings;
+    int64_t n_params_total;   /* every parameter in the checkpoint */
+    int64_t n_params_active;  /* parameters one token touches (top-k experts, no unused experts) */
+    int64_t n_bytes_weights;  /* bytes of tensor data across all safetensors files */
+    float rope_theta, rms_norm_eps;
+    int32_t norm_topk_prob, tie_word_embeddings, attention_bias, qk_norm, shared_expert;
+} moec_model_info;
+
+/* Borrowed, valid while the model is open. */
+const moec_model_info *moec_model_get_info(const moec_model *model);
+
+/* ---------------------------------------------------------------- session (KV cache) */
+
+typedef struct moec_session moec_session;
+
+/* A session holds the KV cache for one sequence of at most n_ctx tokens
+ * (0 = the model's max_position_embeddings, capped at 4096). Caller frees. */
+moec_status moec_session_new(moec_session **out, moec_model *model, int32_t n_ctx, moec_error *err);
+void moec_session_free(moec_session *s); /* accepts NULL */
+int32_t moec_session_n_past(const moec_session *s);
+void moec_session_reset(moec_session *s);
+
+/* Runs n tokens after the ones already in the session (prefill when n > 1, decode when n == 1)
+ * and appends them to the KV cache. Writes logits to `logits`:
+ *   all_logits != 0: [n, n_vocab] (every position), else [n_vocab] (last position only).
+ * logits may be NULL. Token ids are checked against the vocabulary. */
+moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits,
+                                 int all_logits, moec_error *err);
+
+/* ---------------------------------------------------------------- sampler */
+
+typedef struct {
+    float temperature; /* <= 0: greedy (argmax) */
+    int32_t top_k;     /* <= 0: off */
+    float top_p;       /* >= 1: off */
+    uint64_t seed;
+} moec_sampler_params;
+
+typedef struct moec_sampler moec_sampler;
+moec_sampler_params moec_sampler_default_params(void);
+moec_status moec_sampler_new(moec_sampler **out, const moec_sampler_params *p, int32_t n_vocab,
+                             moec_error *err);
+void moec_sampler_free(moec_sampler *s); /* accepts NULL */
+/* Picks a token id from logits [n_vocab]. Deterministic for a given seed and call sequence. */
+int32_t moec_sampler_sample(moec_sampler *s, const float *logits);
+
+/* ---------------------------------------------------------------- tokenizer */
+
+typedef struct moec_tokenizer moec_tokenizer;
+
+/* Loads a Hugging Face tokenizer.json (byte-level BPE). Caller frees. */
+moec_status moec_tokenizer_load(moec_tokenizer **out, const char *path, moec_error *err);
+void moec_tokenizer_free(moec_tokenizer *tok); /* accepts NULL */
+
+/* Encodes UTF-8 text (len bytes) as Hugging Face `tokenizers` does with
+ * add_special_tokens=False: added/special tokens in the text are matched, the normalizer and
+ * pre-tokenizer run, then BPE. *ids is malloc'ed (caller frees), *n_ids its length. */
+moec_status moec_tokenizer_encode(const moec_tokenizer *tok, const char *text, size_t len,
+                                  int32_t **ids, size_t *n_ids, moec_error *err);
+
+/* Decodes ids to UTF-8 (skip_special != 0 drops special tokens). *text is malloc'ed and
+ * NUL-terminated (caller frees); *len excludes the NUL. Invalid UTF-8 from partial byte
+ * sequences is replaced by U+FFFD as Hugging Face does. */
+moec_status moec_tokenizer_decode(const moec_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                                  int skip_special, char **text, size_t *len, moec_error *err);
+
+/* Bytes of a single token as stored after byte-level decoding (no UTF-8 repair), for streaming
+ * output. Writes up to cap bytes into buf; returns the token's byte length, or -1 if the id is
+ * out of range. */
+int32_t moec_tokenizer_token_bytes(const moec_tokenizer *tok, int32_t id, char *buf, size_t cap);
+
+int32_t moec_tokenizer_n_vocab(const moec_tokenizer *tok);
+/* Id of a token string (e.g. "<|endoftext|>"), or -1. */
+int32_t moec_tokenizer_token_id(const moec_tokenizer *tok, const char *token);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOEC_H */

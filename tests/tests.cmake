@@ -1,0 +1,28 @@
+# Test registration. Each tests/test_*.c is one executable and one ctest test.
+# Python-driven tests (reference comparisons, CLI error paths) are registered below them.
+file(GLOB MOEC_C_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/test_*.c)
+foreach(src ${MOEC_C_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src)
+  target_compile_options(${name} PRIVATE ${MOEC_WARN})
+  target_compile_definitions(${name} PRIVATE _GNU_SOURCE)
+  target_link_libraries(${name} PRIVATE moec_lib)
+  add_test(NAME ${name} COMMAND ${name} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+endforeach()
+
+# Python tests need the test venv (scripts/install-deps.sh makes .venv). MOEC_PYTHON overrides.
+if(DEFINED ENV{MOEC_PYTHON})
+  set(MOEC_PYTHON $ENV{MOEC_PYTHON})
+elseif(EXISTS ${CMAKE_SOURCE_DIR}/.venv/bin/python)
+  set(MOEC_PYTHON ${CMAKE_SOURCE_DIR}/.venv/bin/python)
+else()
+  set(MOEC_PYTHON /usr/bin/python3)
+endif()
+file(GLOB MOEC_PY_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/py_test_*.py)
+foreach(src ${MOEC_PY_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME ${name} COMMAND ${MOEC_PYTHON} ${src} --moec $<TARGET_FILE:moec>
+           --build-dir ${CMAKE_BINARY_DIR} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 1800)
+endforeach()
