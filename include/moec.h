@@ -69,6 +69,7 @@ typedef struct {
     int64_t n_bytes_weights;  /* bytes of tensor data across all safetensors files */
     float rope_theta, rms_norm_eps;
     int32_t norm_topk_prob, tie_word_embeddings, attention_bias, qk_norm, shared_expert;
+    int32_t n_threads;        /* threads forward passes use */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */

@@ -1,0 +1,109 @@
+/* session.c — session lifetime and the public forward entry point (chunking, id checks). */
+#include "infer/session.h"
+
+#include "core/error.h"
+#include "nn/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    void **ptr;
+    size_t bytes;
+} slot;
+
+moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, moec_error *err) {
+    *out = NULL;
+    const moec_hparams *hp = &m->hp;
+    if (n_ctx < 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d is negative", n_ctx);
+    if (n_ctx == 0) n_ctx = hp->max_pos < 4096 ? hp->max_pos : 4096;
+    if (n_ctx > hp->max_pos)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds max_position_embeddings %d", n_ctx, hp->max_pos);
+    moec_session *s = calloc(1, sizeof *s);
+    if (!s) return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    s->m = m;
+    s->n_ctx = n_ctx;
+    const size_t UB = MOEC_UBATCH, d = (size_t)hp->n_embd, hd = (size_t)hp->head_dim;
+    const size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
+    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1, K = (size_t)hp->n_expert_used;
+    int32_t ff = hp->n_ff_expert;
+    if (hp->n_ff_dense > ff) ff = hp->n_ff_dense;
+    if (hp->n_ff_shared > ff) ff = hp->n_ff_shared;
+    s->ff_max = ff;
+    const size_t rows = UB * K > UB ? UB * K : UB;
+    const size_t f = sizeof(float), i32 = sizeof(int32_t);
+    slot slots[] = {
+        {(void **)&s->k_cache, (size_t)hp->n_layer * kvd * (size_t)n_ctx * f},
+        {(void **)&s->v_cache, (size_t)hp->n_layer * kvd * (size_t)n_ctx * f},
+        {(void **)&s->rope_cos, (size_t)n_ctx * hd / 2 * f},
+        {(void **)&s->rope_sin, (size_t)n_ctx * hd / 2 * f},
+        {(void **)&s->x, UB * d * f},
+        {(void **)&s->xn, UB * d * f},
+        {(void **)&s->q, UB * qd * f},
+        {(void **)&s->k, UB * kvd * f},
+        {(void **)&s->v, UB * kvd * f},
+        {(void **)&s->att, UB * qd * f},
+        {(void **)&s->ffn_out, UB * d * f},
+        {(void **)&s->att_scratch, (size_t)m->n_threads * (size_t)n_ctx * f},
+        {(void **)&s->router, UB * E * f},
+        {(void **)&s->topk_ids, UB * K * i32},
+        {(void **)&s->topk_w, UB * K * f},
+        {(void **)&s->disp.counts, E * i32},
+        {(void **)&s->disp.offsets, (E + 1) * i32},
+        {(void **)&s->disp.row_src, UB * K * i32},
+        {(void **)&s->disp.row_of, UB * K * i32},
+        {(void **)&s->xg, rows * d * f},
+        {(void **)&s->yg, rows * d * f},
+        {(void **)&s->h_gate, rows * (size_t)ff * f},
+        {(void **)&s->h_up, rows * (size_t)ff * f},
+        {(void **)&s->items, (E + 2) * i32},
+        {(void **)&s->gate_scalar, UB * f},
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) total += (slots[i].bytes + 63) & ~(size_t)63;
+    s->block = aligned_alloc(64, total);
+    if (!s->block) {
+        free(s);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory allocating a %d-token session (%zu MB)", n_ctx, total >> 20);
+    }
+    char *p = s->block;
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        *slots[i].ptr = p;
+        p += (slots[i].bytes + 63) & ~(size_t)63;
+    }
+    moec_rope_tables(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, hp->rope_theta);
+    *out = s;
+    return MOEC_OK;
+}
+
+void moec_session_free(moec_session *s) {
+    if (!s) return;
+    free(s->block);
+    free(s);
+}
+
+int32_t moec_session_n_past(const moec_session *s) { return s->n_past; }
+void moec_session_reset(moec_session *s) { s->n_past = 0; }
+
+moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits, int all_logits,
+                                 moec_error *err) {
+    const moec_hparams *hp = &s->m->hp;
+    if (n <= 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "no tokens to process");
+    for (int32_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= hp->n_vocab)
+            return moec_err(err, MOEC_ERR_INVALID_ARG, "token id %d at position %d is out of range [0, %d)", ids[i], i,
+                            hp->n_vocab);
+    if (n > s->n_ctx - s->n_past)
+        return moec_err(err, MOEC_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d context positions are used", n,
+                        s->n_past, s->n_ctx);
+    for (int32_t done = 0; done < n;) {
+        int T = n - done < MOEC_UBATCH ? n - done : MOEC_UBATCH;
+        const int last = done + T == n;
+        float *lg = NULL;
+        if (logits && all_logits) lg = logits + (size_t)done * (size_t)hp->n_vocab;
+        else if (logits && last) lg = logits;
+        moec_forward_chunk(s, ids + done, T, lg, all_logits);
+        done += T;
+    }
+    return MOEC_OK;
+}

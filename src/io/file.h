@@ -1,0 +1,34 @@
+/* file.h — whole-file reads, read-only mmaps, and atomic writes (temp file + fsync + rename),
+ * with errors reported through moec_error. Not a general VFS: local POSIX files only. */
+#ifndef MOEC_IO_FILE_H
+#define MOEC_IO_FILE_H
+
+#include "moec.h"
+
+#include <stddef.h>
+
+/* Reads a whole file into a NUL-terminated malloc'ed buffer (caller frees). */
+moec_status moec_file_read_all(const char *path, char **data, size_t *size, moec_error *err);
+
+typedef struct {
+    void *addr;  /* NULL for an empty file */
+    size_t size;
+} moec_mmap;
+
+/* Maps a file read-only. Free with moec_file_unmap (accepts an unmapped struct). */
+moec_status moec_file_map(const char *path, moec_mmap *out, moec_error *err);
+void moec_file_unmap(moec_mmap *m);
+
+/* Writes `n` buffers to `path` atomically: to "<path>.tmp.<pid>", fsync, rename, fsync dir.
+ * On any failure the temp file is removed and the previous file at `path` is untouched. */
+typedef struct {
+    const void *data;
+    size_t size;
+} moec_iovec;
+moec_status moec_file_write_atomic(const char *path, const moec_iovec *parts, int n_parts,
+                                   moec_error *err);
+
+/* Joins dir and name into buf ("dir/name"); returns 0 if it does not fit. */
+int moec_path_join(char *buf, size_t cap, const char *dir, const char *name);
+
+#endif

@@ -1,0 +1,24 @@
+/* qwen2_moe.c — Qwen1.5/Qwen2-MoE (HF Qwen2MoeForCausalLM): softmax over all experts, top-k,
+ * renormalised only if norm_topk_prob; a shared expert scaled by sigmoid(shared_expert_gate·x);
+ * q/k/v biases; dense layers via mlp_only_layers / decoder_sparse_step. */
+#include "model/arch.h"
+
+extern const moec_arch moec_arch_qwen2_moe;
+const moec_arch moec_arch_qwen2_moe = {
+    .model_type = "qwen2_moe",
+    .key_n_expert = "num_experts",
+    .key_ff_expert = "moe_intermediate_size",
+    .key_ff_shared = "shared_expert_intermediate_size",
+    .has_dense_layers = 1,
+    .key_sliding_on = "use_sliding_window",
+    .qk_norm = MOEC_QK_NORM_NONE,
+    .attn_bias = MOEC_ATTN_BIAS_QKV,
+    .topk_norm = MOEC_TOPK_NORM_CONFIG,
+    .norm_topk_default = 0,
+    .moe_block = "mlp",
+    .expert_gate = "gate_proj",
+    .expert_up = "up_proj",
+    .expert_down = "down_proj",
+    .shared_expert = "shared_expert",
+    .shared_expert_gate = "shared_expert_gate",
+};

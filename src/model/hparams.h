@@ -1,0 +1,34 @@
+/* hparams.h — hyper-parameters of the generic MoE transformer, read from a Hugging Face
+ * config.json through the architecture's description. Unsupported features are errors that
+ * name the config field; nothing is silently ignored. */
+#ifndef MOEC_MODEL_HPARAMS_H
+#define MOEC_MODEL_HPARAMS_H
+
+#include "model/arch.h"
+#include "moec.h"
+
+#include <stdint.h>
+
+#define MOEC_MAX_LAYERS 1024
+
+typedef struct {
+    const moec_arch *arch;
+    int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim;
+    int32_t n_expert, n_expert_used;
+    int32_t n_ff_expert, n_ff_dense, n_ff_shared;
+    int32_t max_pos;
+    int norm_topk_prob;  /* renormalise the top-k weights to sum 1 */
+    int tie_embeddings;
+    int qkv_bias, o_bias;
+    float clip_qkv;      /* 0 = off */
+    float rope_theta, rms_eps;
+    uint8_t layer_moe[MOEC_MAX_LAYERS]; /* 1 = routed MoE block, 0 = dense SwiGLU MLP */
+} moec_hparams;
+
+/* Parses config.json text (path is only used in messages). */
+moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, const char *path,
+                               moec_error *err);
+/* Reads DIR/config.json. */
+moec_status moec_hparams_load(moec_hparams *hp, const char *dir, moec_error *err);
+
+#endif

@@ -1,0 +1,220 @@
+/* matmul.c — the dot-product kernel behind every linear layer: tiles of 4 weight rows × 2
+ * tokens held in registers, weights widened to fp32 in registers (bf16: shift, f16: F16C).
+ * Runtime dispatch picks AVX2+FMA when the CPU has it, else a portable scalar loop. */
+#include "nn/matmul.h"
+
+#include "core/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MOEC_X86 1
+#endif
+
+/* ------------------------------------------------------------------ scalar */
+
+static float load_scalar(const void *w, moec_dtype t, int64_t i) {
+    uint16_t h;
+    switch (t) {
+    case MOEC_DTYPE_F32: {
+        float f;
+        memcpy(&f, (const char *)w + 4 * i, 4);
+        return f;
+    }
+    case MOEC_DTYPE_BF16: memcpy(&h, (const char *)w + 2 * i, 2); return moec_bf16_to_f32(h);
+    case MOEC_DTYPE_F16: memcpy(&h, (const char *)w + 2 * i, 2); return moec_f16_to_f32(h);
+    default: return 0.f;
+    }
+}
+
+static void rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
+                        int T, int64_t n0, int64_t n1) {
+    const int64_t K = W->cols;
+    for (int64_t n = n0; n < n1; n++) {
+        const char *wr = (const char *)W->data + (size_t)n * (size_t)K * moec_dtype_size(W->dtype);
+        for (int t = 0; t < T; t++) {
+            const float *xr = x + (size_t)t * (size_t)ldx;
+            float acc = 0.f;
+            for (int64_t k = 0; k < K; k++) acc += xr[k] * load_scalar(wr, W->dtype, k);
+            out[(size_t)t * (size_t)N + (size_t)n] = acc + (bias ? bias[n] : 0.f);
+        }
+    }
+}
+
+void moec_matmul_naive(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
+    rows_scalar(out, W->rows, x, W->cols, W, bias, T, 0, W->rows);
+}
+
+/* ------------------------------------------------------------------ AVX2 */
+
+#ifdef MOEC_X86
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+
+AVX2_FN static inline __m256 load8(const void *p, moec_dtype t) {
+    if (t == MOEC_DTYPE_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    if (t == MOEC_DTYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_loadu_ps((const float *)p);
+}
+
+AVX2_FN static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 4 weight rows × NT tokens (NT = 1 or 2), K multiple of 8 handled in SIMD, tail scalar.
+ * The dtype switch is hoisted by making the dtype a compile-time constant per instance. */
+#define DEFINE_TILE(NAME, DT)                                                                                  \
+    AVX2_FN static void NAME(float *out, const float *x, int64_t ldx, const void *w, int64_t K, int64_t N, int T, int64_t n, \
+                             int64_t nr, const float *bias) {                                                  \
+        const size_t es = moec_dtype_size(DT), rs = (size_t)K * es;                                           \
+        const char *w0 = (const char *)w + (size_t)n * rs;                                                     \
+        const char *w1 = nr > 1 ? w0 + rs : w0, *w2 = nr > 2 ? w0 + 2 * rs : w0, *w3 = nr > 3 ? w0 + 3 * rs : w0; \
+        const int64_t K8 = K & ~(int64_t)7;                                                                    \
+        int t = 0;                                                                                             \
+        for (; t + 2 <= T; t += 2) {                                                                           \
+            const float *xa = x + (size_t)t * (size_t)ldx, *xb = xa + ldx;                                         \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;    \
+            for (int64_t k = 0; k < K8; k += 8) {                                                              \
+                __m256 xv = _mm256_loadu_ps(xa + k), yv = _mm256_loadu_ps(xb + k);                             \
+                __m256 v0 = load8(w0 + k * es, DT), v1 = load8(w1 + k * es, DT);                               \
+                a0 = _mm256_fmadd_ps(v0, xv, a0);                                                              \
+                b0 = _mm256_fmadd_ps(v0, yv, b0);                                                              \
+                a1 = _mm256_fmadd_ps(v1, xv, a1);                                                              \
+                b1 = _mm256_fmadd_ps(v1, yv, b1);                                                              \
+                __m256 v2 = load8(w2 + k * es, DT), v3 = load8(w3 + k * es, DT);                               \
+                a2 = _mm256_fmadd_ps(v2, xv, a2);                                                              \
+                b2 = _mm256_fmadd_ps(v2, yv, b2);                                                              \
+                a3 = _mm256_fmadd_ps(v3, xv, a3);                                                              \
+                b3 = _mm256_fmadd_ps(v3, yv, b3);                                                              \
+            }                                                                                                  \
+            float ra[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};                                            \
+            float rb[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};                                            \
+            const char *wr[4] = {w0, w1, w2, w3};                                                              \
+            for (int r = 0; r < nr; r++) {                                                                     \
+                for (int64_t k = K8; k < K; k++) {                                                             \
+                    float wv = load_scalar(wr[r], DT, k);                                                      \
+                    ra[r] += wv * xa[k];                                                                       \
+                    rb[r] += wv * xb[k];                                                                       \
+                }                                                                                              \
+                float bv = bias ? bias[n + r] : 0.f;                                                           \
+                out[(size_t)t * (size_t)N + (size_t)(n + r)] = ra[r] + bv;                                     \
+                out[(size_t)(t + 1) * (size_t)N + (size_t)(n + r)] = rb[r] + bv;                               \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (; t < T; t++) {                                                                                   \
+            const float *xa = x + (size_t)t * (size_t)ldx;                                                     \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                        \
+            for (int64_t k = 0; k < K8; k += 8) {                                                              \
+                __m256 xv = _mm256_loadu_ps(xa + k);                                                           \
+                a0 = _mm256_fmadd_ps(load8(w0 + k * es, DT), xv, a0);                                          \
+                a1 = _mm256_fmadd_ps(load8(w1 + k * es, DT), xv, a1);                                          \
+                a2 = _mm256_fmadd_ps(load8(w2 + k * es, DT), xv, a2);                                          \
+                a3 = _mm256_fmadd_ps(load8(w3 + k * es, DT), xv, a3);                                          \
+            }                                                                                                  \
+            float ra[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};                                            \
+            const char *wr[4] = {w0, w1, w2, w3};                                                              \
+            for (int r = 0; r < nr; r++) {                                                                     \
+                for (int64_t k = K8; k < K; k++) ra[r] += load_scalar(wr[r], DT, k) * xa[k];                   \
+                out[(size_t)t * (size_t)N + (size_t)(n + r)] = ra[r] + (bias ? bias[n + r] : 0.f);             \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+DEFINE_TILE(tile_bf16, MOEC_DTYPE_BF16)
+DEFINE_TILE(tile_f16, MOEC_DTYPE_F16)
+DEFINE_TILE(tile_f32, MOEC_DTYPE_F32)
+
+/* Tokens are processed in chunks so that a chunk of x stays in L2 while each 4-row weight
+ * tile (re)streams from memory once per chunk. */
+#define TOKEN_CHUNK 64
+
+AVX2_FN static void rows_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
+                              const float *bias, int T, int64_t n0, int64_t n1) {
+    const int64_t K = W->cols;
+    for (int t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
+        int tc = T - t0 < TOKEN_CHUNK ? T - t0 : TOKEN_CHUNK;
+        const float *xc = x + (size_t)t0 * (size_t)ldx;
+        float *oc = out + (size_t)t0 * (size_t)N;
+        for (int64_t n = n0; n < n1; n += 4) {
+            int64_t nr = n1 - n < 4 ? n1 - n : 4;
+            switch (W->dtype) {
+            case MOEC_DTYPE_BF16: tile_bf16(oc, xc, ldx, W->data, K, N, tc, n, nr, bias); break;
+            case MOEC_DTYPE_F16: tile_f16(oc, xc, ldx, W->data, K, N, tc, n, nr, bias); break;
+            default: tile_f32(oc, xc, ldx, W->data, K, N, tc, n, nr, bias); break;
+            }
+        }
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------ dispatch */
+
+typedef void (*rows_fn)(float *, int64_t, const float *, int64_t, const moec_mat *, const float *, int, int64_t,
+                        int64_t);
+
+static rows_fn pick(const char **name) {
+    const char *force = getenv("MOEC_SIMD");
+#ifdef MOEC_X86
+    if (!(force && !strcmp(force, "scalar"))) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            *name = "avx2";
+            return rows_avx2;
+        }
+    }
+#else
+    (void)force;
+#endif
+    *name = "scalar";
+    return rows_scalar;
+}
+
+static rows_fn g_rows;
+static const char *g_name;
+
+static rows_fn get_rows(void) {
+    if (!g_rows) {
+        const char *name = NULL;
+        rows_fn f = pick(&name);
+        g_name = name;
+        g_rows = f; /* idempotent race: every thread computes the same value */
+    }
+    return g_rows;
+}
+
+const char *moec_matmul_kernel_name(void) {
+    get_rows();
+    return g_name;
+}
+
+void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
+                      int T, int64_t n0, int64_t n1) {
+    MOEC_ASSERT(ldo >= n1 && ldx >= W->cols);
+    if (n1 > n0 && T > 0) get_rows()(out, ldo, x, ldx, W, bias, T, n0, n1);
+}
+
+void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
+    rows_fn f = get_rows();
+    const int64_t N = W->rows;
+    const int64_t n_blocks = (N + 3) / 4;
+    /* small problems are not worth waking threads for */
+    const int par = (int64_t)T * N * W->cols >= (1 << 16);
+#pragma omp parallel if (par)
+    {
+        int nt = 1, id = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        id = omp_get_thread_num();
+#endif
+        int64_t b0 = n_blocks * id / nt, b1 = n_blocks * (id + 1) / nt;
+        int64_t n0 = b0 * 4, n1 = b1 * 4 < N ? b1 * 4 : N;
+        if (n1 > n0) f(out, N, x, W->cols, W, bias, T, n0, n1);
+    }
+}

@@ -1,0 +1,34 @@
+/* matmul.h — y = x · Wᵀ (+ b) with W stored as in Hugging Face Linear layers: row-major
+ * [out_features, in_features], in BF16, F16 or F32 (converted in registers, never copied),
+ * x and y in fp32. One kernel serves prefill (many rows) and decode (one row).
+ * Not a general GEMM: W is always the transposed operand. */
+#ifndef MOEC_NN_MATMUL_H
+#define MOEC_NN_MATMUL_H
+
+#include "core/dtype.h"
+
+#include <stdint.h>
+
+typedef struct {
+    const void *data; /* borrowed (usually an mmap) */
+    moec_dtype dtype;
+    int64_t rows, cols; /* [out, in] */
+} moec_mat;
+
+/* out[t, n] = Σ_k x[t, k] · W[n, k] + bias[n], for t < T, n < W.rows. bias may be NULL.
+ * Threads: splits the n range across OpenMP threads (call from outside a parallel region). */
+void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T);
+
+/* The same for one slice of output columns [n0, n1), on the calling thread only, with explicit
+ * row strides (ldo for out, ldx for x, in floats): the unit of work of callers that spread many
+ * matmuls over threads themselves (the MoE expert stage). */
+void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
+                      const float *bias, int T, int64_t n0, int64_t n1);
+
+/* Which kernel is in use ("avx2" or "scalar"); MOEC_SIMD=scalar forces the scalar one. */
+const char *moec_matmul_kernel_name(void);
+
+/* Scalar oracle, for tests. */
+void moec_matmul_naive(float *out, const float *x, const moec_mat *W, const float *bias, int T);
+
+#endif

@@ -1,0 +1,106 @@
+/* ops.c — scalar-first kernels written so that GCC vectorises the inner loops; the heavy
+ * lifting of the model is in matmul.c, these are O(T·d) except attention. */
+#include "nn/ops.h"
+
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void moec_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)n;
+        float *o = out + (size_t)r * (size_t)n;
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        float s = (float)(1.0 / sqrt(ss / n + (double)eps));
+        for (int i = 0; i < n; i++) o[i] = xr[i] * s * w[i];
+    }
+}
+
+void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float theta) {
+    const int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        /* HF: inv_freq = 1 / theta^(2i/hd) */
+        double inv = 1.0 / pow((double)theta, (double)(2 * i) / (double)hd);
+        for (int p = 0; p < n_ctx; p++) {
+            double a = (double)p * inv;
+            cos_tab[(size_t)p * half + i] = (float)cos(a);
+            sin_tab[(size_t)p * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void moec_rope(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab, int pos0) {
+    const int half = hd / 2;
+    for (int t = 0; t < T; t++) {
+        const float *c = cos_tab + (size_t)(pos0 + t) * half, *s = sin_tab + (size_t)(pos0 + t) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+void moec_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.f + expf(-g)) * up[i];
+    }
+}
+
+void moec_softmax(float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    float s = 0.f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        s += x[i];
+    }
+    float inv = 1.f / s;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
+                    int n_head_kv, int hd, int n_ctx, float *scratch) {
+    const int group = n_head / n_head_kv;
+    const float scale = 1.f / sqrtf((float)hd);
+    const int n_items = T * n_head;
+#pragma omp parallel for schedule(dynamic, 1) if (n_items > 1 && (int64_t)n_items * (pos0 + T) * hd > 32768)
+    for (int item = 0; item < n_items; item++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const int t = item / n_head, h = item % n_head, kvh = h / group;
+        const int n_keys = pos0 + t + 1;
+        float *sc = scratch + (size_t)tid * (size_t)n_ctx;
+        const float *qv = q + ((size_t)t * n_head + h) * hd;
+        const float *kh = kc + (size_t)kvh * n_ctx * hd, *vh = vc + (size_t)kvh * n_ctx * hd;
+        float m = -INFINITY;
+        for (int j = 0; j < n_keys; j++) {
+            const float *kv = kh + (size_t)j * hd;
+            float d = 0.f;
+            for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
+            sc[j] = d * scale;
+            m = sc[j] > m ? sc[j] : m;
+        }
+        float s = 0.f;
+        for (int j = 0; j < n_keys; j++) {
+            sc[j] = expf(sc[j] - m);
+            s += sc[j];
+        }
+        float *o = out + ((size_t)t * n_head + h) * hd;
+        for (int i = 0; i < hd; i++) o[i] = 0.f;
+        const float inv = 1.f / s;
+        for (int j = 0; j < n_keys; j++) {
+            const float p = sc[j] * inv;
+            const float *vv = vh + (size_t)j * hd;
+            for (int i = 0; i < hd; i++) o[i] += p * vv[i];
+        }
+    }
+}

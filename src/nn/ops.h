@@ -1,0 +1,32 @@
+/* ops.h — the transformer's elementwise and attention kernels (forward only for now; the
+ * training issue adds the backward of each beside it). Shapes are row-major, fp32. */
+#ifndef MOEC_NN_OPS_H
+#define MOEC_NN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * w, rows of length n. out may alias x. */
+void moec_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps);
+
+/* RoPE, Hugging Face rotate-half convention, in place on x [T, n_heads, hd];
+ * cos/sin tables are [n_ctx, hd/2]; token t sits at position pos0 + t. */
+void moec_rope(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab, int pos0);
+/* Fills the cos/sin tables for positions [0, n_ctx). */
+void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float theta);
+
+/* out[i] = silu(gate[i]) * up[i] over n elements (SwiGLU). out may alias gate. */
+void moec_swiglu(float *out, const float *gate, const float *up, int64_t n);
+
+/* In-place softmax over n values; returns nothing, numerically stable. */
+void moec_softmax(float *x, int n);
+
+/* Causal attention for T queries at positions pos0..pos0+T-1 against a KV cache that already
+ * holds positions [0, pos0+T):
+ *   q    [T, n_head, hd]         out [T, n_head, hd]
+ *   kc   [n_head_kv, n_ctx, hd]  vc  [n_head_kv, n_ctx, hd]
+ * scratch: n_threads * n_ctx floats. Threads over (head, query). */
+void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
+                    int n_head_kv, int hd, int n_ctx, float *scratch);
+
+#endif
