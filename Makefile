@@ -17,7 +17,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-asan:
-	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DMOEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug"
+	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DMOEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS_EXTRA)"
 
 demo: build
 	bash scripts/demo.sh
