@@ -70,6 +70,8 @@ typedef struct {
     float rope_theta, rms_norm_eps;
     int32_t norm_topk_prob, tie_word_embeddings, attention_bias, qk_norm, shared_expert;
     int32_t n_threads;        /* threads forward passes use */
+    int32_t bos_token_id;     /* -1 if none */
+    int32_t n_eos, eos_token_ids[8]; /* from config.json eos_token_id (int or list) */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */

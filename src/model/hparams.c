@@ -200,6 +200,16 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: \"%s\" must be at least 1 for %s", path, a->key_n_expert, a->model_type);
         goto done;
     }
+    /* special ids: bos_token_id (int), eos_token_id (int or list) */
+    hp->bos_id = -1;
+    const cJSON *bos = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
+    if (cJSON_IsNumber(bos) && bos->valuedouble >= 0 && bos->valuedouble < hp->n_vocab) hp->bos_id = (int32_t)bos->valuedouble;
+    const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    if (cJSON_IsNumber(eos) && eos->valuedouble >= 0 && eos->valuedouble < hp->n_vocab)
+        hp->eos_ids[hp->n_eos++] = (int32_t)eos->valuedouble;
+    for (const cJSON *it = cJSON_IsArray(eos) ? eos->child : NULL; it && hp->n_eos < 8; it = it->next)
+        if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < hp->n_vocab)
+            hp->eos_ids[hp->n_eos++] = (int32_t)it->valuedouble;
     st = check_unsupported(&c, hp);
 done:
     cJSON_Delete(root);

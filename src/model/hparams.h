@@ -22,6 +22,8 @@ typedef struct {
     int qkv_bias, o_bias;
     float clip_qkv;      /* 0 = off */
     float rope_theta, rms_eps;
+    int32_t bos_id;          /* -1 if config.json has none */
+    int32_t n_eos, eos_ids[8];
     uint8_t layer_moe[MOEC_MAX_LAYERS]; /* 1 = routed MoE block, 0 = dense SwiGLU MLP */
 } moec_hparams;
 

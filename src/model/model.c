@@ -203,6 +203,9 @@ static void fill_info(moec_model *m) {
     in->qk_norm = hp->arch->qk_norm != MOEC_QK_NORM_NONE;
     in->shared_expert = hp->arch->shared_expert && hp->n_ff_shared > 0;
     in->n_threads = m->n_threads;
+    in->bos_token_id = hp->bos_id;
+    in->n_eos = hp->n_eos;
+    for (int i = 0; i < hp->n_eos; i++) in->eos_token_ids[i] = hp->eos_ids[i];
     size_t bytes_by_dtype[MOEC_DTYPE_COUNT] = {0};
     int64_t total = 0;
     for (int i = 0; i < m->st.n_tensors; i++) {
