@@ -5,7 +5,9 @@
 
 #include "core/error.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +231,11 @@ static void fill_info(moec_model *m) {
 
 moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_params *params, moec_error *err) {
     *out = NULL;
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return moec_err(err, MOEC_ERR_IO, "cannot open model directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return moec_err(err, MOEC_ERR_IO, "model path %s is not a directory (give the checkpoint directory)", dir);
     moec_model *m = calloc(1, sizeof *m);
     if (!m) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     moec_status st = moec_hparams_load(&m->hp, dir, err);
