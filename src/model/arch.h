@@ -30,6 +30,7 @@ typedef struct {
     const char *key_n_expert;   /* "num_local_experts" / "num_experts" */
     const char *key_ff_expert;  /* "intermediate_size" / "moe_intermediate_size" */
     const char *key_ff_shared;  /* NULL if the arch has no shared expert */
+    int reads_head_dim;         /* config "head_dim" is honoured (else head_dim = hidden / heads, as HF does) */
     int has_dense_layers;       /* reads mlp_only_layers + decoder_sparse_step (+ intermediate_size for dense MLPs) */
     const char *key_sliding_on; /* NULL: a non-null "sliding_window" is in force; else the bool key that enables it */
     int has_clip_qkv;

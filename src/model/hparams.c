@@ -134,7 +134,14 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
                       path, hp->n_head, hp->n_head_kv);
         goto done;
     }
-    if ((st = get_int(&c, "head_dim", 1, hp->n_embd / hp->n_head, 2, 1 << 16, &hp->head_dim))) goto done;
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if (a->reads_head_dim && (st = get_int(&c, "head_dim", 1, hp->n_embd / hp->n_head, 2, 1 << 16, &hp->head_dim)))
+        goto done;
+    if (!a->reads_head_dim && hp->n_embd % hp->n_head) {
+        st = moec_err(err, MOEC_ERR_FORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path,
+                      hp->n_embd, hp->n_head);
+        goto done;
+    }
     if (hp->head_dim % 2) {
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: head_dim %d must be even for RoPE", path, hp->head_dim);
         goto done;

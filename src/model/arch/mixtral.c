@@ -7,6 +7,7 @@ const moec_arch moec_arch_mixtral = {
     .model_type = "mixtral",
     .key_n_expert = "num_local_experts",
     .key_ff_expert = "intermediate_size",
+    .reads_head_dim = 1,
     .key_sliding_on = NULL,
     .qk_norm = MOEC_QK_NORM_NONE,
     .attn_bias = MOEC_ATTN_BIAS_NONE,

@@ -8,6 +8,7 @@ const moec_arch moec_arch_qwen3_moe = {
     .key_n_expert = "num_experts",
     .key_ff_expert = "moe_intermediate_size",
     .has_dense_layers = 1,
+    .reads_head_dim = 1,
     .key_sliding_on = "use_sliding_window",
     .qk_norm = MOEC_QK_NORM_HEAD,
     .attn_bias = MOEC_ATTN_BIAS_CONFIG_ALL,

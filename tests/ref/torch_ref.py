@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""torch_ref.py - independent PyTorch reference forward for moec's model types.
+
+Written from the Hugging Face modeling files (transformers 4.51: modeling_mixtral.py,
+modeling_qwen2_moe.py, modeling_qwen3_moe.py, modeling_olmoe.py), as plain torch code
+with no dependency on transformers. It loads a checkpoint directory (config.json plus
+model.safetensors or shards listed in model.safetensors.index.json), upcasts every weight
+to float32 and computes in float32, batch size 1, positions 0..T-1, no KV cache.
+
+    from torch_ref import reference_logits
+    logits = reference_logits("ckpt_dir", [1, 2, 3])   # np.ndarray [T, V] float32
+
+CLI:
+    torch_ref.py -m DIR --ids 1,2,3 [-o out.npy] [--stats] [--ablate NAME ...]
+
+`reference_forward` also returns routing statistics (experts used per layer, the smallest
+router-logit gap between the k-th and (k+1)-th expert, which says how close a token was
+to a different routing decision), and takes `ablate`, a set of feature names to switch
+off, used by the self-checks to prove each architecture feature changes the logits.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+ABLATIONS = ("shared_expert", "qk_norm", "qkv_bias", "norm_topk", "clip_qkv", "rope", "causal",
+             "gqa")
+
+
+# ----------------------------------------------------------------------------- loading
+def load_config(ckpt_dir):
+    with open(os.path.join(ckpt_dir, "config.json")) as f:
+        return json.load(f)
+
+
+def load_weights(ckpt_dir):
+    """All tensors of the checkpoint as float32 torch tensors, by HF name."""
+    index = os.path.join(ckpt_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = sorted(set(weight_map.values()))
+    else:
+        weight_map = None
+        files = ["model.safetensors"]
+    weights = {}
+    for fn in files:
+        part = load_file(os.path.join(ckpt_dir, fn))
+        for k, v in part.items():
+            if k in weights:
+                raise ValueError(f"tensor {k} appears in more than one shard")
+            if weight_map is not None and weight_map.get(k) != fn:
+                raise ValueError(f"tensor {k} found in {fn} but index maps it to {weight_map.get(k)}")
+            weights[k] = v.to(torch.float32)
+    if weight_map is not None and set(weight_map) != set(weights):
+        raise ValueError("index weight_map and shard contents differ")
+    return weights
+
+
+class Weights:
+    """Dict wrapper that records which tensors were used (to detect unused/missing ones)."""
+
+    def __init__(self, d):
+        self.d = d
+        self.used = set()
+
+    def __call__(self, name):
+        if name not in self.d:
+            raise KeyError(f"missing tensor {name}")
+        self.used.add(name)
+        return self.d[name]
+
+    def get(self, name):
+        if name in self.d:
+            self.used.add(name)
+            return self.d[name]
+        return None
+
+    def unused(self):
+        return sorted(set(self.d) - self.used)
+
+
+# ----------------------------------------------------------------------------- blocks
+def rms_norm(x, w, eps):
+    # HF *RMSNorm: x * rsqrt(mean(x^2) + eps) * w, over the last dim, in float32
+    var = x.pow(2).mean(-1, keepdim=True)
+    return w * (x * torch.rsqrt(var + eps))
+
+
+def linear(x, w, b=None):
+    y = x @ w.t()
+    if b is not None:
+        y = y + b
+    return y
+
+
+def rope_cos_sin(head_dim, theta, T):
+    # HF _compute_default_rope_parameters + *RotaryEmbedding.forward (float32)
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    pos = torch.arange(T, dtype=torch.float32)
+    freqs = torch.outer(pos, inv_freq)           # [T, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)      # [T, hd]
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x):
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    # x: [heads, T, hd]; cos/sin: [T, hd]
+    return x * cos + rotate_half(x) * sin
+
+
+def swiglu_mlp(x, w_gate, w_up, w_down):
+    return linear(F.silu(linear(x, w_gate)) * linear(x, w_up), w_down)
+
+
+class Reference:
+    def __init__(self, cfg, weights, ablate=()):
+        self.cfg = cfg
+        self.W = Weights(weights)
+        self.arch = cfg["model_type"]
+        if self.arch not in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):
+            raise ValueError(f"unsupported model_type {self.arch}")
+        for a in ablate:
+            if a not in ABLATIONS:
+                raise ValueError(f"unknown ablation {a}")
+        self.ablate = set(ablate)
+        self.H = cfg["hidden_size"]
+        self.nh = cfg["num_attention_heads"]
+        self.nkv = cfg.get("num_key_value_heads") or self.nh
+        if self.arch in ("mixtral", "qwen3_moe"):
+            # getattr(config, "head_dim", hidden_size // num_attention_heads)
+            self.hd = cfg.get("head_dim") or self.H // self.nh
+        else:
+            # qwen2_moe / olmoe: head_dim = hidden_size // num_heads (HF enforces hd*nh == H)
+            self.hd = self.H // self.nh
+            if self.hd * self.nh != self.H:
+                raise ValueError("hidden_size must be divisible by num_heads")
+        self.eps = cfg["rms_norm_eps"]
+        self.theta = cfg.get("rope_theta", 10000.0)
+        if cfg.get("rope_scaling") is not None:
+            raise ValueError("rope_scaling is not supported by the reference")
+        self.L = cfg["num_hidden_layers"]
+        if self.arch == "mixtral":
+            self.E = cfg["num_local_experts"]
+        else:
+            self.E = cfg["num_experts"]
+        self.topk = cfg["num_experts_per_tok"]
+        if self.arch == "mixtral":
+            self.norm_topk = True          # Mixtral always renormalises the top-k weights
+        else:
+            self.norm_topk = bool(cfg.get("norm_topk_prob", False))
+        if "norm_topk" in self.ablate:
+            self.norm_topk = not self.norm_topk
+        self.stats = None
+
+    def is_sparse(self, i):
+        if self.arch in ("qwen2_moe", "qwen3_moe"):
+            return (i not in (self.cfg.get("mlp_only_layers") or [])) and self.E > 0 and \
+                (i + 1) % self.cfg.get("decoder_sparse_step", 1) == 0
+        return True
+
+    # -- attention (HF *Attention.forward with eager attention, batch 1, no cache)
+    def attention(self, i, x, cos, sin):
+        W, p = self.W, f"model.layers.{i}.self_attn."
+        T = x.shape[0]
+        bias = lambda n: W.get(p + n + ".bias")  # noqa: E731
+        qb, kb, vb = bias("q_proj"), bias("k_proj"), bias("v_proj")
+        if "qkv_bias" in self.ablate:
+            qb = kb = vb = None
+        q = linear(x, W(p + "q_proj.weight"), qb)       # [T, nh*hd]
+        k = linear(x, W(p + "k_proj.weight"), kb)       # [T, nkv*hd]
+        v = linear(x, W(p + "v_proj.weight"), vb)
+        if self.arch == "olmoe":
+            # OLMoE: RMSNorm over the whole projection (weights [nh*hd] / [nkv*hd]) first,
+            # then clip_qkv clamps q, k and v, then the reshape into heads.
+            if "qk_norm" not in self.ablate:
+                q = rms_norm(q, W(p + "q_norm.weight"), self.eps)
+                k = rms_norm(k, W(p + "k_norm.weight"), self.eps)
+            else:
+                W(p + "q_norm.weight"), W(p + "k_norm.weight")
+            clip = self.cfg.get("clip_qkv")
+            if clip is not None and "clip_qkv" not in self.ablate:
+                q = q.clamp(-clip, clip)
+                k = k.clamp(-clip, clip)
+                v = v.clamp(-clip, clip)
+        q = q.view(T, self.nh, self.hd).transpose(0, 1)     # [nh, T, hd]
+        k = k.view(T, self.nkv, self.hd).transpose(0, 1)    # [nkv, T, hd]
+        v = v.view(T, self.nkv, self.hd).transpose(0, 1)
+        if self.arch == "qwen3_moe":
+            # Qwen3-MoE: per-head RMSNorm over head_dim (weights [hd]) before RoPE
+            if "qk_norm" not in self.ablate:
+                q = rms_norm(q, W(p + "q_norm.weight"), self.eps)
+                k = rms_norm(k, W(p + "k_norm.weight"), self.eps)
+            else:
+                W(p + "q_norm.weight"), W(p + "k_norm.weight")
+        if "rope" not in self.ablate:
+            q = apply_rope(q, cos, sin)
+            k = apply_rope(k, cos, sin)
+        # GQA: query head h uses kv head h // (nh // nkv)  (HF repeat_kv)
+        n_rep = self.nh // self.nkv
+        if "gqa" in self.ablate:   # wrong mapping on purpose: h % nkv
+            k = k.repeat(n_rep, 1, 1)
+            v = v.repeat(n_rep, 1, 1)
+        else:
+            k = k.repeat_interleave(n_rep, dim=0)
+            v = v.repeat_interleave(n_rep, dim=0)
+        scores = (q @ k.transpose(1, 2)) / math.sqrt(self.hd)    # [nh, T, T]
+        if "causal" not in self.ablate:
+            mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+            scores = scores.masked_fill(mask, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out = probs @ v                                          # [nh, T, hd]
+        out = out.transpose(0, 1).reshape(T, self.nh * self.hd)
+        return linear(out, W(p + "o_proj.weight"), W.get(p + "o_proj.bias"))
+
+    # -- sparse MoE block (HF *SparseMoeBlock.forward: loop over experts + index_add_)
+    def moe(self, i, x):
+        W = self.W
+        T = x.shape[0]
+        if self.arch == "mixtral":
+            p = f"model.layers.{i}.block_sparse_moe."
+            names = ("w1", "w3", "w2")        # gate, up, down
+        else:
+            p = f"model.layers.{i}.mlp."
+            names = ("gate_proj", "up_proj", "down_proj")
+        router_logits = linear(x, W(p + "gate.weight"))            # [T, E]
+        routing = torch.softmax(router_logits, dim=-1)               # softmax over ALL experts
+        routing_w, selected = torch.topk(routing, self.topk, dim=-1)
+        if self.norm_topk:
+            routing_w = routing_w / routing_w.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(x)
+        expert_mask = F.one_hot(selected, num_classes=self.E).permute(2, 1, 0)   # [E, k, T]
+        for e in range(self.E):
+            idx, top_x = torch.where(expert_mask[e])
+            gname, uname, dname = (p + f"experts.{e}.{n}.weight" for n in names)
+            wg, wu, wd = W(gname), W(uname), W(dname)
+            if top_x.numel() == 0:
+                continue
+            y = swiglu_mlp(x[top_x], wg, wu, wd) * routing_w[top_x, idx, None]
+            out.index_add_(0, top_x, y)
+        if self.arch == "qwen2_moe":
+            s = p + "shared_expert."
+            shared = swiglu_mlp(x, W(s + "gate_proj.weight"), W(s + "up_proj.weight"),
+                                W(s + "down_proj.weight"))
+            gate = torch.sigmoid(linear(x, W(p + "shared_expert_gate.weight")))   # [T, 1]
+            if "shared_expert" not in self.ablate:
+                out = out + gate * shared
+        # statistics: usage and closeness to another routing decision
+        srt = torch.sort(router_logits, dim=-1, descending=True).values
+        gap = (srt[:, self.topk - 1] - srt[:, self.topk]) if self.topk < self.E else torch.full((T,), float("inf"))
+        st = self.stats
+        st["tokens_per_expert"].append(torch.bincount(selected.flatten(), minlength=self.E).tolist())
+        st["min_router_gap"] = min(st["min_router_gap"], float(gap.min()))
+        st["moe_layers"].append(i)
+        return out
+
+    def dense_mlp(self, i, x):
+        W, p = self.W, f"model.layers.{i}.mlp."
+        return swiglu_mlp(x, W(p + "gate_proj.weight"), W(p + "up_proj.weight"), W(p + "down_proj.weight"))
+
+    @torch.no_grad()
+    def forward(self, ids):
+        W = self.W
+        ids = torch.as_tensor(list(ids), dtype=torch.long)
+        V = W.d["model.embed_tokens.weight"].shape[0]
+        if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= V:
+            raise ValueError(f"token ids must be in [0, {V})")
+        T = ids.numel()
+        self.stats = {"tokens_per_expert": [], "min_router_gap": float("inf"), "moe_layers": []}
+        h = W("model.embed_tokens.weight")[ids]                   # [T, H]
+        cos, sin = rope_cos_sin(self.hd, self.theta, T)
+        for i in range(self.L):
+            p = f"model.layers.{i}."
+            r = h
+            x = rms_norm(h, W(p + "input_layernorm.weight"), self.eps)
+            h = r + self.attention(i, x, cos, sin)
+            r = h
+            x = rms_norm(h, W(p + "post_attention_layernorm.weight"), self.eps)
+            if self.is_sparse(i):
+                h = r + self.moe(i, x)
+            else:
+                h = r + self.dense_mlp(i, x)
+        h = rms_norm(h, W("model.norm.weight"), self.eps)
+        if self.cfg.get("tie_word_embeddings", False):
+            lm = W("model.embed_tokens.weight")
+            if "lm_head.weight" in W.d:
+                raise ValueError("tie_word_embeddings=true but checkpoint has lm_head.weight")
+        else:
+            lm = W("lm_head.weight")
+        logits = h @ lm.t()                                        # [T, V]
+        return logits
+
+
+def reference_forward(ckpt_dir, ids, ablate=(), strict=True):
+    """Returns (logits np.float32 [T, V], stats dict)."""
+    cfg = load_config(ckpt_dir)
+    ref = Reference(cfg, load_weights(ckpt_dir), ablate=ablate)
+    logits = ref.forward(ids)
+    if strict and ref.W.unused():
+        raise ValueError(f"checkpoint has tensors the model does not use: {ref.W.unused()[:5]}")
+    return logits.numpy().astype(np.float32), ref.stats
+
+
+def reference_logits(ckpt_dir, ids):
+    """Logits [T, V] (float32 numpy) for token ids at positions 0..T-1."""
+    return reference_forward(ckpt_dir, ids)[0]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-m", "--model", required=True, help="checkpoint directory")
+    ap.add_argument("--ids", required=True, help="comma-separated token ids")
+    ap.add_argument("-o", "--out", help="write logits [T, V] float32 to this .npy")
+    ap.add_argument("--stats", action="store_true", help="print routing statistics")
+    ap.add_argument("--ablate", nargs="*", default=[], choices=ABLATIONS)
+    args = ap.parse_args(argv)
+    ids = [int(t) for t in args.ids.split(",") if t.strip()]
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    logits, stats = reference_forward(args.model, ids, ablate=args.ablate, strict=not args.ablate)
+    if args.out:
+        np.save(args.out, logits)
+    print(f"logits shape {list(logits.shape)}  max|logit| {np.abs(logits).max():.6g}  "
+          f"argmax[-1] {int(logits[-1].argmax())}")
+    if args.stats:
+        print(f"moe layers {stats['moe_layers']}  min router gap {stats['min_router_gap']:.3g}")
+        for li, c in zip(stats["moe_layers"], stats["tokens_per_expert"]):
+            print(f"  layer {li}: tokens per expert {c}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
