@@ -131,13 +131,138 @@ DEFINE_TILE(tile_bf16, MOEC_DTYPE_BF16)
 DEFINE_TILE(tile_f16, MOEC_DTYPE_F16)
 DEFINE_TILE(tile_f32, MOEC_DTYPE_F32)
 
-/* Tokens are processed in chunks so that a chunk of x stays in L2 while each 4-row weight
- * tile (re)streams from memory once per chunk. */
+/* ---- packed path for many tokens (prefill, well-filled experts) -----------------------
+ * A panel of 16 weight rows is widened to fp32 once and transposed to [K][16]; then a 6×16
+ * register tile (12 accumulators) runs over all tokens: per k, 2 panel loads, 6 broadcasts of
+ * x, 12 FMAs. The panel (16·K floats) stays in L2 while x streams. */
+
+#define PANEL 16
+#define MR 6
+#define PACKED_MIN_T 8 /* below this, the dot-product tiles win: packing is not amortised */
+
+static _Thread_local float *tl_panel;
+static _Thread_local size_t tl_panel_cap;
+
+static float *panel_buffer(size_t n) {
+    if (n > tl_panel_cap) {
+        free(tl_panel);
+        tl_panel = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+        tl_panel_cap = tl_panel ? n : 0;
+    }
+    return tl_panel;
+}
+
+AVX2_FN static inline void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* P[k*16 + j] = W[n + j][k] for j < nr, 0 for nr <= j < 16. */
+AVX2_FN static void pack_panel(float *P, const moec_mat *W, int64_t n, int nr) {
+    const int64_t K = W->cols, K8 = K & ~(int64_t)7;
+    const size_t es = moec_dtype_size(W->dtype), rs = (size_t)K * es;
+    const char *base = (const char *)W->data + (size_t)n * rs;
+    for (int64_t k = 0; k < K8; k += 8)
+        for (int j0 = 0; j0 < PANEL; j0 += 8) {
+            __m256 r[8];
+            for (int j = 0; j < 8; j++)
+                r[j] = j0 + j < nr ? load8(base + (size_t)(j0 + j) * rs + (size_t)k * es, W->dtype) : _mm256_setzero_ps();
+            transpose8(r);
+            for (int kk = 0; kk < 8; kk++) _mm256_store_ps(P + (size_t)(k + kk) * PANEL + j0, r[kk]);
+        }
+    for (int64_t k = K8; k < K; k++)
+        for (int j = 0; j < PANEL; j++)
+            P[(size_t)k * PANEL + j] = j < nr ? load_scalar(base + (size_t)j * rs, W->dtype, k) : 0.f;
+}
+
+/* out[t+i][n..n+nr) = x[t+i] · panel, for i < M (M ≤ 6 is a compile-time constant per call). */
+AVX2_FN static inline __attribute__((always_inline)) void kernel_6x16(float *out, int64_t ldo, const float *x,
+                                                                      int64_t ldx, const float *P, int64_t K, int M,
+                                                                      int nr, const float *bias) {
+    __m256 c[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_load_ps(P + (size_t)k * PANEL), b1 = _mm256_load_ps(P + (size_t)k * PANEL + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            if (i < M) {
+                const __m256 a = _mm256_broadcast_ss(x + (size_t)i * ldx + k);
+                c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+                c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+            }
+        }
+    }
+    __m256 bv0 = _mm256_setzero_ps(), bv1 = bv0;
+    float tmp[PANEL];
+    if (bias) {
+        for (int j = 0; j < PANEL; j++) tmp[j] = j < nr ? bias[j] : 0.f;
+        bv0 = _mm256_loadu_ps(tmp);
+        bv1 = _mm256_loadu_ps(tmp + 8);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        if (i < M) {
+            float *o = out + (size_t)i * ldo;
+            if (nr == PANEL) {
+                _mm256_storeu_ps(o, _mm256_add_ps(c[i][0], bv0));
+                _mm256_storeu_ps(o + 8, _mm256_add_ps(c[i][1], bv1));
+            } else {
+                _mm256_storeu_ps(tmp, _mm256_add_ps(c[i][0], bv0));
+                _mm256_storeu_ps(tmp + 8, _mm256_add_ps(c[i][1], bv1));
+                for (int j = 0; j < nr; j++) o[j] = tmp[j];
+            }
+        }
+    }
+}
+
+AVX2_FN static void rows_packed(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
+                                const float *bias, int T, int64_t n0, int64_t n1) {
+    const int64_t K = W->cols;
+    float *P = tl_panel;
+    for (int64_t n = n0; n < n1; n += PANEL) {
+        const int nr = (int)(n1 - n < PANEL ? n1 - n : PANEL);
+        pack_panel(P, W, n, nr);
+        const float *bn = bias ? bias + n : NULL;
+        int t = 0;
+        for (; t + MR <= T; t += MR)
+            kernel_6x16(out + (size_t)t * N + n, N, x + (size_t)t * ldx, ldx, P, K, 6, nr, bn);
+        switch (T - t) {
+        case 5: kernel_6x16(out + (size_t)t * N + n, N, x + (size_t)t * ldx, ldx, P, K, 5, nr, bn); break;
+        case 4: kernel_6x16(out + (size_t)t * N + n, N, x + (size_t)t * ldx, ldx, P, K, 4, nr, bn); break;
+        case 3: kernel_6x16(out + (size_t)t * N + n, N, x + (size_t)t * ldx, ldx, P, K, 3, nr, bn); break;
+        case 2: kernel_6x16(out + (size_t)t * N + n, N, x + (size_t)t * ldx, ldx, P, K, 2, nr, bn); break;
+        case 1: kernel_6x16(out + (size_t)t * N + n, N, x + (size_t)t * ldx, ldx, P, K, 1, nr, bn); break;
+        default: break;
+        }
+    }
+}
+
+/* Few tokens: dot-product tiles straight from the stored weights (memory-bound decode). */
 #define TOKEN_CHUNK 64
 
 AVX2_FN static void rows_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
                               const float *bias, int T, int64_t n0, int64_t n1) {
     const int64_t K = W->cols;
+    /* (without memory for a panel, the unpacked tiles below still work) */
+    if (T >= PACKED_MIN_T && panel_buffer((size_t)K * PANEL)) {
+        rows_packed(out, N, x, ldx, W, bias, T, n0, n1);
+        return;
+    }
     for (int t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
         int tc = T - t0 < TOKEN_CHUNK ? T - t0 : TOKEN_CHUNK;
         const float *xc = x + (size_t)t0 * (size_t)ldx;
