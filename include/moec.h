@@ -116,27 +116,33 @@ int32_t moec_sampler_sample(moec_sampler *s, const float *logits);
 
 typedef struct moec_tokenizer moec_tokenizer;
 
-/* Loads a Hugging Face tokenizer.json (byte-level BPE). Caller frees. */
+/* Loads a Hugging Face tokenizer.json (BPE: byte-level as GPT-2/Qwen/OLMoE, or SentencePiece
+ * style with byte fallback as Mixtral; see docs/tokenizer.md). Caller frees. A loaded tokenizer
+ * is read-only: encode/decode may be called from several threads at once. */
 moec_status moec_tokenizer_load(moec_tokenizer **out, const char *path, moec_error *err);
 void moec_tokenizer_free(moec_tokenizer *tok); /* accepts NULL */
 
 /* Encodes UTF-8 text (len bytes) as Hugging Face `tokenizers` does with
  * add_special_tokens=False: added/special tokens in the text are matched, the normalizer and
- * pre-tokenizer run, then BPE. *ids is malloc'ed (caller frees), *n_ids its length. */
+ * pre-tokenizer run, then BPE. *ids is malloc'ed (caller frees), *n_ids its length.
+ * Text that is not valid UTF-8 is MOEC_ERR_INVALID_ARG. */
 moec_status moec_tokenizer_encode(const moec_tokenizer *tok, const char *text, size_t len,
                                   int32_t **ids, size_t *n_ids, moec_error *err);
 
-/* Decodes ids to UTF-8 (skip_special != 0 drops special tokens). *text is malloc'ed and
+/* Decodes ids to UTF-8 (skip_special != 0 drops special tokens). An id outside [0, n_vocab) is
+ * MOEC_ERR_INVALID_ARG (Hugging Face drops it silently). *text is malloc'ed and
  * NUL-terminated (caller frees); *len excludes the NUL. Invalid UTF-8 from partial byte
  * sequences is replaced by U+FFFD as Hugging Face does. */
 moec_status moec_tokenizer_decode(const moec_tokenizer *tok, const int32_t *ids, size_t n_ids,
                                   int skip_special, char **text, size_t *len, moec_error *err);
 
 /* Bytes of a single token as stored after byte-level decoding (no UTF-8 repair), for streaming
- * output. Writes up to cap bytes into buf; returns the token's byte length, or -1 if the id is
+ * output. Position-dependent decoder steps (Strip, Metaspace dropping the first token's leading
+ * space) are not applied: a streaming caller handles those itself. Writes up to cap bytes into buf; returns the token's byte length, or -1 if the id is
  * out of range. */
 int32_t moec_tokenizer_token_bytes(const moec_tokenizer *tok, int32_t id, char *buf, size_t cap);
 
+/* Largest token id + 1; can be smaller than a model's (padded) vocab_size. */
 int32_t moec_tokenizer_n_vocab(const moec_tokenizer *tok);
 /* Id of a token string (e.g. "<|endoftext|>"), or -1. */
 int32_t moec_tokenizer_token_id(const moec_tokenizer *tok, const char *token);
