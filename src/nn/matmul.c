@@ -252,6 +252,61 @@ AVX2_FN static void rows_packed(float *out, int64_t N, const float *x, int64_t l
     }
 }
 
+/* ---- bf16, few tokens (decode): the even/odd trick ------------------------------------
+ * 16 bf16 weights loaded as 8 uint32 pairs give their even elements as fp32 by `<< 16` and
+ * their odd elements by `& 0xffff0000`: one load and two integer ops per 16 weights, versus
+ * two widening loads and two shifts. x is pre-split into [even 8 | odd 8] per 16 columns.
+ * Decode is bound by memory bandwidth only once the conversion is this cheap. */
+
+static _Thread_local float *tl_xsplit;
+static _Thread_local size_t tl_xsplit_cap;
+
+static float *xsplit_buffer(size_t n) {
+    if (n > tl_xsplit_cap) {
+        free(tl_xsplit);
+        tl_xsplit = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
+        tl_xsplit_cap = tl_xsplit ? n : 0;
+    }
+    return tl_xsplit;
+}
+
+AVX2_FN static void tile_bf16_eo(float *out, const float *xs, const float *x, const void *w, int64_t K, int64_t N,
+                                 int64_t n, int64_t nr, const float *bias) {
+    const size_t rs = (size_t)K * 2;
+    const char *w0 = (const char *)w + (size_t)n * rs;
+    const char *w1 = nr > 1 ? w0 + rs : w0, *w2 = nr > 2 ? w0 + 2 * rs : w0, *w3 = nr > 3 ? w0 + 3 * rs : w0;
+    const int64_t K16 = K & ~(int64_t)15;
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+#define EO_ROW(wr, e, o)                                                            \
+    {                                                                               \
+        const __m256i v = _mm256_loadu_si256((const __m256i *)((wr) + 2 * k));      \
+        e = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, e); \
+        o = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, o);  \
+    }
+    for (int64_t k = 0; k < K16; k += 16) {
+        /* the next tile's rows follow these four: start their stream early */
+        _mm_prefetch(w0 + 4 * rs + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w1 + 4 * rs + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w2 + 4 * rs + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w3 + 4 * rs + 2 * k, _MM_HINT_T0);
+        const __m256 xe = _mm256_load_ps(xs + k), xo = _mm256_load_ps(xs + k + 8);
+        EO_ROW(w0, e0, o0)
+        EO_ROW(w1, e1, o1)
+        EO_ROW(w2, e2, o2)
+        EO_ROW(w3, e3, o3)
+    }
+#undef EO_ROW
+    float r[4] = {hsum(_mm256_add_ps(e0, o0)), hsum(_mm256_add_ps(e1, o1)), hsum(_mm256_add_ps(e2, o2)),
+                  hsum(_mm256_add_ps(e3, o3))};
+    const char *wr[4] = {w0, w1, w2, w3};
+    for (int i = 0; i < nr; i++) {
+        for (int64_t k = K16; k < K; k++) r[i] += load_scalar(wr[i], MOEC_DTYPE_BF16, k) * x[k];
+        out[n + i] = r[i] + (bias ? bias[n + i] : 0.f);
+    }
+    (void)N;
+}
+
 /* Few tokens: dot-product tiles straight from the stored weights (memory-bound decode). */
 #define TOKEN_CHUNK 64
 
@@ -261,6 +316,21 @@ AVX2_FN static void rows_avx2(float *out, int64_t N, const float *x, int64_t ldx
     /* (without memory for a panel, the unpacked tiles below still work) */
     if (T >= PACKED_MIN_T && panel_buffer((size_t)K * PANEL)) {
         rows_packed(out, N, x, ldx, W, bias, T, n0, n1);
+        return;
+    }
+    float *xs;
+    if (W->dtype == MOEC_DTYPE_BF16 && T == 1 && (xs = xsplit_buffer((size_t)K))) {
+        /* one token at a time: the 4-row tile stays in L1 across the tokens */
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * (size_t)ldx;
+            for (int64_t k = 0; k + 16 <= K; k += 16)
+                for (int j = 0; j < 8; j++) {
+                    xs[k + j] = xt[k + 2 * j];
+                    xs[k + 8 + j] = xt[k + 2 * j + 1];
+                }
+            for (int64_t n = n0; n < n1; n += 4)
+                tile_bf16_eo(out + (size_t)t * (size_t)N, xs, xt, W->data, K, N, n, n1 - n < 4 ? n1 - n : 4, bias);
+        }
         return;
     }
     for (int t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
