@@ -262,6 +262,28 @@ def check_info(res, name, moec, d):
     return res.check(got == want, f"{name} info params", f"params total {got}, tensors hold {want}")
 
 
+def check_long_prompt(res, root, moec, tmpdir):
+    """A 300-token prompt crosses moec's 256-token prefill chunk (MOEC_UBATCH): the second
+    chunk attends to the first through the KV cache. Uses a copy of the qwen2_moe model (shared
+    expert, dense layer) with max_position_embeddings raised to 512 (RoPE does not depend on it)."""
+    import shutil
+    src = os.path.join(root, "qwen2_moe")
+    d = os.path.join(tmpdir, "qwen2_moe_long")
+    shutil.copytree(src, d)
+    cfg_path = os.path.join(d, "config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["max_position_embeddings"] = 512
+    json.dump(cfg, open(cfg_path, "w"), indent=2)
+    V = cfg["vocab_size"]
+    ids = [(i * 7919 + 17) % V for i in range(300)]
+    ref = torch_ref.reference_logits(d, ids)
+    tol = REL_TOL * float(np.abs(ref).max())
+    r = moec_logits(res, "long prompt 300 tokens", moec, d, ids, os.path.join(tmpdir, "long.npy"), ["--threads", "2"])
+    if r is not None:
+        compare(res, "long prompt 300 tokens (2 prefill chunks)", r[0], ref, tol)
+    shutil.rmtree(d)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--moec", help="path to the moec binary")
@@ -311,6 +333,8 @@ def main(argv=None):
         else:
             res.check(False, f"{name} threads 1 vs 2", "missing prefill output")
         check_info(res, name, moec, d)
+    if not args.ref_only and not args.models:
+        check_long_prompt(res, root, moec, tmpdir)
     for f in os.listdir(tmpdir):
         os.remove(os.path.join(tmpdir, f))
     os.rmdir(tmpdir)
