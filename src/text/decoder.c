@@ -43,21 +43,6 @@ void tk_decoder_free(tk_decoder *d) {
 
 /* ---------------------------------------------------------------- parsing */
 
-static moec_status parse_char(const cJSON *j, const char *key, uint32_t def, uint32_t *out,
-                              const char *where, moec_error *err) {
-    const char *s;
-    size_t n;
-    moec_status st = tk_json_str(j, key, 0, &s, &n, where, err);
-    if (st) return st;
-    if (!s) {
-        *out = def;
-        return MOEC_OK;
-    }
-    if (n == 0 || tk_utf8_next(s, n, out) != n)
-        return moec_err(err, MOEC_ERR_FORMAT, "%s.%s: expected a single character", where, key);
-    return MOEC_OK;
-}
-
 moec_status tk_decoder_parse(tk_decoder **out, const cJSON *j, const char *where, moec_error *err) {
     *out = NULL;
     if (!j || cJSON_IsNull(j)) return MOEC_OK;
@@ -113,14 +98,14 @@ moec_status tk_decoder_parse(tk_decoder **out, const cJSON *j, const char *where
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing field 'content'", where);
             goto fail;
         }
-        if ((st = parse_char(j, "content", ' ', &d->ch, where, err))) goto fail;
+        if ((st = tk_json_char(j, "content", ' ', &d->ch, where, err))) goto fail;
         if ((st = tk_json_uint(j, "start", 1, 0, INT32_MAX, &a, where, err))) goto fail;
         if ((st = tk_json_uint(j, "stop", 1, 0, INT32_MAX, &b, where, err))) goto fail;
         d->start = (size_t)a;
         d->stop = (size_t)b;
     } else if (!strcmp(type, "Metaspace")) {
         d->type = DC_METASPACE;
-        if ((st = parse_char(j, "replacement", 0x2581, &d->ch, where, err))) goto fail;
+        if ((st = tk_json_char(j, "replacement", 0x2581, &d->ch, where, err))) goto fail;
         const char *ps;
         size_t pn;
         if ((st = tk_json_str(j, "prepend_scheme", 0, &ps, &pn, where, err))) goto fail;

@@ -71,3 +71,18 @@ moec_status tk_json_uint(const cJSON *obj, const char *key, int required, int64_
     *out = (int64_t)d;
     return MOEC_OK;
 }
+
+moec_status tk_json_char(const cJSON *obj, const char *key, uint32_t def, uint32_t *out, const char *where,
+                         moec_error *err) {
+    const char *s;
+    size_t n;
+    moec_status st = tk_json_str(obj, key, 0, &s, &n, where, err);
+    if (st) return st;
+    if (!s) {
+        *out = def;
+        return MOEC_OK;
+    }
+    if (n == 0 || tk_utf8_next(s, n, out) != n)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s.%s: expected a single character", where, key);
+    return MOEC_OK;
+}

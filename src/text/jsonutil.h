@@ -20,6 +20,9 @@ moec_status tk_json_bool(const cJSON *obj, const char *key, int def, int *out, c
 moec_status tk_json_str(const cJSON *obj, const char *key, int required, const char **out,
                         size_t *len, const char *where, moec_error *err);
 /* Integer member in [0, max]; absent/null gives def unless required. */
+/* A string field holding exactly one character (def when absent), as a code point. */
+moec_status tk_json_char(const cJSON *obj, const char *key, uint32_t def, uint32_t *out, const char *where,
+                         moec_error *err);
 moec_status tk_json_uint(const cJSON *obj, const char *key, int required, int64_t def, int64_t max,
                          int64_t *out, const char *where, moec_error *err);
 /* Validates a string node's UTF-8 and returns its bytes (borrowed). */

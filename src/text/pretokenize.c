@@ -98,22 +98,6 @@ static moec_status parse_behavior(const cJSON *j, const char *where, behavior de
     return MOEC_OK;
 }
 
-/* A JSON string holding exactly one character. */
-static moec_status parse_char(const cJSON *j, const char *key, uint32_t def, uint32_t *out,
-                              const char *where, moec_error *err) {
-    const char *s;
-    size_t n;
-    moec_status st = tk_json_str(j, key, 0, &s, &n, where, err);
-    if (st) return st;
-    if (!s) {
-        *out = def;
-        return MOEC_OK;
-    }
-    if (n == 0 || tk_utf8_next(s, n, out) != n)
-        return moec_err(err, MOEC_ERR_FORMAT, "%s.%s: expected a single character", where, key);
-    return MOEC_OK;
-}
-
 moec_status tk_pretok_parse(tk_pretok **out, const cJSON *j, const char *where, moec_error *err) {
     *out = NULL;
     if (!j || cJSON_IsNull(j)) return MOEC_OK;
@@ -166,7 +150,7 @@ moec_status tk_pretok_parse(tk_pretok **out, const cJSON *j, const char *where, 
         if ((st = tk_json_bool(j, "individual_digits", 0, &pt->individual, where, err))) goto fail;
     } else if (!strcmp(type, "Metaspace")) {
         pt->type = PT_METASPACE;
-        if ((st = parse_char(j, "replacement", 0x2581, &pt->ch, where, err))) goto fail;
+        if ((st = tk_json_char(j, "replacement", 0x2581, &pt->ch, where, err))) goto fail;
         const char *ps;
         size_t pn;
         if ((st = tk_json_str(j, "prepend_scheme", 0, &ps, &pn, where, err))) goto fail;
@@ -200,7 +184,7 @@ moec_status tk_pretok_parse(tk_pretok **out, const cJSON *j, const char *where, 
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing field 'delimiter'", where);
             goto fail;
         }
-        if ((st = parse_char(j, "delimiter", 0, &pt->ch, where, err))) goto fail;
+        if ((st = tk_json_char(j, "delimiter", 0, &pt->ch, where, err))) goto fail;
     } else if (!strcmp(type, "BertPreTokenizer")) {
         pt->type = PT_BERT;
     } else {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int cli_fail(const char *cmd, const moec_error *err) {
     fprintf(stderr, "moec %s: %s: %s\n", cmd, moec_status_name(err->status), err->msg);
@@ -77,4 +78,10 @@ int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n) {
     *ids = v;
     *n = (int32_t)len;
     return 1;
+}
+
+double cli_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

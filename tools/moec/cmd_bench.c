@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec bench -m DIR [options]\n"
@@ -17,12 +16,6 @@ static void usage(FILE *f) {
                "  -r N               repetitions (default 3)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
                "prints TSV: test, threads, tokens_per_s (mean), stddev\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static void stats(const double *v, int n, double *mean, double *sd) {
@@ -88,17 +81,17 @@ int moec_cmd_bench(int argc, char **argv) {
     for (long r = 0; r < R; r++) {
         if (P > 0) {
             moec_session_reset(s);
-            double t0 = now_s();
+            double t0 = cli_now_s();
             if (moec_session_forward(s, ids, (int32_t)P, logits, 0, &err)) goto fail;
-            tp[r] = (double)P / (now_s() - t0);
+            tp[r] = (double)P / (cli_now_s() - t0);
         }
         if (N > 0) {
             /* llama-bench's tg test decodes from an empty context, one token at a time */
             moec_session_reset(s);
-            double t0 = now_s();
+            double t0 = cli_now_s();
             for (long i = 0; i < N; i++)
                 if (moec_session_forward(s, ids + i, 1, logits, 0, &err)) goto fail;
-            tg[r] = (double)N / (now_s() - t0);
+            tg[r] = (double)N / (cli_now_s() - t0);
         }
     }
     printf("test\tthreads\ttokens_per_s\tstddev\n");

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec generate -m DIR -p TEXT [options]\n"
@@ -20,12 +19,6 @@ static void usage(FILE *f) {
                "  --tokenizer FILE     tokenizer.json (default: DIR/tokenizer.json)\n"
                "  --bos                prepend config.json's bos_token_id to the prompt\n"
                "  --ignore-eos         keep generating past end-of-sequence tokens\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int moec_cmd_generate(int argc, char **argv) {
@@ -120,11 +113,11 @@ int moec_cmd_generate(int argc, char **argv) {
             in->model_type, in->weight_dtype, in->n_threads, n_prompt, temp, top_k, top_p, seed);
     fwrite(prompt, 1, strlen(prompt), stdout);
     fflush(stdout);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     if (moec_session_forward(s, prompt_ids, (int32_t)n_prompt, logits, 0, &err)) goto fail;
-    double t_prefill = now_s() - t0;
+    double t_prefill = cli_now_s() - t0;
     long n_gen = 0;
-    double t1 = now_s();
+    double t1 = cli_now_s();
     char buf[256];
     for (; n_gen < n_predict; n_gen++) {
         int32_t id = moec_sampler_sample(smp, logits);
@@ -137,7 +130,7 @@ int moec_cmd_generate(int argc, char **argv) {
         /* the last token is decoded too, so the timing counts one forward per generated token */
         if (moec_session_forward(s, &id, 1, logits, 0, &err)) goto fail;
     }
-    double t_decode = now_s() - t1;
+    double t_decode = cli_now_s() - t1;
     printf("\n");
     fflush(stdout);
     fprintf(stderr, "prefill: %zu tokens, %.2f tokens/s | decode: %ld tokens, %.2f tokens/s\n", n_prompt,

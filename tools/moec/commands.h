@@ -20,4 +20,7 @@ int cli_parse_float(const char *cmd, const char *flag, const char *s, double lo,
 /* Parses "1,2,3" into a malloc'ed int32 array (caller frees); prints an error and returns 0 on bad input. */
 int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n);
 
+/* Monotonic clock in seconds, for tokens/s. */
+double cli_now_s(void);
+
 #endif
