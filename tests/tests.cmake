@@ -11,6 +11,18 @@ foreach(src ${MOEC_C_TESTS})
   add_test(NAME ${name} COMMAND ${name} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 endforeach()
 
+# Test drivers: tests/tool_*.c are executables that Python tests run (e.g. to compare C
+# kernels with PyTorch autograd); they are built, not registered as tests themselves.
+file(GLOB MOEC_TEST_TOOLS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/tool_*.c)
+foreach(src ${MOEC_TEST_TOOLS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src)
+  target_compile_options(${name} PRIVATE ${MOEC_WARN})
+  target_compile_definitions(${name} PRIVATE _GNU_SOURCE)
+  target_link_libraries(${name} PRIVATE moec_lib)
+endforeach()
+
 # Python tests need the test venv (scripts/install-deps.sh makes .venv). MOEC_PYTHON overrides.
 if(DEFINED ENV{MOEC_PYTHON})
   set(MOEC_PYTHON $ENV{MOEC_PYTHON})
