@@ -1,0 +1,18 @@
+/* linear.h — fp32 linear layer for training, forward and backward, on OpenBLAS sgemm:
+ *   y = x · Wᵀ + b          x [T, K], W [N, K] (Hugging Face Linear layout), b [N] or NULL
+ *   dx += dy · W            dW += dyᵀ · x            db += Σ_t dy
+ * Backward accumulates (+=) so that shared weights and gradient accumulation just work.
+ * Inference on stored bf16/f16 weights uses nn/matmul.h instead. */
+#ifndef MOEC_NN_LINEAR_H
+#define MOEC_NN_LINEAR_H
+
+/* y [T, N] = x [T, K] · W[N, K]ᵀ (+ b). Overwrites y. Row strides: ldx for x, ldy for y. */
+void moec_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b, int T, int K,
+                         int N);
+
+/* dx [T, K] += dy [T, N] · W;  dW [N, K] += dyᵀ · x;  db [N] += Σ_t dy[t].
+ * Any of dx, dW, db may be NULL (not wanted). Row strides as in the forward (lddx for dx). */
+void moec_linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy, const float *x,
+                          int ldx, const float *W, int T, int K, int N);
+
+#endif
