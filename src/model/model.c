@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include "core/error.h"
+#include "model/tensors.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -22,13 +23,6 @@ moec_model_params moec_model_default_params(void) {
 
 /* ------------------------------------------------------------------ binding */
 
-typedef struct {
-    moec_model *m;
-    moec_error *err;
-    float *small;   /* bump pointer into m->small; NULL during the sizing pass */
-    size_t n_small; /* floats needed */
-} binder;
-
 static void fmt_shape(char *buf, size_t cap, const int64_t *s, int n) {
     size_t o = 0;
     o += (size_t)snprintf(buf + o, cap - o, "[");
@@ -36,145 +30,95 @@ static void fmt_shape(char *buf, size_t cap, const int64_t *s, int n) {
     if (o < cap) snprintf(buf + o, cap - o, "]");
 }
 
-/* Finds tensor `name` and checks its shape is exactly dims[0..n). */
-static moec_status find_checked(binder *b, const char *name, int n, const int64_t *dims, moec_st_tensor **out) {
-    moec_st_tensor *t = moec_st_find(&b->m->st, name);
+/* Finds the spec's tensor and checks its shape is exactly what the config implies. */
+static moec_status find_checked(moec_model *m, const moec_tensor_spec *sp, moec_st_tensor **out, moec_error *err) {
+    moec_st_tensor *t = moec_st_find(&m->st, sp->name);
     if (!t)
-        return moec_err(b->err, MOEC_ERR_FORMAT, "missing tensor '%s' (required by %s config)", name,
-                        b->m->hp.arch->model_type);
-    int ok = t->n_dims == n;
-    for (int i = 0; ok && i < n; i++) ok = t->shape[i] == dims[i];
+        return moec_err(err, MOEC_ERR_FORMAT, "missing tensor '%s' (required by %s config)", sp->name,
+                        m->hp.arch->model_type);
+    int ok = t->n_dims == sp->n_dims;
+    for (int i = 0; ok && i < sp->n_dims; i++) ok = t->shape[i] == sp->shape[i];
     if (!ok) {
         char have[128], want[128];
         fmt_shape(have, sizeof have, t->shape, t->n_dims);
-        fmt_shape(want, sizeof want, dims, n);
-        return moec_err(b->err, MOEC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s", name, have, want);
+        fmt_shape(want, sizeof want, sp->shape, sp->n_dims);
+        return moec_err(err, MOEC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s", sp->name, have,
+                        want);
     }
     t->used = 1;
     *out = t;
     return MOEC_OK;
 }
 
-static moec_status bind_mat(binder *b, moec_mat *out, int64_t rows, int64_t cols, const char *fmt, ...)
-    MOEC_PRINTF(5, 6);
-static moec_status bind_mat(binder *b, moec_mat *out, int64_t rows, int64_t cols, const char *fmt, ...) {
-    char name[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    moec_st_tensor *t;
-    int64_t dims[2] = {rows, cols};
-    moec_status st = find_checked(b, name, 2, dims, &t);
-    if (st) return st;
-    out->data = t->data;
-    out->dtype = t->dtype;
-    out->rows = rows;
-    out->cols = cols;
-    return MOEC_OK;
-}
-
-/* A 1-D vector (norm weight, bias) copied to fp32. */
-static moec_status bind_vec(binder *b, const float **out, int64_t n, const char *fmt, ...) MOEC_PRINTF(4, 5);
-static moec_status bind_vec(binder *b, const float **out, int64_t n, const char *fmt, ...) {
-    char name[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    if (!b->small) { /* sizing pass */
-        b->n_small += (size_t)n;
-        *out = NULL;
-        return MOEC_OK;
-    }
-    moec_st_tensor *t;
-    moec_status st = find_checked(b, name, 1, &n, &t);
-    if (st) return st;
-    moec_to_f32(b->small, t->data, t->dtype, (size_t)n);
-    *out = b->small;
-    b->small += n;
-    return MOEC_OK;
-}
-
-static moec_status bind_ffn(binder *b, moec_ffn *f, int64_t ff, const char *prefix) {
-    const int64_t d = b->m->hp.n_embd;
-    const moec_arch *a = b->m->hp.arch;
-    moec_status st;
-    int dense = strstr(prefix, ".experts.") == NULL;
-    const char *g = dense ? "gate_proj" : a->expert_gate, *u = dense ? "up_proj" : a->expert_up,
-               *dn = dense ? "down_proj" : a->expert_down;
-    if ((st = bind_mat(b, &f->gate, ff, d, "%s.%s.weight", prefix, g))) return st;
-    if ((st = bind_mat(b, &f->up, ff, d, "%s.%s.weight", prefix, u))) return st;
-    return bind_mat(b, &f->down, d, ff, "%s.%s.weight", prefix, dn);
-}
-
-/* Binds (or, when b->small is NULL, only sizes) every tensor of the model. */
-static moec_status bind_all(binder *b) {
-    moec_model *m = b->m;
+/* Binds every tensor of the model's spec list to its role. Vectors (norm weights, biases) are
+ * copied to fp32 into m->small; matrices stay in the mapped file. */
+static moec_status bind_all(moec_model *m, moec_error *err) {
     const moec_hparams *hp = &m->hp;
-    const moec_arch *a = hp->arch;
-    const int64_t d = hp->n_embd, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
-    const int sizing = b->small == NULL;
-    moec_status st;
-#define TRY(x) \
-    if ((st = (x))) return st
-    for (int il = 0; il < hp->n_layer; il++) {
-        moec_layer *L = &m->layers[il];
-        char p[256];
-        snprintf(p, sizeof p, "model.layers.%d", il);
-        TRY(bind_vec(b, &L->attn_norm, d, "%s.input_layernorm.weight", p));
-        TRY(bind_vec(b, &L->ffn_norm, d, "%s.post_attention_layernorm.weight", p));
-        if (hp->qkv_bias) {
-            TRY(bind_vec(b, &L->bq, qd, "%s.self_attn.q_proj.bias", p));
-            TRY(bind_vec(b, &L->bk, kvd, "%s.self_attn.k_proj.bias", p));
-            TRY(bind_vec(b, &L->bv, kvd, "%s.self_attn.v_proj.bias", p));
+    const int64_t n = moec_model_tensor_specs(hp, NULL);
+    moec_tensor_spec *specs = malloc((size_t)n * sizeof *specs);
+    if (!specs) return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    moec_model_tensor_specs(hp, specs);
+    size_t n_small = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (moec_tensor_is_vector(&specs[i])) n_small += (size_t)specs[i].numel;
+    m->small = malloc(n_small * sizeof(float) + 1);
+    if (!m->small) {
+        free(specs);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    float *small = m->small;
+    moec_status st = MOEC_OK;
+    for (int64_t i = 0; i < n && !st; i++) {
+        const moec_tensor_spec *sp = &specs[i];
+        moec_st_tensor *t = NULL;
+        if ((st = find_checked(m, sp, &t, err))) break;
+        const float *vec = NULL;
+        if (moec_tensor_is_vector(sp)) {
+            moec_to_f32(small, t->data, t->dtype, (size_t)sp->numel);
+            vec = small;
+            small += sp->numel;
         }
-        if (hp->o_bias) TRY(bind_vec(b, &L->bo, d, "%s.self_attn.o_proj.bias", p));
-        if (a->qk_norm == MOEC_QK_NORM_HEAD) {
-            TRY(bind_vec(b, &L->q_norm, hd, "%s.self_attn.q_norm.weight", p));
-            TRY(bind_vec(b, &L->k_norm, hd, "%s.self_attn.k_norm.weight", p));
-        } else if (a->qk_norm == MOEC_QK_NORM_FULL) {
-            TRY(bind_vec(b, &L->q_norm, qd, "%s.self_attn.q_norm.weight", p));
-            TRY(bind_vec(b, &L->k_norm, kvd, "%s.self_attn.k_norm.weight", p));
-        }
-        if (sizing) continue;
-        TRY(bind_mat(b, &L->wq, qd, d, "%s.self_attn.q_proj.weight", p));
-        TRY(bind_mat(b, &L->wk, kvd, d, "%s.self_attn.k_proj.weight", p));
-        TRY(bind_mat(b, &L->wv, kvd, d, "%s.self_attn.v_proj.weight", p));
-        TRY(bind_mat(b, &L->wo, d, qd, "%s.self_attn.o_proj.weight", p));
-        L->is_moe = hp->layer_moe[il];
-        if (!L->is_moe) {
-            char q[300];
-            snprintf(q, sizeof q, "%s.mlp", p);
-            TRY(bind_ffn(b, &L->dense, hp->n_ff_dense, q));
-            continue;
-        }
-        TRY(bind_mat(b, &L->router, hp->n_expert, d, "%s.%s.gate.weight", p, a->moe_block));
-        for (int e = 0; e < hp->n_expert; e++) {
-            char q[300];
-            snprintf(q, sizeof q, "%s.%s.experts.%d", p, a->moe_block, e);
-            TRY(bind_ffn(b, &L->experts[e], hp->n_ff_expert, q));
-        }
-        if (a->shared_expert && hp->n_ff_shared > 0) {
-            char q[300];
-            snprintf(q, sizeof q, "%s.%s.%s", p, a->moe_block, a->shared_expert);
-            L->has_shared = 1;
-            TRY(bind_ffn(b, &L->shared, hp->n_ff_shared, q));
-            TRY(bind_mat(b, &L->shared_gate, 1, d, "%s.%s.%s.weight", p, a->moe_block, a->shared_expert_gate));
+        const moec_mat mat = {t->data, t->dtype, sp->shape[0], sp->shape[1]};
+        moec_layer *L = sp->layer >= 0 ? &m->layers[sp->layer] : NULL;
+        switch (sp->role) {
+        case MOEC_T_EMBED: m->tok_embd = mat; break;
+        case MOEC_T_OUT_NORM: m->out_norm = vec; break;
+        case MOEC_T_LM_HEAD: m->output = mat; break;
+        case MOEC_T_ATTN_NORM: L->attn_norm = vec; break;
+        case MOEC_T_FFN_NORM: L->ffn_norm = vec; break;
+        case MOEC_T_WQ: L->wq = mat; break;
+        case MOEC_T_WK: L->wk = mat; break;
+        case MOEC_T_WV: L->wv = mat; break;
+        case MOEC_T_WO: L->wo = mat; break;
+        case MOEC_T_BQ: L->bq = vec; break;
+        case MOEC_T_BK: L->bk = vec; break;
+        case MOEC_T_BV: L->bv = vec; break;
+        case MOEC_T_BO: L->bo = vec; break;
+        case MOEC_T_Q_NORM: L->q_norm = vec; break;
+        case MOEC_T_K_NORM: L->k_norm = vec; break;
+        case MOEC_T_MLP_GATE: L->dense.gate = mat; break;
+        case MOEC_T_MLP_UP: L->dense.up = mat; break;
+        case MOEC_T_MLP_DOWN: L->dense.down = mat; break;
+        case MOEC_T_ROUTER: L->router = mat; L->is_moe = 1; break;
+        case MOEC_T_EXP_GATE: L->experts[sp->expert].gate = mat; break;
+        case MOEC_T_EXP_UP: L->experts[sp->expert].up = mat; break;
+        case MOEC_T_EXP_DOWN: L->experts[sp->expert].down = mat; break;
+        case MOEC_T_SH_GATE: L->shared.gate = mat; L->has_shared = 1; break;
+        case MOEC_T_SH_UP: L->shared.up = mat; break;
+        case MOEC_T_SH_DOWN: L->shared.down = mat; break;
+        case MOEC_T_SH_GATE_W: L->shared_gate = mat; break;
+        default: MOEC_ASSERT(0 && "unhandled tensor role");
         }
     }
-    TRY(bind_vec(b, &m->out_norm, d, "model.norm.weight"));
-    if (sizing) return MOEC_OK;
-    TRY(bind_mat(b, &m->tok_embd, hp->n_vocab, d, "model.embed_tokens.weight"));
+    free(specs);
+    if (st) return st;
     if (hp->tie_embeddings) m->output = m->tok_embd;
-    else TRY(bind_mat(b, &m->output, hp->n_vocab, d, "lm_head.weight"));
-#undef TRY
     /* everything in the checkpoint must have a role */
     for (int i = 0; i < m->st.n_tensors; i++) {
         const moec_st_tensor *t = &m->st.tensors[i];
         if (t->used || strstr(t->name, "rotary_emb.inv_freq")) continue; /* old HF checkpoints carry RoPE buffers */
-        return moec_err(b->err, MOEC_ERR_FORMAT, "unexpected tensor '%s' in checkpoint (not used by %s with this config.json)",
-                        t->name, a->model_type);
+        return moec_err(err, MOEC_ERR_FORMAT, "unexpected tensor '%s' in checkpoint (not used by %s with this config.json)",
+                        t->name, hp->arch->model_type);
     }
     return MOEC_OK;
 }
@@ -258,15 +202,7 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
         m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert;
         for (int e = 0; e < hp->n_expert; e++) m->layers[il].expert_ptrs[e] = &m->layers[il].experts[e];
     }
-    binder b = {m, err, NULL, 0};
-    bind_all(&b); /* sizing pass: counts the floats of norms and biases */
-    m->small = malloc(b.n_small * sizeof(float) + 1);
-    if (!m->small) {
-        moec_model_close(m);
-        return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    }
-    b.small = m->small;
-    st = bind_all(&b);
+    st = bind_all(m, err);
     if (st) {
         moec_model_close(m);
         return st;

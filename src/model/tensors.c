@@ -1,0 +1,84 @@
+/* tensors.c — see tensors.h. */
+#include "model/tensors.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+typedef struct {
+    moec_tensor_spec *out;
+    int64_t n;
+} lister;
+
+static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t rows, int64_t cols, const char *fmt,
+                ...) __attribute__((format(printf, 7, 8)));
+static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t rows, int64_t cols, const char *fmt,
+                ...) {
+    if (l->out) {
+        moec_tensor_spec *s = &l->out[l->n];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->name, sizeof s->name, fmt, ap);
+        va_end(ap);
+        s->role = role;
+        s->layer = layer;
+        s->expert = expert;
+        s->n_dims = cols ? 2 : 1;
+        s->shape[0] = rows;
+        s->shape[1] = cols;
+        s->numel = rows * (cols ? cols : 1);
+    }
+    l->n++;
+}
+
+int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs) {
+    lister l = {specs, 0};
+    const moec_arch *a = hp->arch;
+    const int64_t d = hp->n_embd, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
+    add(&l, MOEC_T_EMBED, -1, -1, hp->n_vocab, d, "model.embed_tokens.weight");
+    for (int il = 0; il < hp->n_layer; il++) {
+        const char *p = "model.layers";
+        add(&l, MOEC_T_ATTN_NORM, il, -1, d, 0, "%s.%d.input_layernorm.weight", p, il);
+        add(&l, MOEC_T_WQ, il, -1, qd, d, "%s.%d.self_attn.q_proj.weight", p, il);
+        add(&l, MOEC_T_WK, il, -1, kvd, d, "%s.%d.self_attn.k_proj.weight", p, il);
+        add(&l, MOEC_T_WV, il, -1, kvd, d, "%s.%d.self_attn.v_proj.weight", p, il);
+        add(&l, MOEC_T_WO, il, -1, d, qd, "%s.%d.self_attn.o_proj.weight", p, il);
+        if (hp->qkv_bias) {
+            add(&l, MOEC_T_BQ, il, -1, qd, 0, "%s.%d.self_attn.q_proj.bias", p, il);
+            add(&l, MOEC_T_BK, il, -1, kvd, 0, "%s.%d.self_attn.k_proj.bias", p, il);
+            add(&l, MOEC_T_BV, il, -1, kvd, 0, "%s.%d.self_attn.v_proj.bias", p, il);
+        }
+        if (hp->o_bias) add(&l, MOEC_T_BO, il, -1, d, 0, "%s.%d.self_attn.o_proj.bias", p, il);
+        if (a->qk_norm != MOEC_QK_NORM_NONE) {
+            const int full = a->qk_norm == MOEC_QK_NORM_FULL;
+            add(&l, MOEC_T_Q_NORM, il, -1, full ? qd : hd, 0, "%s.%d.self_attn.q_norm.weight", p, il);
+            add(&l, MOEC_T_K_NORM, il, -1, full ? kvd : hd, 0, "%s.%d.self_attn.k_norm.weight", p, il);
+        }
+        add(&l, MOEC_T_FFN_NORM, il, -1, d, 0, "%s.%d.post_attention_layernorm.weight", p, il);
+        if (!hp->layer_moe[il]) {
+            const int64_t ff = hp->n_ff_dense;
+            add(&l, MOEC_T_MLP_GATE, il, -1, ff, d, "%s.%d.mlp.gate_proj.weight", p, il);
+            add(&l, MOEC_T_MLP_UP, il, -1, ff, d, "%s.%d.mlp.up_proj.weight", p, il);
+            add(&l, MOEC_T_MLP_DOWN, il, -1, d, ff, "%s.%d.mlp.down_proj.weight", p, il);
+            continue;
+        }
+        const char *mb = a->moe_block;
+        const int64_t ff = hp->n_ff_expert;
+        add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
+        for (int e = 0; e < hp->n_expert; e++) {
+            add(&l, MOEC_T_EXP_GATE, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_gate);
+            add(&l, MOEC_T_EXP_UP, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_up);
+            add(&l, MOEC_T_EXP_DOWN, il, e, d, ff, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_down);
+        }
+        if (a->shared_expert && hp->n_ff_shared > 0) {
+            const int64_t fs = hp->n_ff_shared;
+            const char *se = a->shared_expert;
+            add(&l, MOEC_T_SH_GATE, il, -1, fs, d, "%s.%d.%s.%s.gate_proj.weight", p, il, mb, se);
+            add(&l, MOEC_T_SH_UP, il, -1, fs, d, "%s.%d.%s.%s.up_proj.weight", p, il, mb, se);
+            add(&l, MOEC_T_SH_DOWN, il, -1, d, fs, "%s.%d.%s.%s.down_proj.weight", p, il, mb, se);
+            add(&l, MOEC_T_SH_GATE_W, il, -1, 1, d, "%s.%d.%s.%s.weight", p, il, mb, a->shared_expert_gate);
+        }
+    }
+    add(&l, MOEC_T_OUT_NORM, -1, -1, d, 0, "model.norm.weight");
+    if (!hp->tie_embeddings) add(&l, MOEC_T_LM_HEAD, -1, -1, hp->n_vocab, d, "lm_head.weight");
+    return l.n;
+}

@@ -1,0 +1,38 @@
+/* tensors.h — the one list of a model's tensors: Hugging Face name, role, layer, expert and
+ * shape, derived from hparams and the architecture description. The inference loader binds
+ * checkpoints by it and the trainer lays out, initialises and saves parameters by it, so both
+ * always agree on names and shapes. */
+#ifndef MOEC_MODEL_TENSORS_H
+#define MOEC_MODEL_TENSORS_H
+
+#include "model/hparams.h"
+
+#include <stdint.h>
+
+typedef enum {
+    MOEC_T_EMBED = 0, MOEC_T_OUT_NORM, MOEC_T_LM_HEAD,
+    MOEC_T_ATTN_NORM, MOEC_T_FFN_NORM,
+    MOEC_T_WQ, MOEC_T_WK, MOEC_T_WV, MOEC_T_WO, MOEC_T_BQ, MOEC_T_BK, MOEC_T_BV, MOEC_T_BO,
+    MOEC_T_Q_NORM, MOEC_T_K_NORM,
+    MOEC_T_MLP_GATE, MOEC_T_MLP_UP, MOEC_T_MLP_DOWN,
+    MOEC_T_ROUTER, MOEC_T_EXP_GATE, MOEC_T_EXP_UP, MOEC_T_EXP_DOWN,
+    MOEC_T_SH_GATE, MOEC_T_SH_UP, MOEC_T_SH_DOWN, MOEC_T_SH_GATE_W,
+    MOEC_T_ROLE_COUNT
+} moec_tensor_role;
+
+typedef struct {
+    char name[160];
+    moec_tensor_role role;
+    int32_t layer, expert; /* -1 when not applicable */
+    int n_dims;            /* 1 (norms, biases) or 2 ([out, in]) */
+    int64_t shape[2];
+    int64_t numel;
+} moec_tensor_spec;
+
+/* Fills specs (if non-NULL, room for the returned count) and returns the number of tensors. */
+int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs);
+
+/* 1 for vectors (norm weights and biases): the trainer applies no weight decay to them. */
+static inline int moec_tensor_is_vector(const moec_tensor_spec *s) { return s->n_dims == 1; }
+
+#endif
