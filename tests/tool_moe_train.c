@@ -1,0 +1,256 @@
+/* tool_moe_train.c — test driver for tests/py_test_moe_train.py: reads a case file written by
+ * PyTorch (inputs, parameters, and the reference outputs and gradients of Hugging Face's MoE
+ * block plus the aux and z losses), runs moec_moe_forward_train / moec_moe_backward on the
+ * same inputs, and compares every reference tensor in the file.
+ *
+ *   tool_moe_train CASE.bin
+ *
+ * Tolerance, per tensor: max|moec − torch| <= 1e-4 · max|torch| (both fp32; the two differ
+ * only in summation order); a tensor that is exactly zero in torch (an expert with no token)
+ * must be exactly zero here; counts must match exactly. Prints one line per tensor, the C
+ * values of the two losses ("losses: aux A z Z", which the Python side checks against closed
+ * forms), and a final `N passed, M failed`; exits 1 on any failure or a malformed file.
+ * Not a test by itself (ctest does not run it) and not a general file reader.
+ *
+ * File format (little endian), version 1:
+ *   "MOETRN\0\0"  u32 version  i32 T d E k ff ff_shared renorm  f32 aux_coef z_coef
+ *   u32 full (1: every output and gradient must be present)  u32 n_tensors
+ *   n_tensors × { u32 name_len, name bytes, u32 ndim, i64 dims[ndim], f32 data[prod dims] }
+ * Inputs are named in.x, in.dy, in.router, in.gate.<e>, in.up.<e>, in.down.<e>, in.sh_gate,
+ * in.sh_up, in.sh_down, in.sh_gate_w; references ref.y, ref.aux, ref.z, ref.counts (as
+ * floats), ref.d_x, ref.d_router, ref.d_gate.<e>, ref.d_up.<e>, ref.d_down.<e>,
+ * ref.d_sh_gate, ref.d_sh_up, ref.d_sh_down, ref.d_sh_gate_w. */
+#include "moe/moe_train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REL_TOL 1e-4 /* max|moec − torch| <= REL_TOL · max|torch|, per tensor */
+#define MAX_TENSORS 512
+#define MAX_EXPERTS 256
+
+static int g_pass, g_fail;
+
+typedef struct {
+    char name[64];
+    int64_t n;
+    float *data;
+    int used;
+} tensor;
+
+static tensor g_t[MAX_TENSORS];
+static int g_nt;
+
+/* ------------------------------------------------------------------ reading */
+
+static int rd(void *p, size_t n, FILE *f) { return fread(p, 1, n, f) == n; }
+
+static tensor *find(const char *name) {
+    for (int i = 0; i < g_nt; i++)
+        if (!strcmp(g_t[i].name, name)) return &g_t[i];
+    return NULL;
+}
+
+/* the named tensor, which must exist with n elements; NULL (and a failure) otherwise */
+static float *need(const char *name, int64_t n) {
+    tensor *t = find(name);
+    if (!t || t->n != n) {
+        fprintf(stderr, "FAIL %s: %s (want %lld elements)\n", name, t ? "wrong size" : "missing", (long long)n);
+        g_fail++;
+        return NULL;
+    }
+    t->used = 1;
+    return t->data;
+}
+
+static int read_file(const char *path, int32_t hdr[7], float coef[2], uint32_t *full) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "tool_moe_train: cannot open %s\n", path);
+        return 0;
+    }
+    char magic[8];
+    uint32_t version = 0, nt = 0;
+    int ok = rd(magic, 8, f) && !memcmp(magic, "MOETRN\0\0", 8) && rd(&version, 4, f) && version == 1 &&
+             rd(hdr, 7 * 4, f) && rd(coef, 8, f) && rd(full, 4, f) && rd(&nt, 4, f) && nt <= MAX_TENSORS;
+    for (uint32_t i = 0; ok && i < nt; i++) {
+        tensor *t = &g_t[g_nt];
+        uint32_t len = 0, ndim = 0;
+        ok = rd(&len, 4, f) && len > 0 && len < sizeof t->name && rd(t->name, len, f) && rd(&ndim, 4, f) && ndim <= 4;
+        if (!ok) break;
+        t->name[len] = 0;
+        t->n = 1;
+        for (uint32_t j = 0; ok && j < ndim; j++) {
+            int64_t dim = 0;
+            ok = rd(&dim, 8, f) && dim >= 0 && dim <= (1 << 24) && (t->n *= dim) <= (1 << 26);
+        }
+        if (!ok) break;
+        t->data = malloc((size_t)(t->n ? t->n : 1) * sizeof(float));
+        ok = t->data && rd(t->data, (size_t)t->n * sizeof(float), f);
+        g_nt++;
+    }
+    if (ok) ok = fgetc(f) == EOF; /* no trailing bytes */
+    fclose(f);
+    if (!ok) fprintf(stderr, "tool_moe_train: %s is malformed\n", path);
+    return ok;
+}
+
+/* ------------------------------------------------------------------ comparing */
+
+/* compares got [n] with the reference tensor named ref (if present in the file); when the file
+ * is a full case, a missing reference is a failure */
+static void compare(const char *ref, const float *got, int64_t n, uint32_t full) {
+    tensor *t = find(ref);
+    if (!t) {
+        if (full) {
+            fprintf(stderr, "FAIL %s: missing from a full case\n", ref);
+            g_fail++;
+        }
+        return;
+    }
+    t->used = 1;
+    if (t->n != n) {
+        fprintf(stderr, "FAIL %s: %lld elements, want %lld\n", ref, (long long)t->n, (long long)n);
+        g_fail++;
+        return;
+    }
+    double err = 0, mx = 0, gmx = 0;
+    for (int64_t i = 0; i < n; i++) {
+        err = fmax(err, fabs((double)got[i] - t->data[i]));
+        mx = fmax(mx, fabs((double)t->data[i]));
+        gmx = fmax(gmx, fabs((double)got[i]));
+    }
+    int ok;
+    double rel;
+    if (mx == 0) { /* exactly zero in torch (e.g. an expert without tokens): exactly zero here */
+        ok = gmx == 0;
+        rel = gmx;
+    } else {
+        rel = err / mx;
+        ok = rel <= REL_TOL && !isnan(err);
+    }
+    printf("%s %-16s max|torch| %.4g  max|diff| %.3g  rel %.3g\n", ok ? "PASS" : "FAIL", ref, mx, err, rel);
+    if (ok) g_pass++;
+    else g_fail++;
+}
+
+/* ------------------------------------------------------------------ main */
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: tool_moe_train CASE.bin\n");
+        return 2;
+    }
+    int32_t h[7];
+    float coef[2];
+    uint32_t full = 0;
+    if (!read_file(argv[1], h, coef, &full)) return 1;
+    const moec_moe_cfg cfg = {.d = h[1], .n_expert = h[2], .top_k = h[3], .ff = h[4], .ff_shared = h[5],
+                              .renorm = h[6], .aux_coef = coef[0], .z_coef = coef[1]};
+    const int T = h[0], d = cfg.d, E = cfg.n_expert, ff = cfg.ff, fs = cfg.ff_shared;
+    if (T < 1 || E < 1 || E > MAX_EXPERTS) {
+        fprintf(stderr, "tool_moe_train: bad header (T %d, E %d)\n", T, E);
+        return 1;
+    }
+    moec_moe_cache *c = NULL;
+    moec_error err = {0};
+    if (moec_moe_cache_new(&c, &cfg, T, &err) != MOEC_OK) {
+        fprintf(stderr, "tool_moe_train: %s\n", err.msg);
+        return 1;
+    }
+
+    /* inputs */
+    char name[64];
+    const float *gate[MAX_EXPERTS], *up[MAX_EXPERTS], *down[MAX_EXPERTS];
+    float *dgate[MAX_EXPERTS], *dup[MAX_EXPERTS], *ddown[MAX_EXPERTS];
+    const int64_t Td = (int64_t)T * d, fd = (int64_t)ff * d, sd = (int64_t)fs * d;
+    const float *x = need("in.x", Td), *dy = need("in.dy", Td);
+    moec_moe_params p = {.router = need("in.router", (int64_t)E * d)};
+    for (int e = 0; e < E; e++) {
+        snprintf(name, sizeof name, "in.gate.%d", e);
+        gate[e] = need(name, fd);
+        snprintf(name, sizeof name, "in.up.%d", e);
+        up[e] = need(name, fd);
+        snprintf(name, sizeof name, "in.down.%d", e);
+        down[e] = need(name, fd);
+        dgate[e] = calloc((size_t)fd, sizeof(float));
+        dup[e] = calloc((size_t)fd, sizeof(float));
+        ddown[e] = calloc((size_t)fd, sizeof(float));
+    }
+    p.gate = gate, p.up = up, p.down = down;
+    if (fs) {
+        p.sh_gate = need("in.sh_gate", sd);
+        p.sh_up = need("in.sh_up", sd);
+        p.sh_down = need("in.sh_down", sd);
+        p.sh_gate_w = need("in.sh_gate_w", d);
+    }
+    if (g_fail) return 1; /* a missing input: nothing to run */
+
+    /* run: total = Σ y·dy + L_aux + L_z, as in the Python side */
+    float *y = calloc((size_t)Td, sizeof *y), *dx = calloc((size_t)Td, sizeof *dx);
+    float *drouter = calloc((size_t)E * d, sizeof(float)), *dsh = calloc((size_t)(3 * sd + d) + 1, sizeof(float));
+    moec_moe_grads g = {.router = drouter, .gate = dgate, .up = dup, .down = ddown};
+    if (fs) g.sh_gate = dsh, g.sh_up = dsh + sd, g.sh_down = dsh + 2 * sd, g.sh_gate_w = dsh + 3 * sd;
+    float aux = 0, z = 0;
+    int32_t counts[MAX_EXPERTS];
+    moec_moe_forward_train(y, x, T, &cfg, &p, c, &aux, &z, counts);
+    moec_moe_backward(dx, &g, dy, 1.f, 1.f, x, T, &cfg, &p, c);
+    printf("losses: aux %.9g z %.9g\n", aux, z);
+
+    /* compare */
+    tensor *tc = find("ref.counts");
+    if (tc) {
+        tc->used = 1;
+        int ok = tc->n == E;
+        for (int e = 0; ok && e < E; e++) ok = tc->data[e] == (float)counts[e];
+        printf("%s counts          ", ok ? "PASS" : "FAIL");
+        for (int e = 0; e < E; e++) printf(" %d", counts[e]);
+        printf("\n");
+        if (ok) g_pass++;
+        else g_fail++;
+    } else if (full) {
+        fprintf(stderr, "FAIL ref.counts: missing from a full case\n");
+        g_fail++;
+    }
+    compare("ref.y", y, Td, full);
+    compare("ref.aux", &aux, 1, full);
+    compare("ref.z", &z, 1, full);
+    compare("ref.d_x", dx, Td, full);
+    compare("ref.d_router", drouter, (int64_t)E * d, full);
+    for (int e = 0; e < E; e++) {
+        snprintf(name, sizeof name, "ref.d_gate.%d", e);
+        compare(name, dgate[e], fd, full);
+        snprintf(name, sizeof name, "ref.d_up.%d", e);
+        compare(name, dup[e], fd, full);
+        snprintf(name, sizeof name, "ref.d_down.%d", e);
+        compare(name, ddown[e], fd, full);
+    }
+    if (fs) {
+        compare("ref.d_sh_gate", g.sh_gate, sd, full);
+        compare("ref.d_sh_up", g.sh_up, sd, full);
+        compare("ref.d_sh_down", g.sh_down, sd, full);
+        compare("ref.d_sh_gate_w", g.sh_gate_w, d, full);
+    }
+    /* every tensor in the file was used: a misnamed reference cannot be skipped silently */
+    for (int i = 0; i < g_nt; i++)
+        if (!g_t[i].used) {
+            fprintf(stderr, "FAIL %s: not a known tensor name\n", g_t[i].name);
+            g_fail++;
+        }
+
+    for (int e = 0; e < E; e++) {
+        free(dgate[e]);
+        free(dup[e]);
+        free(ddown[e]);
+    }
+    for (int i = 0; i < g_nt; i++) free(g_t[i].data);
+    free(y);
+    free(dx);
+    free(drouter);
+    free(dsh);
+    moec_moe_cache_free(c);
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
