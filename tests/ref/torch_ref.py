@@ -264,6 +264,7 @@ class Reference:
         st["tokens_per_expert"].append(torch.bincount(selected.flatten(), minlength=self.E).tolist())
         st["min_router_gap"] = min(st["min_router_gap"], float(gap.min()))
         st["moe_layers"].append(i)
+        st.setdefault("router_logits", []).append(router_logits)   # for the training losses
         return out
 
     def dense_mlp(self, i, x):

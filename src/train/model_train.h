@@ -1,0 +1,33 @@
+/* model_train.h — the generic MoE transformer's training forward and backward (fp32), on the
+ * parameters of train/params.h: one micro-batch of B sequences × S tokens, next-token
+ * cross-entropy plus each MoE layer's load-balancing and z losses. Same architecture semantics
+ * as the inference forward (model/forward.c); gradients accumulate into tp->g. */
+#ifndef MOEC_TRAIN_MODEL_TRAIN_H
+#define MOEC_TRAIN_MODEL_TRAIN_H
+
+#include "train/params.h"
+
+typedef struct moec_tmodel moec_tmodel;
+
+typedef struct {
+    double ce;        /* mean next-token cross-entropy over the valid targets */
+    int64_t n_targets; /* valid targets in the micro-batch */
+    double aux, z;    /* load-balancing and z losses summed over MoE layers (coefficients applied) */
+    const int32_t *expert_counts; /* [n_layer, E] tokens per expert in this micro-batch (borrowed; 0 rows for dense layers) */
+} moec_tstep;
+
+/* Workspace (activations, caches, scratch) for micro-batches of B × S tokens. */
+moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, float aux_coef, float z_coef,
+                            moec_error *err);
+void moec_tmodel_free(moec_tmodel *m); /* accepts NULL */
+size_t moec_tmodel_bytes(const moec_tmodel *m);
+
+/* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
+ * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of
+ * evaluation windows). Runs the forward and, if backward, the backward of
+ * loss = ce + aux + z  scaled by `scale` (1/accumulation steps), adding into tp->g.
+ * Token ids must be in [0, n_vocab) (checked: MOEC_ERR_INVALID_ARG). */
+moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_t *n_valid, float scale,
+                             int backward, moec_tstep *out, moec_error *err);
+
+#endif
