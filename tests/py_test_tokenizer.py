@@ -623,8 +623,10 @@ def main():
         print(f"tokenizer: FAILED ({len(failures)} problems); first ones:")
         for f in failures[:25]:
             print("  " + f)
+        print(f"{len(summary)} passed, {len(failures)} failed")
         return 1
     print("tokenizer: OK")
+    print(f"{len(summary)} passed, 0 failed")  # one per (tokenizer, check) group above
     return 0
 
 
