@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all deps build test test-asan demo bench clean
+.PHONY: all deps build test test-asan demo selfcheck bench clean
 
 all: build
 
@@ -19,8 +19,11 @@ test: deps build
 test-asan:
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DMOEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS_EXTRA)"
 
-demo: build
-	bash scripts/demo.sh
+demo:
+	bash scripts/main_job.sh
+
+selfcheck:
+	bash scripts/inference_selfcheck.sh
 
 clean:
 	rm -rf build build-asan

@@ -10,6 +10,10 @@ int moec_cmd_generate(int argc, char **argv);
 int moec_cmd_logits(int argc, char **argv);
 int moec_cmd_bench(int argc, char **argv);
 int moec_cmd_tokenize(int argc, char **argv);
+int moec_cmd_tokenizer(int argc, char **argv);
+int moec_cmd_data(int argc, char **argv);
+int moec_cmd_train(int argc, char **argv);
+int moec_cmd_eval(int argc, char **argv);
 
 /* Shared CLI helpers (cli_util.c). */
 /* Prints "moec <cmd>: <what>" plus an optional hint line on stderr; returns exit code 1. */

@@ -16,6 +16,10 @@ static const command commands[] = {
     {"logits", moec_cmd_logits, "write float32 logits [T, V] for given token ids to a .npy file"},
     {"bench", moec_cmd_bench, "time prefill and decode like llama-bench (-p 128 -n 32)"},
     {"tokenize", moec_cmd_tokenize, "encode text to ids (or decode ids) with a tokenizer.json"},
+    {"tokenizer", moec_cmd_tokenizer, "train a byte-level BPE tokenizer.json on text files"},
+    {"data", moec_cmd_data, "tokenize text files into train/val token shards"},
+    {"train", moec_cmd_train, "train an MoE model from scratch or from a checkpoint"},
+    {"eval", moec_cmd_eval, "validation loss and perplexity of a checkpoint, overall and per domain"},
 };
 
 static void usage(FILE *f) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job (until moec trains models of its own): build tiny random checkpoints of each
+# Inference self-check: build tiny random checkpoints of each
 # supported architecture in Hugging Face layout, then show `moec info`, `moec generate`, and
 # how closely moec's logits agree with an independent PyTorch reference.
 set -euo pipefail

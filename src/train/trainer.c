@@ -1,0 +1,536 @@
+/* trainer.c — see trainer.h. Reads in run order: defaults, run directory, state files,
+ * evaluation, checkpoint, the loop. */
+#include "train/trainer.h"
+
+#include "core/error.h"
+#include "io/file.h"
+#include "io/safetensors.h"
+#include "io/safetensors_write.h"
+#include "model/hparams.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/model_train.h"
+#include "train/optim.h"
+#include "train/params.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+moec_train_params moec_train_default_params(void) {
+    moec_train_params p = {0};
+    p.steps = 200;
+    p.batch = 8;
+    p.seq = 128;
+    p.accum = 1;
+    p.lr = 1e-3f;
+    p.lr_min = -1.f; /* = lr / 10 */
+    p.warmup = 20;
+    p.seed = 1;
+    p.eval_every = 50;
+    p.save_every = 100;
+    p.eval_batches = 8;
+    p.aux_coef = 0.01f;
+    p.z_coef = 0.001f;
+    p.weight_decay = 0.1f;
+    p.clip = 1.0f;
+    p.beta1 = 0.9f;
+    p.beta2 = 0.95f;
+    p.eps = 1e-8f;
+    p.max_bad_steps = 10;
+    p.progress = 1;
+    return p;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static int dir_is_empty(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 1;
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n == 0;
+}
+
+/* ------------------------------------------------------------------ the run's state */
+
+typedef struct {
+    const moec_train_params *p;
+    moec_hparams hp;
+    char *config_text;
+    size_t config_len;
+    char tokenizer_path[4096];
+    moec_data_reader *data;
+    moec_tparams tp;
+    moec_tmodel *tm;
+    float *m1, *m2; /* AdamW moments [n_floats] */
+    int64_t step;    /* optimizer steps taken (attempted, including skipped ones) */
+    int64_t opt_t;   /* successful AdamW updates (bias-correction step) */
+    uint64_t cursor; /* training data position (windows consumed) */
+    int32_t n_bad;
+    FILE *jsonl;
+    char log_path[4096];
+    int64_t *load; /* [n_layer, E] tokens per expert since the start of this process */
+    int32_t *tokens;
+    int32_t *n_valid;
+} run;
+
+static moec_status save_state_files(const char *tmp_dir, void *ctx, moec_error *err) {
+    run *r = ctx;
+    char path[4096];
+    moec_path_join(path, sizeof path, tmp_dir, "model.safetensors");
+    moec_status st = moec_tparams_save(&r->tp, r->tp.w, path, MOEC_DTYPE_F32, err);
+    if (st) return st;
+    /* optimizer moments, named after the parameters */
+    const int64_t n = r->tp.n_tensors;
+    moec_st_entry *e = malloc((size_t)(2 * n) * sizeof *e);
+    char(*names)[176] = malloc((size_t)(2 * n) * sizeof *names);
+    if (!e || !names) {
+        free(e);
+        free(names);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int k = 0; k < 2; k++) {
+            moec_st_entry *x = &e[2 * i + k];
+            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", r->tp.specs[i].name);
+            x->name = names[2 * i + k];
+            x->n_dims = r->tp.specs[i].n_dims;
+            x->shape[0] = r->tp.specs[i].shape[0];
+            x->shape[1] = r->tp.specs[i].shape[1];
+            x->data = (k ? r->m2 : r->m1) + r->tp.offset[i];
+        }
+    moec_path_join(path, sizeof path, tmp_dir, "optimizer.safetensors");
+    st = moec_st_write(path, e, (int)(2 * n), MOEC_DTYPE_F32, err);
+    free(e);
+    free(names);
+    return st;
+}
+
+static char *state_json(const run *r) {
+    const moec_train_params *p = r->p;
+    cJSON *j = cJSON_CreateObject();
+    char buf[32];
+    cJSON_AddStringToObject(j, "format", "moec-train-state");
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddNumberToObject(j, "step", (double)r->step);
+    cJSON_AddNumberToObject(j, "adam_step", (double)r->opt_t);
+    snprintf(buf, sizeof buf, "%" PRIu64, r->cursor);
+    cJSON_AddStringToObject(j, "data_cursor", buf);
+    snprintf(buf, sizeof buf, "%016" PRIx64, moec_data_id(r->data));
+    cJSON_AddStringToObject(j, "data_id", buf);
+    snprintf(buf, sizeof buf, "%" PRIu64, p->seed);
+    cJSON_AddStringToObject(j, "seed", buf);
+    cJSON_AddNumberToObject(j, "steps", (double)p->steps);
+    cJSON_AddNumberToObject(j, "batch", p->batch);
+    cJSON_AddNumberToObject(j, "seq", p->seq);
+    cJSON_AddNumberToObject(j, "accum", p->accum);
+    cJSON_AddNumberToObject(j, "lr", p->lr);
+    cJSON_AddNumberToObject(j, "lr_min", p->lr_min);
+    cJSON_AddNumberToObject(j, "warmup", (double)p->warmup);
+    cJSON_AddNumberToObject(j, "aux_coef", p->aux_coef);
+    cJSON_AddNumberToObject(j, "z_coef", p->z_coef);
+    cJSON_AddNumberToObject(j, "weight_decay", p->weight_decay);
+    cJSON_AddNumberToObject(j, "clip", p->clip);
+    cJSON_AddNumberToObject(j, "n_bad", r->n_bad);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+static moec_status save_checkpoint(run *r, moec_error *err) {
+    char *state = state_json(r);
+    if (!state) return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    moec_ckpt_file files[4] = {
+        {"config.json", NULL, r->config_text, r->config_len, 0},
+        {"train_state.json", NULL, state, strlen(state), 0},
+        {"train_log.jsonl", r->log_path, NULL, 0, 1},
+        {"tokenizer.json", r->tokenizer_path, NULL, 0, 0}, /* last: only when the data's tokenizer is known */
+    };
+    if (r->jsonl) {
+        fflush(r->jsonl);
+        fsync(fileno(r->jsonl));
+    }
+    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] ? 4 : 3, save_state_files, r, err);
+    free(state);
+    return st;
+}
+
+/* Reads train_state.json and the optimizer file from the out dir; checks the run matches. */
+static moec_status load_state(run *r, moec_error *err) {
+    const moec_train_params *p = r->p;
+    char path[4096];
+    moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
+    char *text = NULL;
+    size_t len = 0;
+    moec_status st = moec_file_read_all(path, &text, &len, err);
+    if (st) return st;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
+    if (!j || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moec-train-state")) {
+        cJSON_Delete(j);
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: not a moec training state", path);
+    }
+#define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuedouble : -1)
+#define STR(k) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuestring : "")
+    char want_id[32], want_seed[32];
+    snprintf(want_id, sizeof want_id, "%016" PRIx64, moec_data_id(r->data));
+    snprintf(want_seed, sizeof want_seed, "%" PRIu64, p->seed);
+    const char *mismatch = NULL;
+    if (strcmp(STR("data_id"), want_id)) mismatch = "the data directory (different dataset)";
+    else if (strcmp(STR("seed"), want_seed)) mismatch = "--seed";
+    else if (NUM("batch") != p->batch) mismatch = "--batch";
+    else if (NUM("seq") != p->seq) mismatch = "--seq";
+    else if (NUM("accum") != p->accum) mismatch = "--accum";
+    else if (NUM("steps") != (double)p->steps) mismatch = "--steps";
+    else if ((float)NUM("lr") != p->lr) mismatch = "--lr";
+    else if (NUM("warmup") != (double)p->warmup) mismatch = "--warmup";
+    if (mismatch) {
+        cJSON_Delete(j);
+        return moec_err(err, MOEC_ERR_INVALID_ARG,
+                        "cannot resume %s: %s differs from the interrupted run (resume with the same settings)",
+                        p->out_dir, mismatch);
+    }
+    r->step = (int64_t)NUM("step");
+    r->opt_t = (int64_t)NUM("adam_step");
+    r->cursor = strtoull(STR("data_cursor"), NULL, 10);
+    r->n_bad = (int32_t)NUM("n_bad");
+#undef NUM
+#undef STR
+    cJSON_Delete(j);
+    if (r->step < 0 || r->opt_t < 0) return moec_err(err, MOEC_ERR_FORMAT, "%s: invalid step", path);
+    /* weights and moments */
+    if ((st = moec_tparams_load(&r->tp, p->out_dir, err))) return st;
+    moec_path_join(path, sizeof path, p->out_dir, "optimizer.safetensors");
+    moec_st_set os;
+    if ((st = moec_st_open_file(&os, path, err))) return st;
+    for (int64_t i = 0; i < r->tp.n_tensors && !st; i++)
+        for (int k = 0; k < 2 && !st; k++) {
+            char name[176];
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", r->tp.specs[i].name);
+            moec_st_tensor *t = moec_st_find(&os, name);
+            if (!t || t->dtype != MOEC_DTYPE_F32 || t->numel != r->tp.specs[i].numel)
+                st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing or malformed '%s'", path, name);
+            else
+                memcpy((k ? r->m2 : r->m1) + r->tp.offset[i], t->data, t->nbytes);
+        }
+    moec_st_close(&os);
+    return st;
+}
+
+/* ------------------------------------------------------------------ evaluation */
+
+/* Mean next-token loss over up to eval_batches·B validation windows (deterministic). */
+static moec_status evaluate(run *r, double *loss, moec_error *err) {
+    const moec_train_params *p = r->p;
+    uint64_t n_win = moec_data_eval_n_windows(r->data, MOEC_DATA_VAL, -1, p->seq);
+    uint64_t want = (uint64_t)p->eval_batches * (uint64_t)p->batch;
+    if (n_win > want) n_win = want;
+    double sum = 0.0;
+    int64_t count = 0;
+    for (uint64_t w0 = 0; w0 < n_win; w0 += (uint64_t)p->batch) {
+        for (int b = 0; b < p->batch; b++) {
+            uint64_t w = w0 + (uint64_t)b;
+            int32_t *row = r->tokens + (size_t)b * (size_t)(p->seq + 1);
+            if (w < n_win) {
+                moec_status st = moec_data_eval_window(r->data, MOEC_DATA_VAL, -1, p->seq, w, row, &r->n_valid[b], err);
+                if (st) return st;
+            } else {
+                for (int s = 0; s <= p->seq; s++) row[s] = 0;
+                r->n_valid[b] = 0; /* an empty row: no targets */
+            }
+        }
+        moec_tstep out;
+        moec_status st = moec_tmodel_step(r->tm, r->tokens, r->n_valid, 1.f, 0, &out, err);
+        if (st) return st;
+        sum += out.ce * (double)out.n_targets;
+        count += out.n_targets;
+    }
+    *loss = count ? sum / (double)count : NAN;
+    return MOEC_OK;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static moec_status read_config(run *r, moec_error *err) {
+    const moec_train_params *p = r->p;
+    char path[4096];
+    if (p->resume) moec_path_join(path, sizeof path, p->out_dir, "config.json");
+    else if (p->config_path) snprintf(path, sizeof path, "%s", p->config_path);
+    else if (p->init_dir) moec_path_join(path, sizeof path, p->init_dir, "config.json");
+    else return moec_err(err, MOEC_ERR_INVALID_ARG, "no model config: give --config FILE (or --init DIR)");
+    moec_status st = moec_file_read_all(path, &r->config_text, &r->config_len, err);
+    if (st) return st;
+    return moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err);
+}
+
+static moec_status prepare_out_dir(run *r, moec_error *err) {
+    const moec_train_params *p = r->p;
+    char state[4096];
+    moec_path_join(state, sizeof state, p->out_dir, "train_state.json");
+    const int has_run = file_exists(state);
+    if (p->resume) {
+        if (!has_run) return moec_err(err, MOEC_ERR_INVALID_ARG, "nothing to resume: %s has no train_state.json", p->out_dir);
+        return MOEC_OK;
+    }
+    if (file_exists(p->out_dir) && !dir_is_empty(p->out_dir)) {
+        if (!p->overwrite)
+            return moec_err(err, MOEC_ERR_INVALID_ARG,
+                            "%s already holds %s: use --resume to continue it or --overwrite to replace it",
+                            p->out_dir, has_run ? "a training run" : "a checkpoint");
+        moec_status st = moec_rmtree(p->out_dir, err);
+        if (st) return st;
+    }
+    if (!file_exists(p->out_dir) && mkdir(p->out_dir, 0755) != 0)
+        return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", p->out_dir, strerror(errno));
+    return MOEC_OK;
+}
+
+static void run_free(run *r) {
+    if (r->jsonl) fclose(r->jsonl);
+    moec_tmodel_free(r->tm);
+    moec_tparams_free(&r->tp);
+    moec_data_close(r->data);
+    free(r->config_text);
+    free(r->m1);
+    free(r->m2);
+    free(r->load);
+    free(r->tokens);
+    free(r->n_valid);
+}
+
+/* ------------------------------------------------------------------ the loop */
+
+double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t *t, float lr, float clip,
+                                 const moec_adamw_cfg *cfg, int *applied) {
+    const double gnorm = moec_clip_grad_norm(tp->g, tp->n_floats, clip);
+    *applied = isfinite(gnorm);
+    if (!*applied) return gnorm;
+    (*t)++;
+    for (int64_t i = 0; i < tp->n_tensors; i++) {
+        const size_t o = tp->offset[i], n = (size_t)tp->specs[i].numel;
+        moec_adamw_update(tp->w + o, tp->g + o, m1 + o, m2 + o, n, *t, lr, moec_tparams_decays(tp, i), cfg);
+    }
+    return gnorm;
+}
+
+static void print_load_table(run *r, FILE *out) {
+    const moec_hparams *hp = &r->tp.hp;
+    if (hp->n_expert <= 0) return;
+    fprintf(out, "expert load (share of routed tokens, %%), this run:\n  layer");
+    for (int e = 0; e < hp->n_expert && e < 16; e++) fprintf(out, " %5d", e);
+    fprintf(out, "%s  max/mean\n", hp->n_expert > 16 ? "  ..." : "");
+    for (int il = 0; il < hp->n_layer; il++) {
+        if (!hp->layer_moe[il]) continue;
+        const int64_t *c = r->load + (size_t)il * hp->n_expert;
+        double tot = 0, mx = 0;
+        for (int e = 0; e < hp->n_expert; e++) {
+            tot += (double)c[e];
+            mx = fmax(mx, (double)c[e]);
+        }
+        fprintf(out, "  %5d", il);
+        for (int e = 0; e < hp->n_expert && e < 16; e++) fprintf(out, " %5.1f", tot > 0 ? 100.0 * (double)c[e] / tot : 0.0);
+        fprintf(out, "%s  %.2f\n", hp->n_expert > 16 ? "  ..." : "", tot > 0 ? mx / (tot / hp->n_expert) : 0.0);
+    }
+}
+
+moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
+    moec_train_params pp = *pin;
+    if (pp.lr_min < 0) pp.lr_min = pp.lr / 10.f;
+    const moec_train_params *p = &pp;
+    FILE *out = p->log ? p->log : stdout;
+    if (p->steps < 1 || p->batch < 1 || p->seq < 2 || p->accum < 1 || !(p->lr > 0) || p->warmup < 0)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "steps, batch, accum must be >= 1, seq >= 2, lr > 0, warmup >= 0");
+    run r;
+    memset(&r, 0, sizeof r);
+    r.p = p;
+    moec_status st;
+    int nt = p->threads;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_num_procs();
+    omp_set_num_threads(nt);
+#else
+    if (nt <= 0) nt = 1;
+#endif
+    openblas_set_num_threads(nt);
+    if ((st = read_config(&r, err))) goto done;
+    if ((st = moec_data_open(&r.data, p->data_dir, err))) goto done;
+    if ((st = moec_data_check_vocab(r.data, r.hp.n_vocab, err))) goto done;
+    /* the tokenizer that made the data goes into every checkpoint; an --init model's own
+     * tokenizer must be the one the data was made with */
+    if (p->init_dir) {
+        char tk[4096];
+        moec_path_join(tk, sizeof tk, p->init_dir, "tokenizer.json");
+        if (file_exists(tk) && (st = moec_data_check_tokenizer(r.data, tk, err))) goto done;
+    }
+    {
+        const char *tk = moec_data_tokenizer_path(r.data);
+        if (tk && file_exists(tk) && !moec_data_check_tokenizer(r.data, tk, NULL))
+            snprintf(r.tokenizer_path, sizeof r.tokenizer_path, "%s", tk);
+    }
+    if ((st = prepare_out_dir(&r, err))) goto done;
+    if ((st = moec_tparams_new(&r.tp, &r.hp, err))) goto done;
+    r.m1 = calloc(r.tp.n_floats, sizeof(float));
+    r.m2 = calloc(r.tp.n_floats, sizeof(float));
+    r.load = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.load);
+    r.tokens = malloc((size_t)p->batch * (size_t)(p->seq + 1) * sizeof *r.tokens);
+    r.n_valid = malloc((size_t)p->batch * sizeof *r.n_valid);
+    if (!r.m1 || !r.m2 || !r.load || !r.tokens || !r.n_valid) {
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory for optimizer state");
+        goto done;
+    }
+    if (p->resume) {
+        if ((st = load_state(&r, err))) goto done;
+    } else if (p->init_dir) {
+        if ((st = moec_tparams_load(&r.tp, p->init_dir, err))) goto done;
+    } else {
+        float std = 0.02f;
+        cJSON *j = cJSON_ParseWithLength(r.config_text, r.config_len);
+        const cJSON *ir = cJSON_GetObjectItemCaseSensitive(j, "initializer_range");
+        if (cJSON_IsNumber(ir) && ir->valuedouble > 0) std = (float)ir->valuedouble;
+        cJSON_Delete(j);
+        moec_tparams_init(&r.tp, p->seed, std);
+    }
+    if ((st = moec_tmodel_new(&r.tm, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err))) goto done;
+    moec_path_join(r.log_path, sizeof r.log_path, p->out_dir, "train_log.jsonl");
+    r.jsonl = fopen(r.log_path, "a");
+    if (!r.jsonl) {
+        st = moec_err(err, MOEC_ERR_IO, "cannot open %s: %s", r.log_path, strerror(errno));
+        goto done;
+    }
+    fprintf(out, "moec train: %s, %.2fM params (%d layers, %d experts top-%d), data %" PRIu64 " train / %" PRIu64
+                 " val tokens\n",
+            r.hp.arch->model_type, (double)r.tp.n_floats / 1e6, r.hp.n_layer, r.hp.n_expert, r.hp.n_expert_used,
+            moec_data_n_tokens(r.data, MOEC_DATA_TRAIN), moec_data_n_tokens(r.data, MOEC_DATA_VAL));
+    fprintf(out, "  steps %" PRId64 " batch %d seq %d accum %d (%d tokens/step), lr %g -> %g, warmup %" PRId64
+                 ", wd %g, clip %g, aux %g, z %g, seed %" PRIu64 ", threads %d, activations %.0f MB%s\n",
+            p->steps, p->batch, p->seq, p->accum, p->batch * p->seq * p->accum, (double)p->lr, (double)p->lr_min,
+            p->warmup, (double)p->weight_decay, (double)p->clip, (double)p->aux_coef, (double)p->z_coef, p->seed, nt,
+            (double)moec_tmodel_bytes(r.tm) / 1e6, p->resume ? " (resumed)" : "");
+    if (p->resume) fprintf(out, "  resuming at step %" PRId64 "\n", r.step);
+    const moec_adamw_cfg acfg = {p->beta1, p->beta2, p->eps, p->weight_decay};
+    double val = NAN;
+    const int E = r.hp.n_expert > 0 ? r.hp.n_expert : 1;
+    const int64_t first_step = r.step;
+    while (r.step < p->steps) {
+        if (p->stop_after > 0 && r.step - first_step >= p->stop_after) {
+            if ((st = save_checkpoint(&r, err))) goto done;
+            fprintf(out, "moec train: stopped after %" PRId64 " steps at step %" PRId64 " (--stop-after); continue with --resume\n",
+                    p->stop_after, r.step);
+            goto done;
+        }
+        const double t0 = now_s();
+        memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
+        double ce = 0, aux = 0, z = 0;
+        double *imb = calloc((size_t)r.hp.n_layer, sizeof *imb);
+        int32_t *cnt = calloc((size_t)r.hp.n_layer * (size_t)E, sizeof *cnt);
+        if (!imb || !cnt) {
+            free(imb);
+            free(cnt);
+            st = moec_err(err, MOEC_ERR_OOM, "out of memory");
+            goto done;
+        }
+        for (int a = 0; a < p->accum && !st; a++) {
+            moec_tstep o;
+            st = moec_data_batch(r.data, MOEC_DATA_TRAIN, p->batch, p->seq, MOEC_DATA_SHUFFLE, p->seed, r.tokens,
+                                 &r.cursor, err);
+            if (!st) st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f / (float)p->accum, 1, &o, err);
+            if (!st) {
+                ce += o.ce / p->accum;
+                aux += o.aux / p->accum;
+                z += o.z / p->accum;
+                for (size_t i = 0; i < (size_t)r.hp.n_layer * (size_t)E; i++) cnt[i] += o.expert_counts[i];
+            }
+        }
+        if (st) {
+            free(imb);
+            free(cnt);
+            goto done;
+        }
+        const float lr = moec_lr_at(r.step, p->warmup, p->steps, p->lr, p->lr_min);
+        int ok = isfinite(ce) && isfinite(aux) && isfinite(z);
+        double gnorm = NAN;
+        if (ok) gnorm = moec_train_optimizer_step(&r.tp, r.m1, r.m2, &r.opt_t, lr, p->clip, &acfg, &ok);
+        if (ok) r.n_bad = 0;
+        else r.n_bad++;
+        r.step++;
+        const double dt = now_s() - t0;
+        const double tps = (double)p->batch * p->seq * p->accum / dt;
+        /* per-layer imbalance: max/mean tokens per expert this step */
+        double worst_imb = 0;
+        fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,\"z\":%.6f,\"lr\":%.6g,"
+                         "\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"skipped\":%s,\"imbalance\":[",
+                r.step, ce + aux + z, ce, aux, z, (double)lr, gnorm, tps, ok ? "false" : "true");
+        int first = 1;
+        for (int il = 0; il < r.hp.n_layer; il++) {
+            if (!r.hp.layer_moe[il]) continue;
+            double tot = 0, mx = 0;
+            for (int e = 0; e < E; e++) {
+                const int32_t c = cnt[(size_t)il * E + e];
+                tot += c;
+                mx = fmax(mx, c);
+                r.load[(size_t)il * E + e] += c;
+            }
+            imb[il] = tot > 0 ? mx / (tot / E) : 0;
+            worst_imb = fmax(worst_imb, imb[il]);
+            fprintf(r.jsonl, "%s%.3f", first ? "" : ",", imb[il]);
+            first = 0;
+        }
+        fprintf(r.jsonl, "]}\n");
+        free(imb);
+        free(cnt);
+        if (!ok) {
+            fprintf(out, "\nmoec train: step %" PRId64 ": non-finite loss or gradient, update skipped (%d in a row)\n",
+                    r.step, r.n_bad);
+            if (r.n_bad >= p->max_bad_steps) {
+                st = moec_err(err, MOEC_ERR_INVALID_ARG,
+                              "stopped after %d consecutive non-finite steps (lower --lr?); the last checkpoint in %s is intact",
+                              r.n_bad, p->out_dir);
+                goto done;
+            }
+        }
+        const int last = r.step == p->steps;
+        if ((p->eval_every > 0 && r.step % p->eval_every == 0) || last) {
+            if ((st = evaluate(&r, &val, err))) goto done;
+            fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"val_loss\":%.6f}\n", r.step, val);
+        }
+        if (p->progress) {
+            fprintf(stderr, "\rstep %" PRId64 "/%" PRId64 " | loss %.4f | val %.4f | %.0f tok/s | lr %.2e | gnorm %.3f | aux %.4f | imb %.2f ",
+                    r.step, p->steps, ce, val, tps, (double)lr, gnorm, aux, worst_imb);
+            if (last) fprintf(stderr, "\n");
+        }
+        if ((p->save_every > 0 && r.step % p->save_every == 0) || last) {
+            if ((st = save_checkpoint(&r, err))) goto done;
+        }
+    }
+    fprintf(out, "moec train: done, %" PRId64 " steps, val loss %.4f (ppl %.2f); checkpoint in %s\n", r.step, val,
+            exp(val), p->out_dir);
+    print_load_table(&r, out);
+done:
+    run_free(&r);
+    return st;
+}

@@ -1,0 +1,50 @@
+/* trainer.h — the training run: data → micro-batches → forward/backward → clipped AdamW step,
+ * with warmup + cosine LR, gradient accumulation, periodic evaluation, atomic checkpoints and
+ * exact resume, a progress line and a JSONL log. Deterministic: the same seed and thread count
+ * give bit-identical runs, and a resumed run continues bit-identically. */
+#ifndef MOEC_TRAIN_TRAINER_H
+#define MOEC_TRAIN_TRAINER_H
+
+#include "moec.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    const char *config_path; /* HF-style config.json of the model (may be NULL with init_dir or resume) */
+    const char *data_dir;    /* made by `moec data` */
+    const char *out_dir;     /* the checkpoint directory (HF layout + training state) */
+    const char *init_dir;    /* start from this checkpoint's weights instead of random; NULL = random */
+    int64_t steps;           /* optimizer steps in total */
+    int32_t batch, seq, accum;
+    float lr, lr_min;        /* peak and final learning rate (cosine decay) */
+    int64_t warmup;          /* linear warmup steps */
+    uint64_t seed;
+    int32_t threads;         /* 0 = number of cores */
+    int64_t eval_every, save_every; /* 0 = only at the end */
+    int32_t eval_batches;    /* validation micro-batches per evaluation */
+    int resume, overwrite;
+    float aux_coef, z_coef;  /* load-balancing (Megatron normalisation: 1 at balance) and z-loss */
+    float weight_decay, clip, beta1, beta2, eps;
+    int64_t stop_after;      /* >0: end this invocation after that many steps (checkpointed), as an interruption would */
+    int32_t max_bad_steps;   /* consecutive non-finite steps before the run stops */
+    int progress;            /* 1: a live progress line on stderr */
+    FILE *log;               /* human-readable lines (resolved configuration, evals, load table); NULL = stdout */
+} moec_train_params;
+
+moec_train_params moec_train_default_params(void);
+
+#include "train/optim.h"
+#include "train/params.h"
+
+/* The update of one optimizer step on the gradients in tp->g: global-norm clipping to `clip`
+ * (0 = off), then AdamW at learning rate lr, with weight decay on matrices only. If the
+ * gradient norm is not finite, nothing changes and *applied = 0; otherwise *t (the AdamW step
+ * count) is incremented first and *applied = 1. Returns the gradient norm before clipping. */
+double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t *t, float lr, float clip,
+                                 const moec_adamw_cfg *cfg, int *applied);
+
+/* Runs (or resumes) a training run. Returns MOEC_OK when the run reached `steps`. */
+moec_status moec_train_run(const moec_train_params *p, moec_error *err);
+
+#endif
