@@ -26,7 +26,7 @@ $M train --config configs/tiny.json --data "$OUT/data" --out "$OUT/tiny-moe" --o
     --steps "$STEPS" --batch 8 --seq 128 --lr 2e-3 --warmup 30 --eval-every 100 --save-every 100
 echo
 echo "== 5. validation loss per domain"
-$M eval -m "$OUT/tiny-moe" --data "$OUT/data" --seq 128
+$M eval -m "$OUT/tiny-moe" --data "$OUT/data" --seq 128 --max-windows 64
 echo
 echo "== 6. generation (the checkpoint is Hugging Face layout: transformers loads it too)"
 $M generate -m "$OUT/tiny-moe" -p "And God said" -n 48 --temp 0.7 --seed 1

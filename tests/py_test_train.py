@@ -155,8 +155,8 @@ def make_corpus(dst):
     return [os.path.join(dst, n + ".txt") for n in ("licenses", "headers", "numbers")]
 
 
-def train_cmd(args, cfg, data, out, *extra):
-    return [args.moec, "train", "--config", cfg, "--data", data, "--out", out, "--batch", "8", "--seq", "64",
+def train_cmd(args, cfg, data, out, *extra, batch="8"):
+    return [args.moec, "train", "--config", cfg, "--data", data, "--out", out, "--batch", batch, "--seq", "64",
             "--lr", "3e-3", "--warmup", "10", "--no-progress", "-t", "2", *extra]
 
 
@@ -203,6 +203,31 @@ def test_cli(args, root):
     r = run([moec, "generate", "-m", out, "-p", "Copyright", "-n", "16", "--temp", "0"])
     check(r.returncode == 0 and len(r.stdout) > len("Copyright"), "generate from the trained checkpoint",
           repr(r.stdout[:80]))
+
+    # gradient accumulation: batch 8 = 2 x batch 4 (same windows; aux/z off since they are per
+    # micro-batch): same first-step loss and gradient norm up to fp32 summation order (1e-5)
+    g1, g2 = os.path.join(root, "acc1"), os.path.join(root, "acc2")
+    base = ["--steps", "2", "--save-every", "0", "--eval-every", "0", "--overwrite", "--aux-coef", "0", "--z-coef", "0"]
+    ra = run(train_cmd(args, cfg, data, g1, *base))
+    rb = run(train_cmd(args, cfg, data, g2, *base, "--accum", "2", batch="4"))
+    if ra.returncode == 0 and rb.returncode == 0:
+        la = json.loads(open(os.path.join(g1, "train_log.jsonl")).readline())
+        lb = json.loads(open(os.path.join(g2, "train_log.jsonl")).readline())
+        ok = abs(la["loss"] - lb["loss"]) <= 1e-5 * la["loss"] and \
+            abs(la["grad_norm"] - lb["grad_norm"]) <= 1e-5 * la["grad_norm"]
+        check(ok, "gradient accumulation: --batch 8 == --batch 4 --accum 2 (first step loss, grad norm)",
+              f"loss {la['loss']} vs {lb['loss']}, gnorm {la['grad_norm']} vs {lb['grad_norm']}")
+    else:
+        check(False, "gradient accumulation runs", (ra.stderr + rb.stderr).strip()[-300:])
+
+    # --init: continue from the trained checkpoint (its tokenizer is the data's); a checkpoint
+    # whose tokenizer differs from the data's is refused
+    fi = os.path.join(root, "finetune")
+    r = run([args.moec, "train", "--init", out, "--data", data, "--out", fi, "--steps", "1", "--batch", "8", "--seq",
+             "64", "--no-progress", "--overwrite", "--eval-every", "0"])
+    first = json.loads(open(os.path.join(fi, "train_log.jsonl")).readline())["ce"] if r.returncode == 0 else 99
+    check(r.returncode == 0 and first < val[-1] + 0.5, "--init starts from the trained weights",
+          f"first-step loss {first:.3f} (trained val {val[-1]:.3f}) " + r.stderr.strip()[-200:])
 
     # 3. resume is bit-identical
     a, b = os.path.join(root, "runA"), os.path.join(root, "runB")

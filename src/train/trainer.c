@@ -432,6 +432,10 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             p->warmup, (double)p->weight_decay, (double)p->clip, (double)p->aux_coef, (double)p->z_coef, p->seed, nt,
             (double)moec_tmodel_bytes(r.tm) / 1e6, p->resume ? " (resumed)" : "");
     if (p->resume) fprintf(out, "  resuming at step %" PRId64 "\n", r.step);
+    fflush(out);
+    /* a live \r-updated line on a terminal; in a log file, a plain line every 5% of the run */
+    const int tty = isatty(fileno(stderr));
+    const int64_t line_every = p->steps / 20 > 1 ? p->steps / 20 : 1;
     const moec_adamw_cfg acfg = {p->beta1, p->beta2, p->eps, p->weight_decay};
     double val = NAN;
     const int E = r.hp.n_expert > 0 ? r.hp.n_expert : 1;
@@ -518,10 +522,12 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             if ((st = evaluate(&r, &val, err))) goto done;
             fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"val_loss\":%.6f}\n", r.step, val);
         }
-        if (p->progress) {
-            fprintf(stderr, "\rstep %" PRId64 "/%" PRId64 " | loss %.4f | val %.4f | %.0f tok/s | lr %.2e | gnorm %.3f | aux %.4f | imb %.2f ",
-                    r.step, p->steps, ce, val, tps, (double)lr, gnorm, aux, worst_imb);
-            if (last) fprintf(stderr, "\n");
+        if (p->progress && (tty || r.step % line_every == 0 || last)) {
+            char vbuf[32] = "-";
+            if (isfinite(val)) snprintf(vbuf, sizeof vbuf, "%.4f", val);
+            fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " | loss %.4f | val %s | %.0f tok/s | lr %.2e | gnorm %.3f | aux %.4f | imb %.2f %s",
+                    tty ? "\r" : "", r.step, p->steps, ce, vbuf, tps, (double)lr, gnorm, aux, worst_imb,
+                    tty && !last ? "" : "\n");
         }
         if ((p->save_every > 0 && r.step % p->save_every == 0) || last) {
             if ((st = save_checkpoint(&r, err))) goto done;

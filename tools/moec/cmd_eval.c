@@ -24,13 +24,17 @@ static void usage(FILE *f) {
                "  --split S          val or train (default val)\n"
                "  --batch N          sequences per forward (default 8)\n"
                "  --seq N            tokens per window (default 128)\n"
-               "  -t, --threads N    threads (default: number of cores)\n");
+               "  --max-windows N    evaluate at most N windows per domain, 0 = all (default 0)\n"
+               "  -t, --threads N    threads (default: number of cores)\n"
+               "The 'all' row pools the per-domain sums: every target of the split counted once.\n");
 }
 
 /* Loss sum and target count over one domain's evaluation windows (domain -1 = all). */
 static moec_status eval_domain(moec_data_reader *d, moec_data_split split, int32_t dom, moec_tmodel *tm, int B, int S,
-                               int32_t *tok, int32_t *nv, double *sum, int64_t *count, moec_error *err) {
+                               uint64_t max_windows, int32_t *tok, int32_t *nv, double *sum, int64_t *count,
+                               moec_error *err) {
     uint64_t n = moec_data_eval_n_windows(d, split, dom, S);
+    if (max_windows && n > max_windows) n = max_windows;
     *sum = 0;
     *count = 0;
     for (uint64_t w0 = 0; w0 < n; w0 += (uint64_t)B) {
@@ -55,7 +59,7 @@ static moec_status eval_domain(moec_data_reader *d, moec_data_split split, int32
 
 int moec_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL;
-    long B = 8, S = 128, threads = 0;
+    long B = 8, S = 128, threads = 0, max_windows = 0;
     moec_data_split split = MOEC_DATA_VAL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -76,6 +80,8 @@ int moec_cmd_eval(int argc, char **argv) {
             if (!cli_parse_int("eval", a, argv[++i], 1, 1 << 16, &B)) return 2;
         } else if (!strcmp(a, "--seq") && v) {
             if (!cli_parse_int("eval", a, argv[++i], 2, 1 << 16, &S)) return 2;
+        } else if (!strcmp(a, "--max-windows") && v) {
+            if (!cli_parse_int("eval", a, argv[++i], 0, 1L << 40, &max_windows)) return 2;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             if (!cli_parse_int("eval", a, argv[++i], 1, 1024, &threads)) return 2;
         } else {
@@ -116,12 +122,19 @@ int moec_cmd_eval(int argc, char **argv) {
         goto done;
     }
     printf("%-20s %12s %10s %12s\n", "domain", "tokens", "loss", "perplexity");
+    double all_sum = 0;
+    int64_t all_count = 0;
     for (int32_t dom = 0; dom <= moec_data_n_domains(d); dom++) {
-        const int32_t which = dom < moec_data_n_domains(d) ? dom : -1;
-        double sum;
-        int64_t count;
-        if (eval_domain(d, split, which, tm, (int)B, (int)S, tok, nv, &sum, &count, &err)) goto fail;
-        const char *name = which < 0 ? "all" : moec_data_domain_name(d, which);
+        const int last = dom == moec_data_n_domains(d);
+        double sum = all_sum;
+        int64_t count = all_count;
+        if (!last) {
+            if (eval_domain(d, split, dom, tm, (int)B, (int)S, (uint64_t)max_windows, tok, nv, &sum, &count, &err))
+                goto fail;
+            all_sum += sum;
+            all_count += count;
+        }
+        const char *name = last ? "all" : moec_data_domain_name(d, dom);
         if (count == 0) {
             printf("%-20s %12s %10s %12s\n", name, "0", "-", "-");
             continue;
