@@ -79,6 +79,7 @@ void moec_tmodel_free(moec_tmodel *m) {
         }
     free(m->L);
     free(m->counts);
+    free(m->pos); /* inp and tgt live in the same block */
     free(m);
 }
 
