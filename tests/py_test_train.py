@@ -155,6 +155,14 @@ def make_corpus(dst):
     return [os.path.join(dst, n + ".txt") for n in ("licenses", "headers", "numbers")]
 
 
+def tok2_path(root, args, files):
+    """A second, different tokenizer (smaller vocabulary) trained on the same files."""
+    p = os.path.join(root, "tok2.json")
+    if not os.path.exists(p):
+        run([args.moec, "tokenizer", "train", "--vocab", "300", "-o", p, *files])
+    return p
+
+
 def train_cmd(args, cfg, data, out, *extra, batch="8"):
     return [args.moec, "train", "--config", cfg, "--data", data, "--out", out, "--batch", batch, "--seq", "64",
             "--lr", "3e-3", "--warmup", "10", "--no-progress", "-t", "2", *extra]
@@ -229,6 +237,30 @@ def test_cli(args, root):
     check(r.returncode == 0 and first < val[-1] + 0.5, "--init starts from the trained weights",
           f"first-step loss {first:.3f} (trained val {val[-1]:.3f}) " + r.stderr.strip()[-200:])
 
+    # non-finite loss: a NaN in one weight makes every step non-finite; each is skipped and
+    # logged, and after 10 in a row the run stops with a clear message
+    nan_dir = os.path.join(root, "nan_init")
+    shutil.copytree(out, nan_dir)
+    from safetensors.numpy import save_file
+    w = load_file(os.path.join(nan_dir, "model.safetensors"))
+    w["model.norm.weight"][0] = np.nan
+    save_file(w, os.path.join(nan_dir, "model.safetensors"), metadata={"format": "pt"})
+    nan_out = os.path.join(root, "nan_run")
+    r = run([args.moec, "train", "--init", nan_dir, "--data", data, "--out", nan_out, "--steps", "30", "--batch", "2",
+             "--seq", "32", "--no-progress", "--overwrite", "--eval-every", "0", "--save-every", "0"])
+    skipped = [json.loads(l)["skipped"] for l in open(os.path.join(nan_out, "train_log.jsonl")) if '"skipped"' in l]
+    check(r.returncode == 1 and "non-finite" in r.stderr and skipped == [True] * 10,
+          "non-finite steps are skipped and logged; 10 in a row stop the run",
+          f"rc={r.returncode} skipped={len(skipped)} {r.stderr.strip()[-160:]!r}")
+    # --init from a checkpoint whose tokenizer is not the data's
+    bad_tok_dir = os.path.join(root, "bad_tok_init")
+    shutil.copytree(out, bad_tok_dir)
+    shutil.copy(tok2_path(root, args, files), os.path.join(bad_tok_dir, "tokenizer.json"))
+    r = run([args.moec, "train", "--init", bad_tok_dir, "--data", data, "--out", os.path.join(root, "bt"), "--steps",
+             "1", "--no-progress"])
+    check(r.returncode == 1 and "another tokenizer" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+          "error: --init checkpoint's tokenizer differs from the data's", r.stderr.strip()[:200])
+
     # 3. resume is bit-identical
     a, b = os.path.join(root, "runA"), os.path.join(root, "runB")
     common = ["--steps", "10", "--save-every", "0", "--eval-every", "0", "--overwrite"]
@@ -265,8 +297,7 @@ def test_cli(args, root):
     open(bad_cfg, "w").write("{ not json")
     empty = os.path.join(root, "empty.txt")
     open(empty, "w").write("")
-    tok2 = os.path.join(root, "tok2.json")
-    run([moec, "tokenizer", "train", "--vocab", "300", "-o", tok2, *files])
+    tok2 = tok2_path(root, args, files)
     cases = [
         ("missing config", train_cmd(args, os.path.join(root, "nope.json"), data, os.path.join(root, "e1"),
                                      "--steps", "1"), 1, "nope.json"),

@@ -325,6 +325,13 @@ static void run_free(run *r) {
 
 /* ------------------------------------------------------------------ the loop */
 
+/* A JSON number, or null for NaN / infinity (which JSON cannot hold). buf: 32 bytes. */
+static const char *json_num(char *buf, double v) {
+    if (!isfinite(v)) return "null";
+    snprintf(buf, 32, "%.9g", v);
+    return buf;
+}
+
 double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t *t, float lr, float clip,
                                  const moec_adamw_cfg *cfg, int *applied) {
     const double gnorm = moec_clip_grad_norm(tp->g, tp->n_floats, clip);
@@ -486,9 +493,11 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const double tps = (double)p->batch * p->seq * p->accum / dt;
         /* per-layer imbalance: max/mean tokens per expert this step */
         double worst_imb = 0;
-        fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"loss\":%.6f,\"ce\":%.6f,\"aux\":%.6f,\"z\":%.6f,\"lr\":%.6g,"
-                         "\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"skipped\":%s,\"imbalance\":[",
-                r.step, ce + aux + z, ce, aux, z, (double)lr, gnorm, tps, ok ? "false" : "true");
+        char jl[32], jc[32], ja[32], jz[32], jg[32];
+        fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"loss\":%s,\"ce\":%s,\"aux\":%s,\"z\":%s,\"lr\":%.6g,"
+                         "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"skipped\":%s,\"imbalance\":[",
+                r.step, json_num(jl, ce + aux + z), json_num(jc, ce), json_num(ja, aux), json_num(jz, z), (double)lr,
+                json_num(jg, gnorm), tps, ok ? "false" : "true");
         int first = 1;
         for (int il = 0; il < r.hp.n_layer; il++) {
             if (!r.hp.layer_moe[il]) continue;
@@ -520,7 +529,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const int last = r.step == p->steps;
         if ((p->eval_every > 0 && r.step % p->eval_every == 0) || last) {
             if ((st = evaluate(&r, &val, err))) goto done;
-            fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"val_loss\":%.6f}\n", r.step, val);
+            char jv[32];
+            fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"val_loss\":%s}\n", r.step, json_num(jv, val));
         }
         if (p->progress && (tty || r.step % line_every == 0 || last)) {
             char vbuf[32] = "-";
