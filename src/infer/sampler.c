@@ -1,6 +1,7 @@
 /* sampler.c — next-token sampling: greedy, or temperature → top-k → top-p → draw, with a
  * seeded xoshiro256** generator so that a seed reproduces a generation exactly. */
 #include "core/error.h"
+#include "core/rng.h"
 #include "moec.h"
 
 #include <math.h>
@@ -9,7 +10,7 @@
 struct moec_sampler {
     moec_sampler_params p;
     int32_t n_vocab;
-    uint64_t s[4];
+    moec_rng rng;
     float *prob;   /* [V] */
     int32_t *idx;  /* [V] */
 };
@@ -17,26 +18,6 @@ struct moec_sampler {
 moec_sampler_params moec_sampler_default_params(void) {
     moec_sampler_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 42};
     return p;
-}
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
 }
 
 moec_status moec_sampler_new(moec_sampler **out, const moec_sampler_params *p, int32_t n_vocab, moec_error *err) {
@@ -54,8 +35,7 @@ moec_status moec_sampler_new(moec_sampler **out, const moec_sampler_params *p, i
     }
     s->p = *p;
     s->n_vocab = n_vocab;
-    uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++) s->s[i] = splitmix64(&x);
+    moec_rng_seed(&s->rng, p->seed);
     *out = s;
     return MOEC_OK;
 }
@@ -110,7 +90,7 @@ int32_t moec_sampler_sample(moec_sampler *s, const float *logits) {
         for (int32_t i = 0; i < n; i++) sum += s->prob[s->idx[i]];
     }
     /* draw u in [0, sum) with 53 random bits */
-    double u = (double)(next_u64(s->s) >> 11) * (1.0 / 9007199254740992.0) * sum;
+    double u = (double)(moec_rng_u64(&s->rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
     double acc = 0.0;
     for (int32_t i = 0; i < n; i++) {
         acc += s->prob[s->idx[i]];
