@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """py_test_train_grad.py - whole-model gradients of moec's trainer against PyTorch autograd.
 
-For the tiny checkpoints of every architecture (tests/ref/make_tiny.py; olmoe_f32 is skipped:
-training with clip_qkv is not supported), a micro-batch of B=2 sequences of S=12 tokens is run
+For the tiny checkpoints of every architecture (tests/ref/make_tiny.py, olmoe_f32 with clip_qkv
+active among them), a micro-batch of B=2 sequences of S=12 tokens is run
 through moec's training forward + backward (tests/tool_train_grad.c) and through the
 independent PyTorch reference (tests/ref/torch_ref.py, fp32 weights with requires_grad) with
     loss = mean CE over the B*S next-token targets
@@ -79,8 +79,6 @@ def main():
     tool = os.path.join(os.path.abspath(args.build_dir), "tool_train_grad")
     os.makedirs(root, exist_ok=True)
     for name in make_tiny.MODELS:
-        if name == "olmoe_f32":
-            continue
         make_tiny.write_model(name, root)
         d = os.path.join(root, name)
         V = torch_ref.load_config(d)["vocab_size"]

@@ -20,7 +20,8 @@ typedef struct {
     float *q, *k, *v;          /* [BS, qd], [BS, kvd] ×2: projections (+bias) */
     float *qn, *kn;            /* QK-normed (alias q, k when the arch has no QK norm) */
     float *rstd_q, *rstd_k;    /* [BS*H], [BS*Hkv] */
-    float *qr, *kr;            /* after RoPE */
+    float *qr, *kr;            /* after clip_qkv (OLMoE) and RoPE */
+    float *vc;                 /* v after clip_qkv (aliases v without clipping) */
     float *probs;              /* [B, H, S, S] */
     float *att;                /* [BS, qd] */
     float *x2;                 /* [BS, d] after the attention residual */
@@ -97,8 +98,6 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
                             moec_error *err) {
     *out = NULL;
     const moec_hparams *hp = &tp->hp;
-    if (hp->clip_qkv > 0)
-        return moec_err(err, MOEC_ERR_UNSUPPORTED, "training with clip_qkv is not supported yet (set it to null)");
     if (B < 1 || S < 1 || (int64_t)B * S > (1 << 24))
         return moec_err(err, MOEC_ERR_INVALID_ARG, "batch %d x sequence %d is out of range", B, S);
     if (S > hp->max_pos)
@@ -123,6 +122,7 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
         if (!(L->x = falloc(m, BS * d)) || !(L->xn1 = falloc(m, BS * d)) || !(L->rstd1 = falloc(m, BS)) ||
             !(L->q = falloc(m, BS * qd)) || !(L->k = falloc(m, BS * kvd)) || !(L->v = falloc(m, BS * kvd)) ||
             !(L->qr = falloc(m, BS * qd)) || !(L->kr = falloc(m, BS * kvd)) ||
+            !(L->vc = hp->clip_qkv > 0 ? falloc(m, BS * kvd) : L->v) ||
             !(L->probs = falloc(m, (size_t)B * H * (size_t)S * (size_t)S)) || !(L->att = falloc(m, BS * qd)) ||
             !(L->x2 = falloc(m, BS * d)) || !(L->xn2 = falloc(m, BS * d)) || !(L->rstd2 = falloc(m, BS)))
             goto oom;
@@ -218,9 +218,17 @@ static void layer_forward(moec_tmodel *m, int il, float *x_out, double *aux, dou
     }
     memcpy(L->qr, L->qn, (size_t)BS * qd * sizeof(float));
     memcpy(L->kr, L->kn, (size_t)BS * kvd * sizeof(float));
+    if (hp->clip_qkv > 0) { /* OLMoE: clamp q, k (after their norms) and v, before RoPE */
+        const float c = hp->clip_qkv;
+        for (size_t i = 0; i < (size_t)BS * qd; i++) L->qr[i] = fminf(fmaxf(L->qr[i], -c), c);
+        for (size_t i = 0; i < (size_t)BS * kvd; i++) {
+            L->kr[i] = fminf(fmaxf(L->kr[i], -c), c);
+            L->vc[i] = fminf(fmaxf(L->v[i], -c), c);
+        }
+    }
     moec_rope_pos(L->qr, BS, H, hd, m->rope_cos, m->rope_sin, m->pos);
     moec_rope_pos(L->kr, BS, Hkv, hd, m->rope_cos, m->rope_sin, m->pos);
-    moec_attention_forward_train(L->att, L->probs, L->qr, L->kr, L->v, m->B, m->S, H, Hkv, hd);
+    moec_attention_forward_train(L->att, L->probs, L->qr, L->kr, L->vc, m->B, m->S, H, Hkv, hd);
     moec_linear_forward(L->x2, d, L->att, qd, P(MOEC_T_WO, il, -1), P(MOEC_T_BO, il, -1), BS, qd, d);
     add_into(L->x2, L->x, (size_t)BS * d);
     moec_rmsnorm_forward_train(L->xn2, L->rstd2, L->x2, P(MOEC_T_FFN_NORM, il, -1), BS, d, eps);
@@ -276,9 +284,18 @@ static void layer_backward(moec_tmodel *m, int il, float scale) {
     memset(m->dq, 0, (size_t)BS * qd * sizeof(float));
     memset(m->dk, 0, (size_t)BS * kvd * sizeof(float));
     memset(m->dv, 0, (size_t)BS * kvd * sizeof(float));
-    moec_attention_backward(m->dq, m->dk, m->dv, m->datt, L->qr, L->kr, L->v, L->probs, m->B, m->S, H, Hkv, hd);
+    moec_attention_backward(m->dq, m->dk, m->dv, m->datt, L->qr, L->kr, L->vc, L->probs, m->B, m->S, H, Hkv, hd);
     moec_rope_backward(m->dq, BS, H, hd, m->rope_cos, m->rope_sin, m->pos);
     moec_rope_backward(m->dk, BS, Hkv, hd, m->rope_cos, m->rope_sin, m->pos);
+    if (hp->clip_qkv > 0) { /* clamp passes the gradient only where its input was inside [-c, c] (as torch) */
+        const float c = hp->clip_qkv;
+        for (size_t i = 0; i < (size_t)BS * qd; i++)
+            if (!(L->qn[i] >= -c && L->qn[i] <= c)) m->dq[i] = 0.f;
+        for (size_t i = 0; i < (size_t)BS * kvd; i++) {
+            if (!(L->kn[i] >= -c && L->kn[i] <= c)) m->dk[i] = 0.f;
+            if (!(L->v[i] >= -c && L->v[i] <= c)) m->dv[i] = 0.f;
+        }
+    }
     float *dq_lin = m->dq, *dk_lin = m->dk;
     if (hp->arch->qk_norm != MOEC_QK_NORM_NONE) {
         const int head = hp->arch->qk_norm == MOEC_QK_NORM_HEAD;
