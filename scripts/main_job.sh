@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build a multi-domain, multilingual corpus from Debian packages, train a
-# byte-level BPE tokenizer on it, tokenize it into shards, train a small MoE (~8M parameters,
+# byte-level BPE tokenizer on it, tokenize it into shards, train a small MoE (~9M parameters,
 # configs/tiny.json) for a few minutes on the CPU, evaluate it per domain, and generate text.
 #   scripts/main_job.sh [STEPS]      (default 300 steps of 8 x 128 tokens, ~3-5 min on 2 cores)
 set -euo pipefail
