@@ -244,31 +244,41 @@ static moec_status load_state(run *r, moec_error *err) {
 
 /* ------------------------------------------------------------------ evaluation */
 
-/* Mean next-token loss over up to eval_batches·B validation windows (deterministic). */
+/* Mean next-token loss over about eval_batches·B validation windows, spread evenly over the
+ * domains (the first windows of each domain's validation documents), so the number reflects
+ * every domain; deterministic. */
 static moec_status evaluate(run *r, double *loss, moec_error *err) {
     const moec_train_params *p = r->p;
-    uint64_t n_win = moec_data_eval_n_windows(r->data, MOEC_DATA_VAL, -1, p->seq);
-    uint64_t want = (uint64_t)p->eval_batches * (uint64_t)p->batch;
-    if (n_win > want) n_win = want;
+    const int32_t n_dom = moec_data_n_domains(r->data) > 0 ? moec_data_n_domains(r->data) : 1;
+    const uint64_t per_dom = ((uint64_t)p->eval_batches * (uint64_t)p->batch + (uint64_t)n_dom - 1) / (uint64_t)n_dom;
     double sum = 0.0;
     int64_t count = 0;
-    for (uint64_t w0 = 0; w0 < n_win; w0 += (uint64_t)p->batch) {
-        for (int b = 0; b < p->batch; b++) {
-            uint64_t w = w0 + (uint64_t)b;
+    int b = 0;
+    for (int32_t dom = 0; dom < n_dom; dom++) {
+        uint64_t n_win = moec_data_eval_n_windows(r->data, MOEC_DATA_VAL, dom, p->seq);
+        if (n_win > per_dom) n_win = per_dom;
+        for (uint64_t w = 0; w < n_win || (dom == n_dom - 1 && w == n_win && b > 0); w++) {
+            const int flush_tail = w == n_win; /* last domain: pad and run the partial batch */
             int32_t *row = r->tokens + (size_t)b * (size_t)(p->seq + 1);
-            if (w < n_win) {
-                moec_status st = moec_data_eval_window(r->data, MOEC_DATA_VAL, -1, p->seq, w, row, &r->n_valid[b], err);
+            if (!flush_tail) {
+                moec_status st = moec_data_eval_window(r->data, MOEC_DATA_VAL, dom, p->seq, w, row, &r->n_valid[b], err);
                 if (st) return st;
-            } else {
-                for (int s = 0; s <= p->seq; s++) row[s] = 0;
-                r->n_valid[b] = 0; /* an empty row: no targets */
+                b++;
+            }
+            if (b == p->batch || flush_tail) {
+                for (; b < p->batch; b++) { /* empty rows: no targets */
+                    memset(r->tokens + (size_t)b * (size_t)(p->seq + 1), 0, (size_t)(p->seq + 1) * sizeof(int32_t));
+                    r->n_valid[b] = 0;
+                }
+                moec_tstep out;
+                moec_status st = moec_tmodel_step(r->tm, r->tokens, r->n_valid, 1.f, 0, &out, err);
+                if (st) return st;
+                sum += out.ce * (double)out.n_targets;
+                count += out.n_targets;
+                b = 0;
+                if (flush_tail) break;
             }
         }
-        moec_tstep out;
-        moec_status st = moec_tmodel_step(r->tm, r->tokens, r->n_valid, 1.f, 0, &out, err);
-        if (st) return st;
-        sum += out.ce * (double)out.n_targets;
-        count += out.n_targets;
     }
     *loss = count ? sum / (double)count : NAN;
     return MOEC_OK;
