@@ -123,8 +123,10 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         goto done;
     }
     const moec_arch *a = hp->arch;
-    const long big = 1L << 30;
-    if ((st = get_int(&c, "vocab_size", 0, 0, 1, big, &hp->n_vocab))) goto done;
+    /* bounds far above any real model, low enough that every product of two of them that the
+     * kernels form in int arithmetic (e.g. n_head * head_dim, ff) stays below 2^31 */
+    const long big = 1L << 30, width = 1L << 22;
+    if ((st = get_int(&c, "vocab_size", 0, 0, 1, 1L << 24, &hp->n_vocab))) goto done;
     if ((st = get_int(&c, "hidden_size", 0, 0, 1, 1 << 20, &hp->n_embd))) goto done;
     if ((st = get_int(&c, "num_hidden_layers", 0, 0, 1, MOEC_MAX_LAYERS, &hp->n_layer))) goto done;
     if ((st = get_int(&c, "num_attention_heads", 0, 0, 1, 1 << 16, &hp->n_head))) goto done;
@@ -146,6 +148,11 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: head_dim %d must be even for RoPE", path, hp->head_dim);
         goto done;
     }
+    if ((int64_t)hp->n_head * hp->head_dim > width) {
+        st = moec_err(err, MOEC_ERR_FORMAT, "%s: num_attention_heads x head_dim = %lld is implausibly large", path,
+                      (long long)hp->n_head * hp->head_dim);
+        goto done;
+    }
     if ((st = get_int(&c, "max_position_embeddings", 1, 4096, 1, big, &hp->max_pos))) goto done;
     if ((st = get_int(&c, a->key_n_expert, 0, 0, 0, 1 << 16, &hp->n_expert))) goto done;
     if ((st = get_int(&c, "num_experts_per_tok", 0, 0, 1, 1 << 16, &hp->n_expert_used))) goto done;
@@ -154,8 +161,8 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
                       hp->n_expert_used, hp->n_expert);
         goto done;
     }
-    if ((st = get_int(&c, a->key_ff_expert, 0, 0, 1, big, &hp->n_ff_expert))) goto done;
-    if (a->key_ff_shared && (st = get_int(&c, a->key_ff_shared, 1, 0, 0, big, &hp->n_ff_shared))) goto done;
+    if ((st = get_int(&c, a->key_ff_expert, 0, 0, 1, width, &hp->n_ff_expert))) goto done;
+    if (a->key_ff_shared && (st = get_int(&c, a->key_ff_shared, 1, 0, 0, width, &hp->n_ff_shared))) goto done;
     if ((st = get_float(&c, "rope_theta", 10000.0, 0.0, 1e12, &hp->rope_theta))) goto done;
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     if (cJSON_IsObject(rp) && cJSON_GetObjectItemCaseSensitive(rp, "rope_theta")) {
@@ -202,7 +209,7 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         }
         int any_dense = 0;
         for (int i = 0; i < hp->n_layer; i++) any_dense |= !hp->layer_moe[i];
-        if (any_dense && (st = get_int(&c, "intermediate_size", 0, 0, 1, big, &hp->n_ff_dense))) goto done;
+        if (any_dense && (st = get_int(&c, "intermediate_size", 0, 0, 1, width, &hp->n_ff_dense))) goto done;
     } else if (hp->n_expert == 0) {
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: \"%s\" must be at least 1 for %s", path, a->key_n_expert, a->model_type);
         goto done;
