@@ -10,6 +10,16 @@ typedef struct {
     uint64_t s[4];
 } moec_rng;
 
+/* splitmix64's finalizer: a bijective mix that spreads every input bit over all 64 output
+ * bits (seeding, hash tables, per-epoch keys). */
+static inline uint64_t moec_mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
 void moec_rng_seed(moec_rng *r, uint64_t seed);
 uint64_t moec_rng_u64(moec_rng *r);
 /* Uniform in [0, 1) with 24 random bits (exact in float). */

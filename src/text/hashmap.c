@@ -2,20 +2,13 @@
  * Not thread-safe for writers; readers may share a map that is no longer modified. */
 #include "text/hashmap.h"
 
+#include "core/rng.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- hashing */
 
-static uint64_t mix64(uint64_t x) {
-    /* splitmix64 finalizer: spreads every input bit over the slot index bits */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
 
 uint64_t tk_hash_bytes(const void *p, size_t n) {
     const unsigned char *s = p;
@@ -24,12 +17,12 @@ uint64_t tk_hash_bytes(const void *p, size_t n) {
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        h = (h ^ mix64(w)) * 0x100000001b3ULL;
+        h = (h ^ moec_mix64(w)) * 0x100000001b3ULL;
     }
     uint64_t tail = 0;
     for (size_t k = 0; i < n; i++, k++) tail |= (uint64_t)s[i] << (8 * k);
-    h = (h ^ mix64(tail + 1)) * 0x100000001b3ULL;
-    return mix64(h);
+    h = (h ^ moec_mix64(tail + 1)) * 0x100000001b3ULL;
+    return moec_mix64(h);
 }
 
 /* ---------------------------------------------------------------- string -> int32 */
@@ -154,7 +147,7 @@ static int u64map_grow(tk_u64map *m) {
     for (size_t i = 0; i < ncap; i++) nk[i] = TK_U64MAP_EMPTY;
     for (size_t i = 0; i < m->cap; i++) {
         if (m->keys[i] == TK_U64MAP_EMPTY) continue;
-        size_t j = (size_t)mix64(m->keys[i]) & (ncap - 1);
+        size_t j = (size_t)moec_mix64(m->keys[i]) & (ncap - 1);
         while (nk[j] != TK_U64MAP_EMPTY) j = (j + 1) & (ncap - 1);
         nk[j] = m->keys[i];
         nv[j] = m->vals[i];
@@ -171,7 +164,7 @@ int tk_u64map_put(tk_u64map *m, uint64_t key, uint64_t val) {
     if (key == TK_U64MAP_EMPTY) return 0;
     if ((m->count + 1) * 2 > m->cap && !u64map_grow(m)) return 0;
     size_t mask = m->cap - 1;
-    for (size_t i = (size_t)mix64(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = (size_t)moec_mix64(key) & mask;; i = (i + 1) & mask) {
         if (m->keys[i] == key) {
             m->vals[i] = val;
             return 1;
@@ -188,7 +181,7 @@ int tk_u64map_put(tk_u64map *m, uint64_t key, uint64_t val) {
 int tk_u64map_get(const tk_u64map *m, uint64_t key, uint64_t *val) {
     if (!m->cap || key == TK_U64MAP_EMPTY) return 0;
     size_t mask = m->cap - 1;
-    for (size_t i = (size_t)mix64(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = (size_t)moec_mix64(key) & mask;; i = (i + 1) & mask) {
         if (m->keys[i] == key) {
             *val = m->vals[i];
             return 1;

@@ -65,16 +65,6 @@ moec_status moec_data_fingerprint_file(const char *path, uint64_t *fp, moec_erro
     return MOEC_OK;
 }
 
-/* splitmix64's finalizer: a bijective mix of all 64 bits. */
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
 static uint64_t align64(uint64_t x) {
     return (x + 63) & ~(uint64_t)63;
 }
@@ -1071,7 +1061,7 @@ static uint64_t permute(uint64_t j, uint64_t n, uint64_t key) {
     do {
         uint64_t L = x >> half, R = x & mask;
         for (uint64_t round = 0; round < 4; round++) {
-            uint64_t f = mix64(R ^ key ^ (round + 1) * 0x9e3779b97f4a7c15ull) & mask;
+            uint64_t f = moec_mix64(R ^ key ^ (round + 1) * 0x9e3779b97f4a7c15ull) & mask;
             uint64_t t = R;
             R = L ^ f;
             L = t;
@@ -1090,9 +1080,9 @@ uint64_t moec_data_n_windows(const moec_data_reader *r, moec_data_split s, int32
 static uint64_t window_start(uint64_t N, uint64_t W, uint64_t S, moec_data_order order, uint64_t seed, uint64_t c) {
     uint64_t e = c / W, j = c % W;
     if (order == MOEC_DATA_SEQUENTIAL) return j * S;
-    uint64_t key = mix64(seed ^ mix64(e + 0x9e3779b97f4a7c15ull));
+    uint64_t key = moec_mix64(seed ^ moec_mix64(e + 0x9e3779b97f4a7c15ull));
     uint64_t slack = (N - 1) - W * S;
-    uint64_t off = slack ? mix64(key ^ 0x5851f42d4c957f2dull) % (slack + 1) : 0;
+    uint64_t off = slack ? moec_mix64(key ^ 0x5851f42d4c957f2dull) % (slack + 1) : 0;
     return off + permute(j, W, key) * S;
 }
 
