@@ -277,16 +277,24 @@ def test_cli(args, root):
     k = os.path.join(root, "runK")
     shutil.rmtree(k, ignore_errors=True)
     ok_all = True
-    for i, delay in enumerate((0.8, 1.3, 1.7)):
-        extra = ["--steps", "40", "--save-every", "1", "--eval-every", "0"] + (["--resume"] if i else ["--overwrite"])
+    state = os.path.join(k, "train_state.json")
+    for i, delay in enumerate((0.3, 0.7, 1.1)):
+        extra = ["--steps", "40", "--save-every", "1", "--eval-every", "0"] + \
+            (["--resume"] if os.path.exists(state) else ["--overwrite"])
         p = subprocess.Popen(train_cmd(args, cfg, data, k, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # kill while it is checkpointing every step: after its first checkpoint (however slow
+        # a loaded machine makes the start-up), plus a delay that varies the moment
+        t_end = time.time() + 120
+        while p.poll() is None and time.time() < t_end and not os.path.exists(state):
+            time.sleep(0.02)
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        if not os.path.exists(os.path.join(k, "train_state.json")):
-            continue  # killed before the first checkpoint: nothing to check yet
+        if not os.path.exists(state):
+            ok_all = False
+            continue
         r = run([moec, "logits", "-m", k, "--ids", "1,2,3", "-o", lo])
-        st = json.load(open(os.path.join(k, "train_state.json")))
+        st = json.load(open(state))
         ok_all &= r.returncode == 0 and st["step"] >= 1
     r = run(train_cmd(args, cfg, data, k, "--steps", "40", "--save-every", "1", "--eval-every", "0", "--resume"))
     check(ok_all and r.returncode == 0, "SIGKILL during checkpoint writes: checkpoint always loads, resume finishes",
