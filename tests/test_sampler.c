@@ -48,6 +48,23 @@ int main(void) {
     }
     CHECK(ok_k, "top-k returned a token outside the top 2");
     CHECK(ok_p && seen3, "top-p set wrong");
+    /* top-k on a large vocabulary with many ties: only the k best by (probability desc, id asc)
+     * can come out, and over many draws nearly all of them do */
+    enum { BV = 1000, BK = 50 };
+    float big[BV];
+    for (int i = 0; i < BV; i++) big[i] = (float)((i * 37) % 101) * 0.05f; /* values repeat ~10x */
+    int rank_ok = 1, seen_n = 0;
+    static int seen[BV];
+    moec_sampler *bk = make(1.f, BK, 1.f, 11, BV);
+    for (int i = 0; i < 20000; i++) {
+        int x = moec_sampler_sample(bk, big), better = 0;
+        for (int j = 0; j < BV; j++) better += big[j] > big[x] || (big[j] == big[x] && j < x);
+        rank_ok &= better < BK;
+        if (!seen[x]++) seen_n++;
+    }
+    CHECK(rank_ok, "top-k returned a token outside the k best");
+    CHECK(seen_n >= BK - 5, "top-k saw only %d of %d tokens", seen_n, BK);
+    moec_sampler_free(bk);
     moec_sampler_free(g);
     moec_sampler_free(k1);
     moec_sampler_free(a);

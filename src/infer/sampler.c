@@ -56,6 +56,40 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
     return i < j ? -1 : i > j;
 }
 
+/* 1 if token a ranks before token b in cmp_desc's order. */
+static int ranks_before(const float *prob, int32_t a, int32_t b) {
+    return prob[a] > prob[b] || (prob[a] == prob[b] && a < b);
+}
+
+/* The k best tokens in cmp_desc's order into idx[0..k): a bounded heap whose root is the worst
+ * kept token, O(V log k) instead of sorting the whole vocabulary on every token. */
+static void select_top_k(int32_t *idx, const float *prob, int32_t V, int32_t k) {
+    int32_t n = 0;
+    for (int32_t t = 0; t < V; t++) {
+        int32_t i;
+        if (n < k) { /* push, sift up: parents rank after their children */
+            i = n++;
+            while (i > 0 && ranks_before(prob, idx[(i - 1) / 2], t)) {
+                idx[i] = idx[(i - 1) / 2];
+                i = (i - 1) / 2;
+            }
+            idx[i] = t;
+        } else if (ranks_before(prob, t, idx[0])) { /* replace the worst, sift down */
+            i = 0;
+            for (;;) {
+                int32_t c = 2 * i + 1;
+                if (c >= k) break;
+                if (c + 1 < k && ranks_before(prob, idx[c], idx[c + 1])) c++;
+                if (!ranks_before(prob, t, idx[c])) break;
+                idx[i] = idx[c];
+                i = c;
+            }
+            idx[i] = t;
+        }
+    }
+    qsort_r(idx, (size_t)k, sizeof *idx, cmp_desc, (void *)prob);
+}
+
 int32_t moec_sampler_sample(moec_sampler *s, const float *logits) {
     const int32_t V = s->n_vocab;
     int32_t best = 0;
@@ -73,8 +107,12 @@ int32_t moec_sampler_sample(moec_sampler *s, const float *logits) {
     int32_t n = V;
     const int need_sort = (s->p.top_k > 0 && s->p.top_k < V) || s->p.top_p < 1.f;
     if (need_sort) {
-        qsort_r(s->idx, (size_t)V, sizeof *s->idx, cmp_desc, s->prob);
-        if (s->p.top_k > 0 && s->p.top_k < n) n = s->p.top_k;
+        if (s->p.top_k > 0 && s->p.top_k < V) {
+            n = s->p.top_k;
+            select_top_k(s->idx, s->prob, V, n);
+        } else {
+            qsort_r(s->idx, (size_t)V, sizeof *s->idx, cmp_desc, s->prob);
+        }
         if (s->p.top_p < 1.f) {
             double kept = 0.0, total = 0.0;
             for (int32_t i = 0; i < n; i++) total += s->prob[s->idx[i]];
