@@ -94,6 +94,7 @@ typedef struct {
     FILE *jsonl;
     char log_path[4096];
     int64_t *load; /* [n_layer, E] tokens per expert since the start of this process */
+    int32_t *step_counts; /* [n_layer, E] tokens per expert in the current step */
     int32_t *tokens;
     int32_t *n_valid;
 } run;
@@ -329,6 +330,7 @@ static void run_free(run *r) {
     free(r->m1);
     free(r->m2);
     free(r->load);
+    free(r->step_counts);
     free(r->tokens);
     free(r->n_valid);
 }
@@ -414,9 +416,10 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     r.m1 = calloc(r.tp.n_floats, sizeof(float));
     r.m2 = calloc(r.tp.n_floats, sizeof(float));
     r.load = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.load);
+    r.step_counts = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.step_counts);
     r.tokens = malloc((size_t)p->batch * (size_t)(p->seq + 1) * sizeof *r.tokens);
     r.n_valid = malloc((size_t)p->batch * sizeof *r.n_valid);
-    if (!r.m1 || !r.m2 || !r.load || !r.tokens || !r.n_valid) {
+    if (!r.m1 || !r.m2 || !r.load || !r.step_counts || !r.tokens || !r.n_valid) {
         st = moec_err(err, MOEC_ERR_OOM, "out of memory for optimizer state");
         goto done;
     }
@@ -467,14 +470,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const double t0 = now_s();
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
         double ce = 0, aux = 0, z = 0;
-        double *imb = calloc((size_t)r.hp.n_layer, sizeof *imb);
-        int32_t *cnt = calloc((size_t)r.hp.n_layer * (size_t)E, sizeof *cnt);
-        if (!imb || !cnt) {
-            free(imb);
-            free(cnt);
-            st = moec_err(err, MOEC_ERR_OOM, "out of memory");
-            goto done;
-        }
+        int32_t *cnt = r.step_counts;
+        memset(cnt, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *cnt);
         for (int a = 0; a < p->accum && !st; a++) {
             moec_tstep o;
             st = moec_data_batch(r.data, MOEC_DATA_TRAIN, p->batch, p->seq, MOEC_DATA_SHUFFLE, p->seed, r.tokens,
@@ -487,11 +484,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
                 for (size_t i = 0; i < (size_t)r.hp.n_layer * (size_t)E; i++) cnt[i] += o.expert_counts[i];
             }
         }
-        if (st) {
-            free(imb);
-            free(cnt);
-            goto done;
-        }
+        if (st) goto done;
         const float lr = moec_lr_at(r.step, p->warmup, p->steps, p->lr, p->lr_min);
         int ok = isfinite(ce) && isfinite(aux) && isfinite(z);
         double gnorm = NAN;
@@ -518,14 +511,12 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
                 mx = fmax(mx, c);
                 r.load[(size_t)il * E + e] += c;
             }
-            imb[il] = tot > 0 ? mx / (tot / E) : 0;
-            worst_imb = fmax(worst_imb, imb[il]);
-            fprintf(r.jsonl, "%s%.3f", first ? "" : ",", imb[il]);
+            const double imb = tot > 0 ? mx / (tot / E) : 0;
+            worst_imb = fmax(worst_imb, imb);
+            fprintf(r.jsonl, "%s%.3f", first ? "" : ",", imb);
             first = 0;
         }
         fprintf(r.jsonl, "]}\n");
-        free(imb);
-        free(cnt);
         if (!ok) {
             fprintf(out, "\nmoec train: step %" PRId64 ": non-finite loss or gradient, update skipped (%d in a row)\n",
                     r.step, r.n_bad);
