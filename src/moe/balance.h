@@ -36,6 +36,10 @@ typedef struct {
 /* Counts of r's chosen experts per expert [E] over tokens [t0, t1) (overwrites counts). */
 void moec_routing_counts(const moec_routing *r, int E, int t0, int t1, int64_t *counts);
 
+/* Batch MaxVio (Wang et al. 2024, Eq. 4): (max_i c_i − c̄) / c̄, c̄ = Σc / E (the load at
+ * perfect balance); 0 when nothing was assigned. */
+double moec_max_vio(const int64_t *counts, int E);
+
 /* L (see above) of probs [T, E] and routing r. */
 double moec_lbl_forward(const moec_lbl_cfg *c, const float *probs, const moec_routing *r, int T, int E);
 /* dprobs [T, E] += dscale · ∂L/∂probs. */
