@@ -225,6 +225,8 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < hp->n_vocab)
             hp->eos_ids[hp->n_eos++] = (int32_t)it->valuedouble;
     st = check_unsupported(&c, hp);
+    if (!st && hp->n_expert > 0) st = moec_router_cfg_parse(&hp->route, root, hp->n_expert, hp->n_expert_used,
+                                                           hp->norm_topk_prob, path, err);
 done:
     cJSON_Delete(root);
     return st;

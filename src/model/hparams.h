@@ -5,6 +5,7 @@
 #define MOEC_MODEL_HPARAMS_H
 
 #include "model/arch.h"
+#include "moe/router.h"
 #include "moec.h"
 
 #include <stdint.h>
@@ -25,6 +26,7 @@ typedef struct {
     int32_t bos_id;          /* -1 if config.json has none */
     int32_t n_eos, eos_ids[8];
     uint8_t layer_moe[MOEC_MAX_LAYERS]; /* 1 = routed MoE block, 0 = dense SwiGLU MLP */
+    moec_router_cfg route;   /* routing and balancing (moe/router.h; moe/router_config.c reads it) */
 } moec_hparams;
 
 /* Parses config.json text (path is only used in messages). */

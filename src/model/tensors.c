@@ -64,6 +64,8 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
         const char *mb = a->moe_block;
         const int64_t ff = hp->n_ff_expert;
         add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
+        if (hp->route.use_bias) /* aux-loss-free selection bias: a buffer, not trained by AdamW (HF DeepSeek-V3 name) */
+            add(&l, MOEC_T_ROUTER_BIAS, il, -1, hp->n_expert, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
         for (int e = 0; e < hp->n_expert; e++) {
             add(&l, MOEC_T_EXP_GATE, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_gate);
             add(&l, MOEC_T_EXP_UP, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_up);

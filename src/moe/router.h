@@ -79,6 +79,12 @@ const char *moec_router_list(void);
  * α = 0.01, z 0.001, dropless. n_expert, k and norm_topk_prob come from the model. */
 moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_topk_prob);
 
+/* Reads the routing keys of a config.json object (docs/routers.md) into cfg, starting from
+ * moec_router_cfg_default(n_expert, k, norm_topk_prob), and runs the router's check. */
+struct cJSON;
+moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const struct cJSON *root, int32_t n_expert, int32_t k,
+                                  int norm_topk_prob, const char *path, moec_error *err);
+
 /* Scratch floats a router's forward/backward needs for T tokens: T·E (one score row per token)
  * + 2E for selection. */
 int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T);
@@ -87,8 +93,5 @@ int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T);
  * lower index; entries with mask[i] == 0 (mask may be NULL) and -inf values are never
  * chosen unless nothing else is left. Writes idx [k]. */
 void moec_topk(const float *v, int n, int k, const uint8_t *mask, int32_t *idx);
-
-/* Legacy softmax top-k (to be replaced by routers/topk.c; kept until the MoE layer moves). */
-void moec_route_softmax_topk(float *logits, int T, int E, int k, int renorm, int32_t *ids, float *weights);
 
 #endif
