@@ -95,6 +95,15 @@ void moec_session_reset(moec_session *s);
 moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits,
                                  int all_logits, moec_error *err);
 
+/* Routing of the session's forwards (per-request MoE controls).
+ * Experts per token for the following forwards: 1 <= k <= the model's num_experts_per_tok, or
+ * 0 for the model's own k (fewer experts = less compute, usually a little higher loss). */
+moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_error *err);
+/* Tokens routed to each expert by the session's forwards since creation or the last clear:
+ * [n_layer * n_expert], rows of dense layers 0. Borrowed, valid while the session lives. */
+const int64_t *moec_session_expert_counts(const moec_session *s);
+void moec_session_clear_expert_counts(moec_session *s);
+
 /* ---------------------------------------------------------------- sampler */
 
 typedef struct {

@@ -70,6 +70,22 @@ void moec_session_free(moec_session *s) {
 }
 
 int32_t moec_session_n_past(const moec_session *s) { return s->n_past; }
+
+moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_error *err) {
+    const moec_hparams *hp = &s->m->hp;
+    if (k < 0 || k > hp->n_expert_used)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "experts per token %d outside [1, %d] (0 = the model's)", k,
+                        hp->n_expert_used);
+    s->route_opts.k = k;
+    return MOEC_OK;
+}
+
+const int64_t *moec_session_expert_counts(const moec_session *s) { return s->expert_counts; }
+
+void moec_session_clear_expert_counts(moec_session *s) {
+    const moec_hparams *hp = &s->m->hp;
+    memset(s->expert_counts, 0, (size_t)hp->n_layer * (size_t)(hp->n_expert > 0 ? hp->n_expert : 1) * sizeof(int64_t));
+}
 void moec_session_reset(moec_session *s) { s->n_past = 0; }
 
 moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits, int all_logits,

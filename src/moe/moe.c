@@ -274,6 +274,18 @@ static void ffn_backward_keep(float *dx, const moec_ffn *G, float *dout, float *
 
 /* ------------------------------------------------------------------ forward */
 
+/* The LBL configuration of a call. Global scope without the step's counts (no accumulation,
+ * or inference): this call is the whole step. */
+static moec_lbl_cfg lbl_cfg(const moec_moe_ws *w, const moec_router_cfg *rc, const moec_moe_call *call, int T) {
+    moec_lbl_cfg lc = {rc->aux_coef, rc->aux_scope, call->seq_len > 0 ? call->seq_len : T, rc->k,
+                       call->global_counts, call->global_tokens};
+    if (!lc.global_counts) {
+        lc.global_counts = w->counts;
+        lc.global_tokens = T;
+    }
+    return lc;
+}
+
 void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *L, float *y, const float *x, int T,
                       const moec_moe_call *call_in, moec_moe_stats *st) {
     static const moec_moe_call none;
@@ -308,8 +320,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     moec_routing_counts(r, E, 0, T, w->counts);
     double aux = 0, z = 0;
     if (call->losses && rc->aux_coef != 0.f) {
-        moec_lbl_cfg lc = {rc->aux_coef, rc->aux_scope, call->seq_len > 0 ? call->seq_len : T, rc->k,
-                           call->global_counts, call->global_tokens};
+        const moec_lbl_cfg lc = lbl_cfg(w, rc, call, T);
         aux = moec_lbl_forward(&lc, w->probs, r, T, E);
     }
     if (call->losses && rc->z_coef != 0.f) z = moec_zloss_forward(rc->z_coef, w->logits, T, E, w->lse);
@@ -420,8 +431,7 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     const int aux_on = w->losses && rc->aux_coef != 0.f, z_on = w->losses && rc->z_coef != 0.f;
     if (aux_on) {
         memset(w->dprobs, 0, (size_t)T * E * sizeof(float));
-        moec_lbl_cfg lc = {rc->aux_coef, rc->aux_scope, w->call.seq_len > 0 ? w->call.seq_len : T, rc->k,
-                           w->call.global_counts, w->call.global_tokens};
+        const moec_lbl_cfg lc = lbl_cfg(w, rc, &w->call, T);
         moec_lbl_backward(&lc, r, T, E, dloss, w->dprobs);
     }
     rc->router->backward(rc, L->router_bias, w->logits, T, r, w->dweight, aux_on ? w->dprobs : NULL, w->dlogits,

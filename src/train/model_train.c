@@ -149,9 +149,9 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
     m->global_tokens = tokens;
 }
 
-void moec_tmodel_set_noise(moec_tmodel *m, uint64_t seed) {
-    moec_rng_seed(&m->noise, seed);
-    m->noise_on = 1;
+void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
+    if (on) moec_rng_seed(&m->noise, seed);
+    m->noise_on = on;
 }
 
 /* ------------------------------------------------------------------ the step */

@@ -38,9 +38,10 @@ const moec_hparams *moec_tmodel_hparams(const moec_tmodel *m);
 /* Global-batch LBL: counts [n_layer, E] of the whole optimizer step and its token count, used by
  * the following steps until changed (NULL: each micro-batch's own counts). Borrowed. */
 void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_t tokens);
-/* Router jitter noise for the following steps, from this seed (the trainer derives it from the
- * run seed and the step, so a resumed run draws the same noise). */
-void moec_tmodel_set_noise(moec_tmodel *m, uint64_t seed);
+/* Router jitter noise (config router_jitter_noise) for the following steps: on = 1 draws it from
+ * this seed (the trainer derives the seed from the run seed, the step and the micro-batch, so a
+ * resumed run draws the same noise); on = 0 (the default; evaluation) turns it off. */
+void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
 
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of
