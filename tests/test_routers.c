@@ -335,6 +335,13 @@ static void test_registry(void) {
         printf("router %s: %d configurations\n", rt->name, nc);
         for (int j = 0; j < nc; j++) generic_case(rt, &cases[j]);
     }
+    char names[512] = "";
+    for (int i = 0; i < n; i++) {
+        if (i) strncat(names, ", ", sizeof names - strlen(names) - 1);
+        strncat(names, moec_router_at(i)->name, sizeof names - strlen(names) - 1);
+    }
+    CHECK(!strcmp(names, moec_router_list()), "moec_router_list() \"%s\" is not the table's \"%s\"",
+          moec_router_list(), names);
     CHECK(moec_router_at(n) == NULL && moec_router_at(-1) == NULL, "at() out of range");
     CHECK(moec_router_find("no-such-router") == NULL && moec_router_find(NULL) == NULL, "find(unknown)");
     const moec_router_cfg d = moec_router_cfg_default(8, 2, 1);
