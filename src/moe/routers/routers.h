@@ -1,6 +1,6 @@
 /* routers.h — the router objects of src/moe/routers/, for the registry (moe/router.c) only.
  * Adding a router: one file here defining one `const moec_router`, one line below, one entry
- * in the registry table, one row in tests/test_routers.c. */
+ * in the registry table (and its name in g_router_names), one row in tests/test_routers.c. */
 #ifndef MOEC_MOE_ROUTERS_H
 #define MOEC_MOE_ROUTERS_H
 
