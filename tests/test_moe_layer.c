@@ -37,8 +37,9 @@
  *    at 1 thread for the comparison; its own sgemm rounds differently at 2 threads);
  *  - bad arguments to moec_moe_ws_new: MOEC_ERR_INVALID_ARG, a message, *out NULL.
  *
- * Two checks fail on purpose until the lead fixes moe.c (marked KNOWN BUG B1 / B2 below and in
- * /work/notes/issue6-layertests.md): the LBL at balance with a per-request k, and d = 0. */
+ * Four checks fail on purpose until moe.c is fixed (marked KNOWN BUG B1 / B2 below and in
+ * /work/notes/issue6-layertests.md): the LBL at balance with a per-request k (B1), and
+ * moec_moe_ws_new accepting d = 0, route.n_expert != n_expert and a NULL router (B2). */
 #include "core/rng.h"
 #include "moe/moe.h"
 #include "test_util.h"
@@ -607,9 +608,9 @@ static const fd_case fd_cases[] = {
     {"sequence-scope LBL (2 sequences of 3)", 6, 4, 2, 0, 0, 1, 0, 0, MOEC_LBL_SEQUENCE, 3, 0, NULL, 0, 0, 91},
     {"sequence-scope LBL (3 sequences of 2), no renorm", 6, 4, 2, 5, 1, 0, 0, 0, MOEC_LBL_SEQUENCE, 2, 0, NULL, 0, 0, 92},
     {"global-scope LBL (step of 3 micro-batches)", 6, 4, 2, 0, 0, 1, 0, 0, MOEC_LBL_GLOBAL_BATCH, 0, 0, NULL, 0, 0, 93},
-    {"router jitter 0.05, renorm", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0.05f, 0, 101},
-    {"router jitter 0.1, no renorm, shared, capacity 0.75", 8, 4, 2, 5, 1, 0, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL,
-     0.1f, 1, 102},
+    {"router jitter 0.5, renorm", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0.5f, 0, 101},
+    {"router jitter 0.3, no renorm, shared, capacity 0.75", 8, 4, 2, 5, 1, 0, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL,
+     0.3f, 1, 102},
 };
 
 /* ------------------------------------------------------------------ capacity: all on expert 0 */
@@ -866,15 +867,20 @@ static void test_bad_args(void) {
     moec_moe_ws_free(w);
     moec_moe_ws_free(NULL);
     CHECK(moec_moe_ws_bytes(NULL) == 0, "bytes of NULL");
-    static const char *what[] = {"k > E", "k = 0", "d = 0", "ff_shared = -1", "E = 0"};
-    moec_hparams bad[5];
-    for (int i = 0; i < 5; i++) bad[i] = good.hp;
+    static const char *what[] = {"k > E", "k = 0", "d = 0", "ff_shared = -1", "E = 0", "route.n_expert != n_expert",
+                                 "route.router NULL"};
+    enum { N_BAD = sizeof what / sizeof what[0] };
+    moec_hparams bad[N_BAD];
+    for (int i = 0; i < N_BAD; i++) bad[i] = good.hp;
     bad[0].route.k = 5;
     bad[1].route.k = 0;
-    bad[2].n_embd = 0; /* KNOWN BUG B2 (notes/issue6-layertests.md): moec_moe_ws_new accepts d = 0 */
+    /* KNOWN BUG B2 (notes/issue6-layertests.md): moec_moe_ws_new accepts the next three */
+    bad[2].n_embd = 0;
     bad[3].n_ff_shared = -1;
     bad[4].n_expert = 0, bad[4].route.n_expert = 0;
-    for (int i = 0; i < 5; i++) {
+    bad[5].route.n_expert = 8;  /* the router would write [T, 8] logits into [T, 4] buffers */
+    bad[6].route.router = NULL; /* the forward would call through NULL */
+    for (int i = 0; i < N_BAD; i++) {
         w = (moec_moe_ws *)&err; /* must be reset to NULL */
         err.msg[0] = 0;
         moec_status s = moec_moe_ws_new(&w, &bad[i], 4, 1, &err);
