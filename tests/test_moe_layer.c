@@ -27,7 +27,10 @@
  *    with zero experts (expert_mask all zero: every slot without an expert, y = shared only,
  *    FD) and with fewer selectable experts than k (mask with one expert, k = 2);
  *  - LBL scopes: sequence (call.seq_len) and global batch (call.global_counts/global_tokens):
- *    value against the closed form and FD of the total incl. the LBL;
+ *    value against the closed form and FD of the total incl. the LBL; global scope: one call of
+ *    8 tokens == two calls of 4 at loss scale 1/2 (loss, router and input gradients);
+ *  - router variants on the same checks: softmax over the top-k logits (Mixtral) and sigmoid
+ *    scores with routed scaling (P = s/Σs in the closed form);
  *  - router jitter (cfg jitter > 0, call.jitter_rng re-seeded before each forward): FD with the
  *    same noise in every evaluation, and the noise does change the routing weights;
  *  - the load-balancing loss at all-zero logits is α (Megatron normalisation, MOE_SPECS §1),
@@ -300,7 +303,13 @@ static void ref_losses(const ctx *c, double *aux, double *zl) {
         for (int e = 1; e < E; e++) m = fmax(m, z[t * E + e]);
         double s = 0;
         for (int e = 0; e < E; e++) s += exp(z[t * E + e] - m);
-        for (int e = 0; e < E; e++) p[t * E + e] = exp(z[t * E + e] - m) / s;
+        if (rc->score == MOEC_SCORE_SIGMOID) { /* P = s / Σ s (DeepSeek-V3's sequence-wise loss) */
+            double ss = 0;
+            for (int e = 0; e < E; e++) ss += 1 / (1 + exp(-z[t * E + e]));
+            for (int e = 0; e < E; e++) p[t * E + e] = 1 / (1 + exp(-z[t * E + e])) / ss;
+        } else {
+            for (int e = 0; e < E; e++) p[t * E + e] = exp(z[t * E + e] - m) / s;
+        }
         const double lse = m + log(s);
         zs += lse * lse;
     }
@@ -517,6 +526,7 @@ typedef struct {
     float jitter;
     int need_drops;       /* the case must drop slots */
     uint64_t seed;
+    int variant;          /* 0 softmax; 1 topk_softmax (Mixtral); 2 sigmoid, routed scaling 2.5 */
 } fd_case;
 
 static void run_fd_case(const fd_case *fc) {
@@ -528,6 +538,8 @@ static void run_fd_case(const fd_case *fc) {
     P.hp.route.drop_policy = fc->policy;
     P.hp.route.aux_scope = fc->scope;
     P.hp.route.jitter = fc->jitter;
+    if (fc->variant == 1) P.hp.route.topk_softmax = 1;
+    if (fc->variant == 2) P.hp.route.score = MOEC_SCORE_SIGMOID, P.hp.route.routed_scaling = 2.5f;
     ctx c;
     if (!ctx_init(&c, &P, 1)) {
         lay_free(&P);
@@ -593,24 +605,29 @@ static const uint8_t mask_none[4] = {0, 0, 0, 0};
 static const uint8_t mask_one[4] = {0, 0, 1, 0};
 
 static const fd_case fd_cases[] = {
-    {"renorm, top-2 of 4, no shared expert", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 12345},
-    {"no renorm, top-2 of 5, gated shared expert", 6, 5, 2, 7, 1, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 999},
-    {"top-1 of 3, renorm (weights are 1)", 6, 3, 1, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 4242},
-    {"renorm, top-2 of 4, ungated shared expert", 6, 4, 2, 5, 0, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 31337},
-    {"capacity 0.75, position policy, renorm, shared", 8, 4, 2, 5, 1, 1, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL, 0, 1, 71},
-    {"capacity 0.75, position policy, no renorm", 8, 4, 2, 0, 0, 0, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL, 0, 1, 72},
-    {"capacity 0.75, probs policy, renorm", 8, 4, 2, 0, 0, 1, 0.75f, MOEC_DROP_PROBS, 0, 0, 0, NULL, 0, 1, 73},
-    {"capacity 0.5, probs policy, no renorm, shared", 8, 4, 2, 5, 1, 0, 0.5f, MOEC_DROP_PROBS, 0, 0, 0, NULL, 0, 1, 74},
-    {"per-request k = 1 of cfg k = 3, renorm", 6, 5, 3, 0, 0, 1, 0, 0, 0, 0, 1, NULL, 0, 0, 81},
-    {"per-request k = 1 of 2, capacity 1, no renorm", 8, 4, 2, 0, 0, 0, 1.0f, MOEC_DROP_POSITION, 0, 0, 1, NULL, 0, 0, 82},
-    {"expert mask none: every token has zero experts, shared", 6, 4, 2, 5, 1, 1, 0, 0, 0, 0, 0, mask_none, 0, 0, 83},
-    {"expert mask one expert, k = 2: one empty slot per token", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, mask_one, 0, 0, 84},
-    {"sequence-scope LBL (2 sequences of 3)", 6, 4, 2, 0, 0, 1, 0, 0, MOEC_LBL_SEQUENCE, 3, 0, NULL, 0, 0, 91},
-    {"sequence-scope LBL (3 sequences of 2), no renorm", 6, 4, 2, 5, 1, 0, 0, 0, MOEC_LBL_SEQUENCE, 2, 0, NULL, 0, 0, 92},
-    {"global-scope LBL (step of 3 micro-batches)", 6, 4, 2, 0, 0, 1, 0, 0, MOEC_LBL_GLOBAL_BATCH, 0, 0, NULL, 0, 0, 93},
-    {"router jitter 0.5, renorm", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0.5f, 0, 101},
+    {"renorm, top-2 of 4, no shared expert", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 12345, 0},
+    {"no renorm, top-2 of 5, gated shared expert", 6, 5, 2, 7, 1, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 999, 0},
+    {"top-1 of 3, renorm (weights are 1)", 6, 3, 1, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 4242, 0},
+    {"renorm, top-2 of 4, ungated shared expert", 6, 4, 2, 5, 0, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 31337, 0},
+    {"capacity 0.75, position policy, renorm, shared", 8, 4, 2, 5, 1, 1, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL, 0, 1, 71, 0},
+    {"capacity 0.75, position policy, no renorm", 8, 4, 2, 0, 0, 0, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL, 0, 1, 72, 0},
+    {"capacity 0.75, probs policy, renorm", 8, 4, 2, 0, 0, 1, 0.75f, MOEC_DROP_PROBS, 0, 0, 0, NULL, 0, 1, 73, 0},
+    {"capacity 0.5, probs policy, no renorm, shared", 8, 4, 2, 5, 1, 0, 0.5f, MOEC_DROP_PROBS, 0, 0, 0, NULL, 0, 1, 74, 0},
+    {"per-request k = 1 of cfg k = 3, renorm", 6, 5, 3, 0, 0, 1, 0, 0, 0, 0, 1, NULL, 0, 0, 81, 0},
+    {"per-request k = 1 of 2, capacity 1, no renorm", 8, 4, 2, 0, 0, 0, 1.0f, MOEC_DROP_POSITION, 0, 0, 1, NULL, 0, 0, 82, 0},
+    {"expert mask none: every token has zero experts, shared", 6, 4, 2, 5, 1, 1, 0, 0, 0, 0, 0, mask_none, 0, 0, 83, 0},
+    {"expert mask one expert, k = 2: one empty slot per token", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, mask_one, 0, 0, 84, 0},
+    {"sequence-scope LBL (2 sequences of 3)", 6, 4, 2, 0, 0, 1, 0, 0, MOEC_LBL_SEQUENCE, 3, 0, NULL, 0, 0, 91, 0},
+    {"sequence-scope LBL (3 sequences of 2), no renorm", 6, 4, 2, 5, 1, 0, 0, 0, MOEC_LBL_SEQUENCE, 2, 0, NULL, 0, 0, 92, 0},
+    {"global-scope LBL (step of 3 micro-batches)", 6, 4, 2, 0, 0, 1, 0, 0, MOEC_LBL_GLOBAL_BATCH, 0, 0, NULL, 0, 0, 93, 0},
+    {"router jitter 0.5, renorm", 6, 4, 2, 0, 0, 1, 0, 0, 0, 0, 0, NULL, 0.5f, 0, 101, 0},
     {"router jitter 0.3, no renorm, shared, capacity 0.75", 8, 4, 2, 5, 1, 0, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL,
-     0.3f, 1, 102},
+     0.3f, 1, 102, 0},
+    {"softmax over the top-k logits (Mixtral), capacity 0.75", 8, 4, 2, 0, 0, 1, 0.75f, MOEC_DROP_POSITION, 0, 0, 0, NULL,
+     0, 1, 111, 1},
+    {"sigmoid scores, renorm, routed scaling 2.5, shared", 6, 5, 2, 5, 1, 1, 0, 0, 0, 0, 0, NULL, 0, 0, 112, 2},
+    {"sigmoid scores, no renorm, routed scaling 2.5, seq LBL", 6, 4, 2, 0, 0, 0, 0, 0, MOEC_LBL_SEQUENCE, 3, 0, NULL, 0, 0,
+     113, 2},
 };
 
 /* ------------------------------------------------------------------ capacity: all on expert 0 */
@@ -774,6 +791,70 @@ static void test_zero_logits(int opt_k) {
     lay_free(&P);
 }
 
+/* ------------------------------------------------------------------ global LBL: split invariance */
+
+/* Global-batch LBL (balance.h): with the step's counts passed in, one call on T tokens (loss
+ * scale 1) and two calls on T/2 tokens each (scale 1/2, as gradient accumulation does) give the
+ * same loss and the same router and input gradients (rel. 1e-5). Only the LBL is on (z off,
+ * dy = 0), so nothing else contributes. */
+static void test_global_split(void) {
+    const int T = 8, h = T / 2;
+    g_rng = 808;
+    lay P;
+    lay_init(&P, T, 8, 4, 2, 6, 0, 0, 1);
+    P.hp.route.aux_scope = MOEC_LBL_GLOBAL_BATCH;
+    P.hp.route.z_coef = 0.f;
+    lay_random(&P, 1.0f);
+    memset(P.G, 0, (size_t)T * P.d * sizeof(float));
+    moec_moe_ws *w = NULL;
+    moec_error err = {0};
+    CHECK(moec_moe_ws_new(&w, &P.hp, T, 1, &err) == MOEC_OK, "workspace: %s", err.msg);
+    if (!w) {
+        lay_free(&P);
+        return;
+    }
+    float *y = calloc((size_t)T * P.d, sizeof *y);
+    int64_t gc[MAXE];
+    moec_moe_call call = {.losses = 1, .global_counts = gc, .global_tokens = T};
+    moec_moe_stats st;
+    /* the step's counts: this batch's own */
+    for (int e = 0; e < P.E; e++) gc[e] = 1;
+    moec_moe_forward(w, &P.hp, &P.L, y, P.x, T, &call, &st);
+    for (int e = 0; e < P.E; e++) gc[e] = st.counts[e];
+    lay Gf, Gs;
+    lay_like(&Gf, &P);
+    lay_like(&Gs, &P);
+    moec_moe_forward(w, &P.hp, &P.L, y, P.x, T, &call, &st);
+    const double aux_full = st.aux;
+    moec_moe_backward(w, &P.hp, &P.L, &Gf.L, Gf.x, P.G, P.x, T, 1.f);
+    double aux_split = 0;
+    for (int part = 0; part < 2; part++) {
+        const size_t off = (size_t)part * h * P.d;
+        moec_moe_forward(w, &P.hp, &P.L, y, P.x + off, h, &call, &st);
+        aux_split += 0.5 * st.aux;
+        moec_moe_backward(w, &P.hp, &P.L, &Gs.L, Gs.x + off, P.G + off, P.x + off, h, 0.5f);
+    }
+    double err_r = 0, mx_r = 0, err_x = 0, mx_x = 0;
+    for (size_t i = 0; i < (size_t)P.E * P.d; i++) {
+        err_r = fmax(err_r, fabs(Gs.router[i] - Gf.router[i]));
+        mx_r = fmax(mx_r, fabs(Gf.router[i]));
+    }
+    for (size_t i = 0; i < (size_t)T * P.d; i++) {
+        err_x = fmax(err_x, fabs(Gs.x[i] - Gf.x[i]));
+        mx_x = fmax(mx_x, fabs(Gf.x[i]));
+    }
+    CHECK(fabs(aux_split - aux_full) <= 1e-6 * aux_full, "global LBL: split %.9g vs one call %.9g", aux_split, aux_full);
+    CHECK(mx_r > 0 && err_r <= 1e-5 * mx_r, "global LBL: d router split vs one call: %.3g (max %.3g)", err_r, mx_r);
+    CHECK(mx_x > 0 && err_x <= 1e-5 * mx_x, "global LBL: dx split vs one call: %.3g (max %.3g)", err_x, mx_x);
+    printf("global LBL, 1 x 8 vs 2 x 4 tokens: aux %.9g vs %.9g; d router %.2e, dx %.2e (rel)\n", aux_full, aux_split,
+           mx_r > 0 ? err_r / mx_r : 0.0, mx_x > 0 ? err_x / mx_x : 0.0);
+    lay_free(&Gf);
+    lay_free(&Gs);
+    free(y);
+    moec_moe_ws_free(w);
+    lay_free(&P);
+}
+
 /* ------------------------------------------------------------------ thread-count invariance */
 
 /* forward + backward of one case; returns a buffer: y, losses, counts, n_dropped, dx, grads */
@@ -917,6 +998,7 @@ int main(void) {
         test_capacity_case(2, 0, 1.25f, MOEC_DROP_POSITION, fs);
         test_capacity_case(2, 1, 1.0f, MOEC_DROP_POSITION, fs);
     }
+    test_global_split();
     test_zero_logits(0);
     test_zero_logits(1);
     test_threads();
