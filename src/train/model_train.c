@@ -144,6 +144,8 @@ oom:
 
 const moec_hparams *moec_tmodel_hparams(const moec_tmodel *m) { return &m->hp; }
 
+const float *moec_tmodel_logits(const moec_tmodel *m) { return m->logits; }
+
 void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_t tokens) {
     m->global_counts = counts;
     m->global_tokens = tokens;

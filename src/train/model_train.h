@@ -51,4 +51,8 @@ void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
 moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_t *n_valid, float scale,
                              int backward, moec_tstep *out, moec_error *err);
 
+/* The logits [B·S, V] of the last step with backward = 0 (a step with backward overwrites them
+ * with their gradient). Borrowed, valid until the next step. */
+const float *moec_tmodel_logits(const moec_tmodel *m);
+
 #endif
