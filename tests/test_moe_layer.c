@@ -157,6 +157,7 @@ static int ctx_init(ctx *c, lay *P, int losses) {
     memset(c, 0, sizeof *c);
     c->P = P;
     c->call.losses = losses;
+    c->call.train = 1; /* a training step: capacity applies (inference is dropless; checked below) */
     c->seed = 4711;
     c->y = calloc((size_t)P->T * P->d, sizeof(float));
     moec_error err = {0};
@@ -293,7 +294,8 @@ static int64_t capacity_of(const ctx *c) {
  * counts from the routing's chosen experts (checked against a sort separately) */
 static void ref_losses(const ctx *c, double *aux, double *zl) {
     const lay *P = c->P;
-    const int T = P->T, E = P->E, K = P->k;
+    /* f_i = c_i / (N·k) with the k the call routes with (a per-request k changes it) */
+    const int T = P->T, E = P->E, K = c->use_opts && c->opts.k > 0 ? c->opts.k : P->k;
     const moec_router_cfg *rc = &P->hp.route;
     double *z = malloc((size_t)T * E * sizeof *z), *p = malloc((size_t)T * E * sizeof *p);
     ref_logits(c, z);
@@ -669,6 +671,13 @@ static void test_capacity_case(int k, int opt_k, float cf, moec_drop_policy poli
     CHECK(c.st.n_dropped == (int64_t)ke * (T - C), "n_dropped %lld, want %lld (C = %lld)", (long long)c.st.n_dropped,
           (long long)(ke * (T - C)), (long long)C);
     CHECK(c.st.counts[0] == T, "counts[0] = %lld before capacity, want %d", (long long)c.st.counts[0], T);
+    {   /* not a training step (evaluation, inference): dropless */
+        c.call.train = 0;
+        forward(&c);
+        CHECK(c.st.n_dropped == 0, "capacity outside training: %lld slots dropped, want 0", (long long)c.st.n_dropped);
+        c.call.train = 1;
+        forward(&c);
+    }
     /* which slots of each over-full expert stay: position = the first C; probs = the C largest
      * weights (the weights are distinct: checked) */
     int kept_want[64] = {0};

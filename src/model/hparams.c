@@ -163,6 +163,8 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
     }
     if ((st = get_int(&c, a->key_ff_expert, 0, 0, 1, width, &hp->n_ff_expert))) goto done;
     if (a->key_ff_shared && (st = get_int(&c, a->key_ff_shared, 1, 0, 0, width, &hp->n_ff_shared))) goto done;
+    hp->shared_gate = 1; /* DeepSeekMoE adds its shared experts unweighted: "moec_shared_expert_gate": false */
+    if (a->key_ff_shared && (st = get_bool(&c, "moec_shared_expert_gate", 1, &hp->shared_gate))) goto done;
     if ((st = get_float(&c, "rope_theta", 10000.0, 0.0, 1e12, &hp->rope_theta))) goto done;
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     if (cJSON_IsObject(rp) && cJSON_GetObjectItemCaseSensitive(rp, "rope_theta")) {

@@ -17,6 +17,7 @@ typedef struct {
     int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim;
     int32_t n_expert, n_expert_used;
     int32_t n_ff_expert, n_ff_dense, n_ff_shared;
+    int shared_gate;     /* the shared expert has its sigmoid gate (config "moec_shared_expert_gate", default true) */
     int32_t max_pos;
     int norm_topk_prob;  /* renormalise the top-k weights to sum 1 */
     int tie_embeddings;

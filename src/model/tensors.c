@@ -77,7 +77,8 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
             add(&l, MOEC_T_SH_GATE, il, -1, fs, d, "%s.%d.%s.%s.gate_proj.weight", p, il, mb, se);
             add(&l, MOEC_T_SH_UP, il, -1, fs, d, "%s.%d.%s.%s.up_proj.weight", p, il, mb, se);
             add(&l, MOEC_T_SH_DOWN, il, -1, d, fs, "%s.%d.%s.%s.down_proj.weight", p, il, mb, se);
-            add(&l, MOEC_T_SH_GATE_W, il, -1, 1, d, "%s.%d.%s.%s.weight", p, il, mb, a->shared_expert_gate);
+            if (hp->shared_gate)
+                add(&l, MOEC_T_SH_GATE_W, il, -1, 1, d, "%s.%d.%s.%s.weight", p, il, mb, a->shared_expert_gate);
         }
     }
     add(&l, MOEC_T_OUT_NORM, -1, -1, d, 0, "model.norm.weight");

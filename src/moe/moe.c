@@ -25,6 +25,7 @@
 struct moec_moe_ws {
     int keep, max_T, d, E, k_max, ff, fs, ff_max;
     int T;             /* tokens of the pending forward (keep); 0 = none */
+    int k_eff;         /* experts per token of the pending forward (the call's k) */
     int losses;        /* the pending forward computed losses */
     moec_moe_call call;
     size_t bytes;
@@ -74,9 +75,14 @@ static int mul_ok(size_t a, size_t b, size_t *out) {
 moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T, int keep, moec_error *err) {
     *out = NULL;
     const moec_router_cfg *rc = &hp->route;
-    if (max_T < 1 || hp->n_expert < 1 || rc->k < 1 || rc->k > hp->n_expert)
-        return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: need tokens >= 1 and 1 <= k <= experts (got %d, %d, %d)",
-                        max_T, rc->k, hp->n_expert);
+    if (max_T < 1 || hp->n_expert < 1 || rc->k < 1 || rc->k > hp->n_expert || hp->n_embd < 1 || hp->n_ff_expert < 1 ||
+        hp->n_ff_shared < 0)
+        return moec_err(err, MOEC_ERR_INVALID_ARG,
+                        "moe workspace: need tokens, d, ff >= 1, 1 <= k <= experts, shared ff >= 0 (got %d, %d, %d, %d, %d, "
+                        "%d)", max_T, hp->n_embd, hp->n_ff_expert, rc->k, hp->n_expert, hp->n_ff_shared);
+    if (!rc->router || rc->n_expert != hp->n_expert)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: routing config is not this model's (%s, %d experts vs %d)",
+                        rc->router ? rc->router->name : "no router", rc->n_expert, hp->n_expert);
     if ((int64_t)max_T * rc->k > INT32_MAX / 2 || (int64_t)max_T * hp->n_expert > INT32_MAX / 2)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: %d tokens x %d experts is too large", max_T,
                         hp->n_expert);
@@ -163,12 +169,19 @@ static float *grad_of(const moec_mat *g) { return g ? (float *)g->data : NULL; }
 
 /* ------------------------------------------------------------------ dispatch (+ capacity) */
 
-static const float *cap_weights; /* qsort context: single-threaded, set just before the sort */
-static int by_weight_desc(const void *a, const void *b) {
-    const int32_t sa = *(const int32_t *)a, sb = *(const int32_t *)b;
-    const float wa = cap_weights[sa], wb = cap_weights[sb];
-    if (wa != wb) return wa > wb ? -1 : 1;
-    return (sa > sb) - (sa < sb); /* ties: the earlier slot wins */
+/* Stable merge sort of slot indices by descending weight (equal weights keep slot order):
+ * the probs drop policy. tmp: n ints of scratch. No globals: MoE layers may run concurrently. */
+static void sort_by_weight(int32_t *a, int32_t *tmp, int n, const float *w) {
+    for (int width = 1; width < n; width *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * width) {
+            const int mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int i = lo, j = mid, o = lo;
+            while (i < mid && j < hi) tmp[o++] = w[a[j]] > w[a[i]] ? a[j++] : a[i++];
+            while (i < mid) tmp[o++] = a[i++];
+            while (j < hi) tmp[o++] = a[j++];
+        }
+        memcpy(a, tmp, (size_t)n * sizeof *a);
+    }
 }
 
 /* Groups slots by expert; with capacity C > 0, keeps at most C slots per expert and clears the
@@ -190,10 +203,7 @@ static void dispatch(moec_moe_ws *w, int T, int64_t C, moec_drop_policy policy) 
             int32_t *sl = w->cap_idx + w->offsets[e];
             const int cnt = w->ecount[e];
             if (cnt <= C) continue;
-            if (policy == MOEC_DROP_PROBS) {
-                cap_weights = r->weight;
-                qsort(sl, (size_t)cnt, sizeof *sl, by_weight_desc);
-            }
+            if (policy == MOEC_DROP_PROBS) sort_by_weight(sl, w->tok_slot, cnt, r->weight); /* tok_slot: free until the end */
             for (int i = (int)C; i < cnt; i++) r->expert[sl[i]] = MOEC_NO_EXPERT;
         }
     }
@@ -277,7 +287,7 @@ static void ffn_backward_keep(float *dx, const moec_ffn *G, float *dout, float *
 /* The LBL configuration of a call. Global scope without the step's counts (no accumulation,
  * or inference): this call is the whole step. */
 static moec_lbl_cfg lbl_cfg(const moec_moe_ws *w, const moec_router_cfg *rc, const moec_moe_call *call, int T) {
-    moec_lbl_cfg lc = {rc->aux_coef, rc->aux_scope, call->seq_len > 0 ? call->seq_len : T, rc->k,
+    moec_lbl_cfg lc = {rc->aux_coef, rc->aux_scope, call->seq_len > 0 ? call->seq_len : T, w->k_eff,
                        call->global_counts, call->global_tokens};
     if (!lc.global_counts) {
         lc.global_counts = w->counts;
@@ -312,6 +322,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     moec_linear(w->logits, E, xin, d, &L->router, NULL, T);
     moec_route_opts opts = call->opts ? *call->opts : (moec_route_opts){0};
     if (opts.k <= 0 || opts.k > w->k_max) opts.k = opts.k > w->k_max ? w->k_max : 0;
+    w->k_eff = opts.k > 0 ? opts.k : rc->k; /* f_i = c_i / (N·k) uses the k this call routes with */
     rc->router->forward(rc, L->router_bias, w->logits, T, &opts, &w->r, w->probs, w->rscratch);
     moec_routing *r = &w->r;
     MOEC_ASSERT(r->n_slots >= 0 && r->n_slots <= r->cap);
@@ -327,7 +338,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
 
     /* dispatch (+ capacity), gather */
     int64_t C = 0;
-    if (rc->capacity_factor > 0.f) {
+    if (rc->capacity_factor > 0.f && call->train) {
         const int k_eff = opts.k > 0 ? opts.k : rc->k;
         C = (int64_t)ceil((double)T * k_eff / E * rc->capacity_factor);
         if (C < 1) C = 1;

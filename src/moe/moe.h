@@ -3,7 +3,7 @@
  *   route     z = x̃ · W_rᵀ (fp32; x̃ = x ⊙ U(1−ε, 1+ε) with router jitter in training, else x)
  *             → the configured router (moe/router.h) → slots (token, expert, weight), probs
  *   dispatch  slots grouped by expert (counting sort, stable in slot order); with a capacity
- *             factor, each expert keeps C = ceil(T·k/E · CF) slots (position: the first C in slot
+ *             factor (training steps only), each expert keeps C = ceil(T·k/E · CF) slots (position: the first C in slot
  *             order; probs: the C largest weights) and the rest lose their expert (dropped:
  *             nothing is added to their token, which keeps its residual)
  *   experts   one SwiGLU FFN per non-empty expert on its contiguous rows
@@ -45,6 +45,9 @@ typedef struct {
     const int64_t *global_counts;/* global-scope LBL: [E] counts of the whole step; NULL = this call's */
     int64_t global_tokens;       /* tokens of the whole step (global scope) */
     moec_rng *jitter_rng;        /* non-NULL and cfg jitter > 0: multiplicative router-input noise */
+    int train;                   /* a training step: the capacity factor applies (inference and
+                                    evaluation are dropless, so a token's output never depends on
+                                    the other tokens of its batch) */
 } moec_moe_call;
 
 /* What a call reports (for metrics, traces and the trainer). */

@@ -180,7 +180,8 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
     for (int il = 0; il < hp->n_layer; il++) {
         const moec_moe_call call = {.losses = 1, .seq_len = S,
                                     .global_counts = m->global_counts ? m->global_counts + (size_t)il * E : NULL,
-                                    .global_tokens = m->global_tokens, .jitter_rng = m->noise_on ? &m->noise : NULL};
+                                    .global_tokens = m->global_tokens, .jitter_rng = m->noise_on ? &m->noise : NULL,
+                                    .train = backward};
         const moec_layer_ctx c = {.T = BS, .pos = m->pos, .rope_cos = m->rope_cos, .rope_sin = m->rope_sin,
                                   .keep = 1, .B = B, .S = S, .moe_call = &call};
         moec_moe_stats st = {0};

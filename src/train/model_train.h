@@ -47,7 +47,8 @@ void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of
  * evaluation windows). Runs the forward and, if backward, the backward of
  * loss = ce + aux + z  scaled by `scale` (1/accumulation steps), adding into tp->g.
- * Token ids must be in [0, n_vocab) (checked: MOEC_ERR_INVALID_ARG). */
+ * Token ids must be in [0, n_vocab) (checked: MOEC_ERR_INVALID_ARG). A step with backward is a
+ * training step: the routing capacity factor applies to it only (evaluation is dropless). */
 moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_t *n_valid, float scale,
                              int backward, moec_tstep *out, moec_error *err);
 
