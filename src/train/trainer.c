@@ -658,8 +658,12 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             if ((st = save_checkpoint(&r, err))) goto done;
         }
     }
-    fprintf(out, "moec train: done, %" PRId64 " steps, val loss %.4f (ppl %.2f); checkpoint in %s\n", r.step, val,
-            exp(val), p->out_dir);
+    if (isfinite(val))
+        fprintf(out, "moec train: done, %" PRId64 " steps, val loss %.4f (ppl %.2f); checkpoint in %s\n", r.step, val,
+                exp(val), p->out_dir);
+    else
+        fprintf(out, "moec train: done, %" PRId64 " steps, no validation loss (the data has no validation tokens: "
+                     "remake it with `moec data --val-fraction F`, F > 0); checkpoint in %s\n", r.step, p->out_dir);
     print_load_table(&r, out);
 done:
     run_free(&r);

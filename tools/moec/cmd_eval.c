@@ -122,8 +122,9 @@ int moec_cmd_eval(int argc, char **argv) {
         goto done;
     }
     if (moec_data_n_tokens(d, split) == 0) {
-        fprintf(stderr, "moec eval: %s has no %s tokens: remake it with `moec data` (every domain then gets "
-                        "validation tokens)\n", data, split == MOEC_DATA_VAL ? "validation" : "training");
+        fprintf(stderr, "moec eval: %s has no %s tokens: remake it with `moec data --val-fraction F`, F > 0 "
+                        "(every domain then gets validation tokens)\n", data,
+                split == MOEC_DATA_VAL ? "validation" : "training");
         goto done;
     }
     printf("%-20s %12s %10s %12s\n", "domain", "tokens", "loss", "perplexity");
