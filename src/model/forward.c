@@ -59,7 +59,8 @@ static void attention_block(moec_session *s, const moec_layer *L, int il, int T)
             memcpy(kc + dst, s->k + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
             memcpy(vc + dst, s->v + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
         }
-    moec_attention(s->att, s->q, kc, vc, T, s->n_past, H, Hkv, hd, s->n_ctx, s->att_scratch);
+    moec_attention(s->att, s->q, kc, vc, T, s->n_past, H, Hkv, hd, s->n_ctx, hp->layer_swa[il] ? hp->sliding_window : 0,
+                   s->att_scratch);
     moec_matmul(s->ffn_out, s->att, &L->wo, L->bo, T);
     for (size_t i = 0; i < (size_t)T * d; i++) s->x[i] += s->ffn_out[i];
 }

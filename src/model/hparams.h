@@ -6,6 +6,7 @@
 
 #include "model/arch.h"
 #include "moec.h"
+#include "nn/rope.h"
 
 #include <stdint.h>
 
@@ -22,6 +23,10 @@ typedef struct {
     int qkv_bias, o_bias;
     float clip_qkv;      /* 0 = off */
     float rope_theta, rms_eps;
+    moec_rope_cfg rope;      /* rope_parameters / rope_scaling (+ rope_theta), resolved as transformers does */
+    int32_t n_ctx_max;       /* longest session: max_position_embeddings (x factor for "dynamic" RoPE) */
+    int32_t sliding_window;  /* keys per query in sliding-window layers (itself included); 0 = none */
+    uint8_t layer_swa[MOEC_MAX_LAYERS]; /* 1 = this layer attends through the sliding window */
     int32_t bos_id;          /* -1 if config.json has none */
     int32_t n_eos, eos_ids[8];
     uint8_t layer_moe[MOEC_MAX_LAYERS]; /* 1 = routed MoE block, 0 = dense SwiGLU MLP */

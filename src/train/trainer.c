@@ -296,7 +296,13 @@ static moec_status read_config(run *r, moec_error *err) {
     else return moec_err(err, MOEC_ERR_INVALID_ARG, "no model config: give --config FILE (or --init DIR)");
     moec_status st = moec_file_read_all(path, &r->config_text, &r->config_len, err);
     if (st) return st;
-    return moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err);
+    if ((st = moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err))) return st;
+    /* the training attention has no window yet; scaled RoPE needs nothing (it is a table) */
+    if (r->hp.sliding_window > 0)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: training with sliding-window attention (\"sliding_window\") is not supported; "
+                        "set it to null (or use_sliding_window to false) to train", path);
+    return MOEC_OK;
 }
 
 static moec_status prepare_out_dir(run *r, moec_error *err) {

@@ -1,6 +1,7 @@
 /* qwen2_moe.c — Qwen1.5/Qwen2-MoE (HF Qwen2MoeForCausalLM): softmax over all experts, top-k,
  * renormalised only if norm_topk_prob; a shared expert scaled by sigmoid(shared_expert_gate·x);
- * q/k/v biases; dense layers via mlp_only_layers / decoder_sparse_step. */
+ * q/k/v biases iff qkv_bias (default true); explicit head_dim; a sliding window on the layers
+ * layer_types names; dense layers via mlp_only_layers / decoder_sparse_step. */
 #include "model/arch.h"
 
 extern const moec_arch moec_arch_qwen2_moe;
@@ -10,6 +11,9 @@ const moec_arch moec_arch_qwen2_moe = {
     .key_ff_expert = "moe_intermediate_size",
     .key_ff_shared = "shared_expert_intermediate_size",
     .has_dense_layers = 1,
+    .swa = MOEC_SWA_LAYER_TYPES,
+    .rope_theta_default = 1e4,
+    .reads_head_dim = 1,
     .key_sliding_on = "use_sliding_window",
     .qk_norm = MOEC_QK_NORM_NONE,
     .attn_bias = MOEC_ATTN_BIAS_QKV,
