@@ -32,6 +32,8 @@ typedef enum {
 
 typedef struct {
     const char *model_type;
+    const char *hf_class;       /* transformers' *ForCausalLM class ("architectures") */
+    const char *hf_defaults;    /* JSON object: transformers' defaults of the optional config fields */
     /* config.json keys */
     const char *key_n_expert;   /* "num_local_experts" / "num_experts" */
     const char *alias_n_expert; /* the other spelling transformers' attribute_map accepts (NULL: none) */

@@ -257,6 +257,20 @@ static moec_status check_unsupported(cfg *c, const moec_hparams *hp) {
     return MOEC_OK;
 }
 
+int moec_hparams_apply_defaults(cJSON *root, const moec_arch *a) {
+    cJSON *def = a->hf_defaults ? cJSON_Parse(a->hf_defaults) : NULL;
+    MOEC_ASSERT(!a->hf_defaults || def); /* a literal in src/model/arch/ */
+    int ok = 1;
+    for (const cJSON *it = def ? def->child : NULL; it && ok; it = it->next) {
+        if (cJSON_GetObjectItemCaseSensitive(root, it->string)) continue;
+        cJSON *dup = cJSON_Duplicate(it, 1);
+        ok = dup && cJSON_AddItemToObject(root, it->string, dup);
+        if (!ok) cJSON_Delete(dup);
+    }
+    cJSON_Delete(def);
+    return ok;
+}
+
 moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, const char *path,
                                moec_error *err) {
     memset(hp, 0, sizeof *hp);
@@ -279,6 +293,10 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         goto done;
     }
     const moec_arch *a = hp->arch;
+    if (!moec_hparams_apply_defaults(root, a)) {
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory");
+        goto done;
+    }
     /* bounds far above any real model, low enough that every product of two of them that the
      * kernels form in int arithmetic (e.g. n_head * head_dim, ff) stays below 2^31 */
     const long big = 1L << 30, width = 1L << 22;

@@ -32,7 +32,13 @@ typedef struct {
     uint8_t layer_moe[MOEC_MAX_LAYERS]; /* 1 = routed MoE block, 0 = dense SwiGLU MLP */
 } moec_hparams;
 
-/* Parses config.json text (path is only used in messages). */
+struct cJSON;
+/* Adds to a parsed config.json object every optional field of arch->hf_defaults that it lacks
+ * (absent keys only: an explicit null stays). Returns 0 on out-of-memory. */
+int moec_hparams_apply_defaults(struct cJSON *root, const moec_arch *arch);
+
+/* Parses config.json text (path is only used in messages). Fields it lacks take transformers'
+ * defaults for the model_type (moec_hparams_apply_defaults). */
 moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, const char *path,
                                moec_error *err);
 /* Reads DIR/config.json. */
