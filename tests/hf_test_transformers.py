@@ -17,7 +17,8 @@ PyPI torch; run from .venv-hf, which scripts/install-deps.sh makes).
     no missing or unexpected weight, the tokenizer is a PreTrainedTokenizerFast (transformers 5:
     TokenizersBackend) with moec's vocabulary (no added tokens), eos/pad set, and ids equal to
     `moec tokenize` on 20 lines; logits equal `moec logits` within REL_TOL; generation config
-    carries eos. `--out` with missing parents is created.
+    carries eos; re-saved by transformers' save_pretrained, moec loads it to the same logits.
+    `--out` with missing parents is created.
  3. `moec train` refuses a sliding-window config with one stderr line.
 Ends with `N passed, M failed`; exits 1 on any failure (also when transformers is missing)."""
 import argparse
@@ -301,6 +302,12 @@ def test_moec_to_hf(args, root):
         got, msg = moec_logits(args, out, ids, False)
         e = rel_err(got, want) if got is not None and got.shape == want.shape else float("inf")
         check(e <= REL_TOL, f"{arch} transformers logits = moec logits (moec-trained)", f"rel err {e:.2e} {msg}")
+        # re-saved by transformers (the issue's qwen3_moe case: it writes num_local_experts), moec loads it again
+        resaved = out + "-resaved"
+        model.save_pretrained(resaved)
+        got, msg = moec_logits(args, resaved, ids, False)
+        e = rel_err(got, want) if got is not None and got.shape == want.shape else float("inf")
+        check(e <= REL_TOL, f"{arch} re-saved by transformers: moec logits", f"rel err {e:.2e} {msg}")
 
     # 3. sliding-window training is refused, not ignored
     cfg = dict(TRAIN_CONFIGS["mixtral"], vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
