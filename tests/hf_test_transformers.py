@@ -173,6 +173,18 @@ def test_hf_to_moec(args, root):
             e = rel_err(got, want) if got is not None and got.shape == want.shape else float("inf")
             check(e <= REL_TOL, f"{name} logits {'--step (KV cache)' if step else 'prefill'}",
                   f"rel err {e:.2e} (tol {REL_TOL:g}) {msg}")
+        if cfg.get("use_sliding_window") and "layer_types" in cfg and cfg["model_type"] == "qwen2_moe":
+            # an older config without layer_types: moec derives them from max_window_layers as
+            # transformers 5 does
+            d2 = d + "-no-layer-types"
+            shutil.copytree(d, d2)
+            c2 = dict(cfg)
+            del c2["layer_types"]
+            json.dump(c2, open(os.path.join(d2, "config.json"), "w"))
+            got, msg = moec_logits(args, d2, ids, False)
+            e = rel_err(got, want) if got is not None and got.shape == want.shape else float("inf")
+            check(e <= REL_TOL and "sliding_attention" in cfg["layer_types"],
+                  f"{name} without layer_types (from max_window_layers)", f"rel err {e:.2e} {msg}")
         # greedy text: transformers generate() vs moec generate --temp 0
         tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
         p_ids = tok.encode(PROMPT, add_special_tokens=False).ids
