@@ -16,7 +16,7 @@ PyPI torch; run from .venv-hf, which scripts/install-deps.sh makes).
     AutoConfig / AutoModelForCausalLM / AutoTokenizer load the checkpoint with no warning and
     no missing or unexpected weight, the tokenizer is a PreTrainedTokenizerFast (transformers 5:
     TokenizersBackend) with moec's vocabulary (no added tokens), eos/pad set, and ids equal to
-    `moec tokenize` on 20 lines; logits equal `moec logits` within REL_TOL; generation config
+    `moec tokenize` on 20 lines, the chat template beside the data's tokenizer carried over; logits equal `moec logits` within REL_TOL; generation config
     carries eos; re-saved by transformers' save_pretrained, moec loads it to the same logits.
     `--out` with missing parents is created.
  3. `moec train` refuses a sliding-window config with one stderr line.
@@ -253,6 +253,9 @@ def test_moec_to_hf(args, root):
     tok = os.path.join(root, "tokenizer.json")
     r = run([args.moec, "tokenizer", "train", "--vocab", "400", "-o", tok, *files])
     check(r.returncode == 0, "tokenizer train", r.stderr.decode(errors="replace")[-200:])
+    # a chat template next to the data's tokenizer.json travels into every checkpoint
+    chat = "{% for m in messages %}<|endoftext|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    json.dump({"chat_template": chat}, open(os.path.join(root, "tokenizer_config.json"), "w"))
     data = os.path.join(root, "data")
     r = run([args.moec, "data", "-t", tok, "-o", data, "--force", *files])
     check(r.returncode == 0, "data", r.stderr.decode(errors="replace")[-200:])
@@ -301,6 +304,9 @@ def test_moec_to_hf(args, root):
         check(type(htok).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend") and len(htok) == 400
               and htok.eos_token == "<|endoftext|>" and htok.pad_token == "<|endoftext|>",
               f"{arch} tokenizer {type(htok).__name__}", f"len {len(htok)} eos {htok.eos_token!r} pad {htok.pad_token!r}")
+        msgs = [{"role": "user", "content": "hi"}]
+        check(htok.chat_template == chat and htok.apply_chat_template(msgs, tokenize=False) == "<|endoftext|>user: hi\n",
+              f"{arch} chat template carried over", repr(htok.chat_template)[:80])
         hf_ids = [htok.encode(l, add_special_tokens=True) for l in lines]
         n_diff = sum(a != b for a, b in zip(hf_ids, moec_ids))
         check(n_diff == 0 and len(hf_ids) == len(moec_ids), f"{arch} AutoTokenizer ids = moec tokenize",
