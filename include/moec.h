@@ -72,6 +72,9 @@ typedef struct {
     int32_t n_threads;        /* threads forward passes use */
     int32_t bos_token_id;     /* -1 if none */
     int32_t n_eos, eos_token_ids[8]; /* from config.json eos_token_id (int or list) */
+    int32_t n_ctx_max;        /* longest session: max_position_embeddings (x factor for "dynamic" RoPE) */
+    const char *rope_type;    /* borrowed: "default", "linear", "dynamic", "yarn", "llama3" */
+    int32_t sliding_window;   /* 0 = none; else keys per query in the layers that use it */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */
@@ -82,7 +85,7 @@ const moec_model_info *moec_model_get_info(const moec_model *model);
 typedef struct moec_session moec_session;
 
 /* A session holds the KV cache for one sequence of at most n_ctx tokens
- * (0 = the model's max_position_embeddings, capped at 4096). Caller frees. */
+ * (0 = the model's max_position_embeddings, capped at 4096; at most info.n_ctx_max). Caller frees. */
 moec_status moec_session_new(moec_session **out, moec_model *model, int32_t n_ctx, moec_error *err);
 void moec_session_free(moec_session *s); /* accepts NULL */
 int32_t moec_session_n_past(const moec_session *s);

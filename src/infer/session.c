@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "nn/ops.h"
+#include "nn/rope.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,10 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
     const moec_hparams *hp = &m->hp;
     if (n_ctx < 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d is negative", n_ctx);
     if (n_ctx == 0) n_ctx = hp->max_pos < 4096 ? hp->max_pos : 4096;
-    if (n_ctx > hp->max_pos)
-        return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds max_position_embeddings %d", n_ctx, hp->max_pos);
+    if (n_ctx > hp->n_ctx_max)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds %s %d", n_ctx,
+                        hp->n_ctx_max > hp->max_pos ? "max_position_embeddings x rope factor" : "max_position_embeddings",
+                        hp->n_ctx_max);
     moec_session *s = calloc(1, sizeof *s);
     if (!s) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     s->m = m;
@@ -57,7 +60,7 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
         free(s);
         return st;
     }
-    moec_rope_tables(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, hp->rope_theta);
+    moec_rope_fill(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, &hp->rope);
     *out = s;
     return MOEC_OK;
 }

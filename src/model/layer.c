@@ -109,7 +109,6 @@ static void clamp_copy(float *y, const float *x, size_t n, float c) {
 
 void moec_layer_forward(const moec_hparams *hp, const moec_layer *L, int il, moec_layer_acts *a,
                         const moec_layer_ctx *c, float *y, moec_moe_stats *st) {
-    (void)il; /* the layer's identity is in L and a; kept for traces */
     const int T = c->T, d = hp->n_embd, H = hp->n_head, Hkv = hp->n_head_kv, hd = hp->head_dim;
     const int qd = H * hd, kvd = Hkv * hd;
     const float eps = hp->rms_eps;
@@ -143,7 +142,8 @@ void moec_layer_forward(const moec_hparams *hp, const moec_layer *L, int il, moe
                 memcpy(c->k_cache + dst, a->kr + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
                 memcpy(c->v_cache + dst, a->vc + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
             }
-        moec_attention(a->att, a->qr, c->k_cache, c->v_cache, T, c->n_past, H, Hkv, hd, c->n_ctx, c->att_scratch);
+        moec_attention(a->att, a->qr, c->k_cache, c->v_cache, T, c->n_past, H, Hkv, hd, c->n_ctx,
+                       hp->layer_swa[il] ? hp->sliding_window : 0, c->att_scratch);
     } else {
         moec_attention_forward_train(a->att, a->probs, a->qr, a->kr, a->vc, c->B, c->S, H, Hkv, hd);
     }

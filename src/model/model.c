@@ -42,8 +42,10 @@ static moec_status find_checked(moec_model *m, const moec_tensor_spec *sp, moec_
         char have[128], want[128];
         fmt_shape(have, sizeof have, t->shape, t->n_dims);
         fmt_shape(want, sizeof want, sp->shape, sp->n_dims);
-        return moec_err(err, MOEC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s", sp->name, have,
-                        want);
+        /* attention projections: say which config fields made the shape, head_dim above all */
+        const int attn = strstr(sp->name, "self_attn.") != NULL;
+        return moec_err(err, MOEC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s%s", sp->name, have,
+                        want, attn ? " (from num_attention_heads / num_key_value_heads x head_dim)" : "");
     }
     t->used = 1;
     *out = t;
@@ -184,6 +186,9 @@ static void fill_info(moec_model *m) {
     in->bos_token_id = hp->bos_id;
     in->n_eos = hp->n_eos;
     for (int i = 0; i < hp->n_eos; i++) in->eos_token_ids[i] = hp->eos_ids[i];
+    in->n_ctx_max = hp->n_ctx_max;
+    in->rope_type = moec_rope_type_name(hp->rope.type);
+    in->sliding_window = hp->sliding_window;
     size_t bytes_by_dtype[MOEC_DTYPE_COUNT] = {0};
     int64_t total = 0;
     for (int i = 0; i < m->st.n_tensors; i++) {

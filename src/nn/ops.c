@@ -66,7 +66,7 @@ void moec_softmax(float *x, int n) {
 }
 
 void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, float *scratch) {
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch) {
     const int group = n_head / n_head_kv;
     const float scale = 1.f / sqrtf((float)hd);
     const int n_items = T * n_head;
@@ -77,10 +77,11 @@ void moec_attention(float *out, const float *q, const float *kc, const float *vc
         tid = omp_get_thread_num();
 #endif
         const int t = item / n_head, h = item % n_head, kvh = h / group;
-        const int n_keys = pos0 + t + 1;
+        const int j0 = window > 0 && pos0 + t + 1 > window ? pos0 + t + 1 - window : 0;
+        const int n_keys = pos0 + t + 1 - j0;
         float *sc = scratch + (size_t)tid * (size_t)n_ctx;
         const float *qv = q + ((size_t)t * n_head + h) * hd;
-        const float *kh = kc + (size_t)kvh * n_ctx * hd, *vh = vc + (size_t)kvh * n_ctx * hd;
+        const float *kh = kc + ((size_t)kvh * n_ctx + (size_t)j0) * hd, *vh = vc + ((size_t)kvh * n_ctx + (size_t)j0) * hd;
         float m = -INFINITY;
         for (int j = 0; j < n_keys; j++) {
             const float *kv = kh + (size_t)j * hd;

@@ -25,8 +25,10 @@ void moec_softmax(float *x, int n);
  * holds positions [0, pos0+T):
  *   q    [T, n_head, hd]         out [T, n_head, hd]
  *   kc   [n_head_kv, n_ctx, hd]  vc  [n_head_kv, n_ctx, hd]
+ * window > 0: a query at position p sees keys (p - window, p] only (transformers' sliding
+ * window: itself and window - 1 before it); 0 = all of [0, p].
  * scratch: n_threads * n_ctx floats. Threads over (head, query). */
 void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, float *scratch);
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch);
 
 #endif

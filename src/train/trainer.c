@@ -10,6 +10,7 @@
 #include "model/hparams.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/hf_files.h"
 #include "train/model_train.h"
 #include "train/optim.h"
 #include "train/params.h"
@@ -84,6 +85,7 @@ typedef struct {
     char *config_text;
     size_t config_len;
     char tokenizer_path[4096];
+    moec_hf_files hf; /* config.json as transformers writes it, tokenizer and generation configs */
     moec_data_reader *data;
     moec_tparams tp;
     moec_tmodel *tm;
@@ -168,17 +170,22 @@ static char *state_json(const run *r) {
 static moec_status save_checkpoint(run *r, moec_error *err) {
     char *state = state_json(r);
     if (!state) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    moec_ckpt_file files[4] = {
-        {"config.json", NULL, r->config_text, r->config_len, 0},
+    const moec_hf_files *hf = &r->hf;
+    moec_ckpt_file files[6] = {
+        {"config.json", NULL, hf->config, strlen(hf->config), 0},
+        {"generation_config.json", NULL, hf->generation_config, strlen(hf->generation_config), 0},
         {"train_state.json", NULL, state, strlen(state), 0},
         {"train_log.jsonl", r->log_path, NULL, 0, 1},
-        {"tokenizer.json", r->tokenizer_path, NULL, 0, 0}, /* last: only when the data's tokenizer is known */
+        /* last two: only when the data's tokenizer is known */
+        {"tokenizer.json", r->tokenizer_path, NULL, 0, 0},
+        {"tokenizer_config.json", NULL, hf->tokenizer_config, hf->tokenizer_config ? strlen(hf->tokenizer_config) : 0, 0},
     };
     if (r->jsonl) {
         fflush(r->jsonl);
         fsync(fileno(r->jsonl));
     }
-    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] ? 4 : 3, save_state_files, r, err);
+    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] && hf->tokenizer_config ? 6 : 4,
+                                      save_state_files, r, err);
     free(state);
     return st;
 }
@@ -301,7 +308,30 @@ static moec_status read_config(run *r, moec_error *err) {
     else return moec_err(err, MOEC_ERR_INVALID_ARG, "no model config: give --config FILE (or --init DIR)");
     moec_status st = moec_file_read_all(path, &r->config_text, &r->config_len, err);
     if (st) return st;
-    return moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err);
+    if ((st = moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err))) return st;
+    /* the training attention has no window yet; scaled RoPE needs nothing (it is a table) */
+    if (r->hp.sliding_window > 0)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: training with sliding-window attention (\"sliding_window\") is not supported; "
+                        "set it to null (or use_sliding_window to false) to train", path);
+    return MOEC_OK;
+}
+
+/* mkdir -p: creates dir and every missing parent. */
+static moec_status mkdir_parents(const char *dir, moec_error *err) {
+    char buf[4096];
+    const size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf) return moec_err(err, MOEC_ERR_INVALID_ARG, "bad output directory '%s'", dir);
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        const char c = buf[i];
+        buf[i] = '\0';
+        if (!file_exists(buf) && mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    return MOEC_OK;
 }
 
 static moec_status prepare_out_dir(run *r, moec_error *err) {
@@ -321,9 +351,7 @@ static moec_status prepare_out_dir(run *r, moec_error *err) {
         moec_status st = moec_rmtree(p->out_dir, err);
         if (st) return st;
     }
-    if (!file_exists(p->out_dir) && mkdir(p->out_dir, 0755) != 0)
-        return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", p->out_dir, strerror(errno));
-    return MOEC_OK;
+    return mkdir_parents(p->out_dir, err);
 }
 
 static void run_free(run *r) {
@@ -332,6 +360,7 @@ static void run_free(run *r) {
     moec_tparams_free(&r->tp);
     moec_data_close(r->data);
     free(r->config_text);
+    moec_hf_files_free(&r->hf);
     free(r->m1);
     free(r->m2);
     free(r->load);
@@ -506,6 +535,22 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const char *tk = moec_data_tokenizer_path(r.data);
         if (tk && file_exists(tk) && !moec_data_check_tokenizer(r.data, tk, NULL))
             snprintf(r.tokenizer_path, sizeof r.tokenizer_path, "%s", tk);
+    }
+    {
+        /* a chat template comes from the tokenizer's own tokenizer_config.json: the --init
+         * checkpoint's, else the one beside the data's tokenizer.json */
+        char tmpl[4096] = "";
+        if (p->init_dir) moec_path_join(tmpl, sizeof tmpl, p->init_dir, "tokenizer_config.json");
+        else if (r.tokenizer_path[0]) {
+            snprintf(tmpl, sizeof tmpl, "%s", r.tokenizer_path);
+            char *slash = strrchr(tmpl, '/');
+            if (slash) snprintf(slash + 1, sizeof tmpl - (size_t)(slash + 1 - tmpl), "tokenizer_config.json");
+            else snprintf(tmpl, sizeof tmpl, "tokenizer_config.json");
+        }
+        if ((st = moec_hf_files_make(&r.hf, r.config_text, r.config_len, "config.json",
+                                     r.tokenizer_path[0] ? r.tokenizer_path : NULL, (int32_t)moec_data_eot_id(r.data),
+                                     tmpl[0] ? tmpl : NULL, err)))
+            goto done;
     }
     if ((st = prepare_out_dir(&r, err))) goto done;
     if ((st = moec_tparams_new(&r.tp, &r.hp, err))) goto done;

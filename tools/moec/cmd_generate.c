@@ -104,9 +104,9 @@ int moec_cmd_generate(int argc, char **argv) {
     if (n_prompt > n_ids) prompt_ids[o++] = in->bos_token_id;
     memcpy(prompt_ids + o, ids, n_ids * sizeof *ids);
     long ctx = (long)n_prompt + n_predict;
-    if (ctx > in->max_position_embeddings) {
-        fprintf(stderr, "moec generate: prompt (%zu tokens) + -n %ld exceeds max_position_embeddings %d\n", n_prompt,
-                n_predict, in->max_position_embeddings);
+    if (ctx > in->n_ctx_max) {
+        fprintf(stderr, "moec generate: prompt (%zu tokens) + -n %ld exceeds the model's context %d\n", n_prompt,
+                n_predict, in->n_ctx_max);
         goto done;
     }
     if (moec_session_new(&s, m, (int32_t)ctx, &err) || moec_session_set_experts_per_token(s, (int32_t)moe_k, &err))

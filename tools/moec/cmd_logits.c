@@ -58,7 +58,7 @@ int moec_cmd_logits(int argc, char **argv) {
     int rc = 1;
     if (moec_model_open(&m, model, &mp, &err)) goto fail;
     const moec_model_info *info = moec_model_get_info(m);
-    if (moec_session_new(&s, m, n < info->max_position_embeddings ? n : info->max_position_embeddings, &err) ||
+    if (moec_session_new(&s, m, n < info->n_ctx_max ? n : info->n_ctx_max, &err) ||
         moec_session_set_experts_per_token(s, (int32_t)moe_k, &err))
         goto fail;
     logits = malloc((size_t)n * (size_t)info->n_vocab * sizeof(float));

@@ -27,7 +27,7 @@ static void usage(FILE *f, const moec_train_params *d) {
             "  --weight-decay X   AdamW decoupled weight decay, matrices only (default %g)\n"
             "  --clip X           global gradient-norm clip, 0 = off (default %g)\n"
             "  --aux-coef X       load-balancing loss coefficient alpha, Switch form, alpha at balance\n"
-            "                     (default: k x config.json's router_aux_loss_coef, else 0.01)\n"
+            "                     (default: k x config.json's router_aux_loss_coef; transformers' 0.001 when absent)\n"
             "  --z-coef X         router z-loss coefficient (default: config.json's router_z_loss_coef, else 0.001)\n"
             "  --seed N           seed for initialisation and data order (default %llu)\n"
             "  -t, --threads N    threads (default: number of cores)\n"
