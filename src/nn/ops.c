@@ -7,17 +7,6 @@
 #include <omp.h>
 #endif
 
-void moec_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps) {
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * (size_t)n;
-        float *o = out + (size_t)r * (size_t)n;
-        double ss = 0.0;
-        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
-        float s = (float)(1.0 / sqrt(ss / n + (double)eps));
-        for (int i = 0; i < n; i++) o[i] = xr[i] * s * w[i];
-    }
-}
-
 void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float theta) {
     const int half = hd / 2;
     for (int i = 0; i < half; i++) {
@@ -27,21 +16,6 @@ void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float t
             double a = (double)p * inv;
             cos_tab[(size_t)p * half + i] = (float)cos(a);
             sin_tab[(size_t)p * half + i] = (float)sin(a);
-        }
-    }
-}
-
-void moec_rope(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab, int pos0) {
-    const int half = hd / 2;
-    for (int t = 0; t < T; t++) {
-        const float *c = cos_tab + (size_t)(pos0 + t) * half, *s = sin_tab + (size_t)(pos0 + t) * half;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + ((size_t)t * n_heads + h) * hd;
-            for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * c[i] - b * s[i];
-                v[i + half] = b * c[i] + a * s[i];
-            }
         }
     }
 }
