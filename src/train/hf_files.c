@@ -119,9 +119,19 @@ static const char *token_content(const cJSON *tok, int32_t id) {
 
 /* ------------------------------------------------------------------ config.json */
 
+/* Routing and balancing (moe/router.h): a rewritten config must keep them too. */
+static int same_route(const moec_router_cfg *a, const moec_router_cfg *b) {
+    return a->router == b->router && a->n_expert == b->n_expert && a->k == b->k && a->score == b->score &&
+           a->topk_softmax == b->topk_softmax && a->norm_topk_prob == b->norm_topk_prob &&
+           a->routed_scaling == b->routed_scaling && a->n_group == b->n_group && a->topk_group == b->topk_group &&
+           a->group_score == b->group_score && a->use_bias == b->use_bias && a->bias_rate == b->bias_rate &&
+           a->aux_coef == b->aux_coef && a->aux_scope == b->aux_scope && a->z_coef == b->z_coef &&
+           a->jitter == b->jitter && a->capacity_factor == b->capacity_factor && a->drop_policy == b->drop_policy;
+}
+
 /* The hyper-parameters that decide the computation: what a rewritten config must preserve. */
 static int same_model(const moec_hparams *a, const moec_hparams *b) {
-    return a->arch == b->arch && a->n_vocab == b->n_vocab && a->n_embd == b->n_embd && a->n_layer == b->n_layer &&
+    return a->arch == b->arch && a->shared_gate == b->shared_gate && same_route(&a->route, &b->route) && a->n_vocab == b->n_vocab && a->n_embd == b->n_embd && a->n_layer == b->n_layer &&
            a->n_head == b->n_head && a->n_head_kv == b->n_head_kv && a->head_dim == b->head_dim &&
            a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used && a->n_ff_expert == b->n_ff_expert &&
            a->n_ff_dense == b->n_ff_dense && a->n_ff_shared == b->n_ff_shared && a->max_pos == b->max_pos &&
