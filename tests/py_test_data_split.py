@@ -12,26 +12,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-passed = failed = 0
-
-
-def check(ok, label, detail=""):
-    global passed, failed
-    passed += bool(ok)
-    failed += not ok
-    print(f"{'PASS' if ok else 'FAIL'} {label} {detail}", flush=True)
-
-
-def run(cmd, timeout=600):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
+sys.path.insert(0, os.path.join(HERE, "ref"))
+from checks import check, run, summary  # noqa: E402
 def table(stdout):
     """domain -> (train_docs, train_tokens, val_docs, val_tokens) from moec data's summary."""
     rows = {}
@@ -92,8 +79,7 @@ def main():
               "train without validation tokens says so (no nan)", r.stdout.strip()[-300:] + r.stderr.strip())
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

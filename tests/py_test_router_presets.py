@@ -16,7 +16,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -26,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "ref"))
 import torch_ref  # noqa: E402
+from checks import check, run, summary  # noqa: E402
 
 STEPS = 30
 # inference-relevant routing keys, ablated together (training-only keys — LBL scope and
@@ -33,20 +33,6 @@ STEPS = 30
 # is mathematically identical to renormalised softmax-all and is checked in test_routers.c)
 ABLATE = (("scoring_func",), ("routed_scaling_factor",), ("topk_method", "n_group", "topk_group"),
 )
-passed = failed = 0
-
-
-def check(ok, label, detail=""):
-    global passed, failed
-    passed += bool(ok)
-    failed += not ok
-    print(f"{'PASS' if ok else 'FAIL'} {label} {detail}", flush=True)
-
-
-def run(cmd, timeout=900):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
 def make_corpus(dst):
     os.makedirs(dst, exist_ok=True)
     lic = []
@@ -182,8 +168,7 @@ def main():
                       f"aux {sa['aux']:.7g} vs {sb['aux']:.7g}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":
