@@ -75,6 +75,8 @@ typedef struct {
     int32_t n_ctx_max;        /* longest session: max_position_embeddings (x factor for "dynamic" RoPE) */
     const char *rope_type;    /* borrowed: "default", "linear", "dynamic", "yarn", "llama3" */
     int32_t sliding_window;   /* 0 = none; else keys per query in the layers that use it */
+    char routing[192];        /* how tokens pick experts, e.g. "topk: softmax over all experts, top-2, renormalised" */
+    int32_t shared_expert_gated; /* 1: the shared expert is sigmoid-gated (Qwen2-MoE), 0: added unweighted */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */

@@ -185,6 +185,8 @@ static void fill_info(moec_model *m) {
     in->n_threads = m->n_threads;
     in->bos_token_id = hp->bos_id;
     in->n_eos = hp->n_eos;
+    if (hp->n_expert > 0) moec_router_describe(&hp->route, in->routing, sizeof in->routing);
+    in->shared_expert_gated = hp->shared_gate;
     for (int i = 0; i < hp->n_eos; i++) in->eos_token_ids[i] = hp->eos_ids[i];
     in->n_ctx_max = hp->n_ctx_max;
     in->rope_type = moec_rope_type_name(hp->rope.type);

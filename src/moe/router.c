@@ -1,13 +1,13 @@
 /* router.c — the router registry, the default routing configuration, and the shared stable
  * top-k. The routers themselves live in routers/ (one file each); this file knows them only
- * through the table below. Also the legacy softmax top-k, until its callers move to the
- * registry. */
+ * through the table below. */
 #include "moe/router.h"
 
 #include "moe/routers/routers.h"
 #include "nn/ops.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ registry */
@@ -93,4 +93,26 @@ void moec_topk(const float *v, int n, int k, const uint8_t *mask, int32_t *idx) 
         }
         idx[p] = i;
     }
+}
+
+void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
+    if (!cap) return;
+    size_t o = 0;
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        if (o < cap) {                                                                             \
+            const int n_ = snprintf(buf + o, cap - o, __VA_ARGS__);                                \
+            o = n_ > 0 ? o + (size_t)n_ : o;                                                       \
+        }                                                                                          \
+    } while (0)
+    ADD("%s: ", c->router ? c->router->name : "?");
+    if (c->topk_softmax) ADD("softmax over the top-%d logits", c->k);
+    else ADD("%s, top-%d%s", c->score == MOEC_SCORE_SIGMOID ? "sigmoid scores" : "softmax over all experts", c->k,
+             c->norm_topk_prob ? ", renormalised" : "");
+    if (c->routed_scaling != 1.f) ADD(", x%g", (double)c->routed_scaling);
+    if (c->n_group > 1)
+        ADD(", %d groups keep %d (%s)", c->n_group, c->topk_group, c->group_score == MOEC_GROUP_SCORE_TOP2_SUM ? "top-2 sum" : "max");
+    if (c->use_bias) ADD(", aux-loss-free selection bias");
+    if (o >= cap) buf[cap - 1] = 0;
+#undef ADD
 }

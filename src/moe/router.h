@@ -13,6 +13,7 @@
 #include "moe/routing.h"
 #include "moec.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID } moec_score_func;
@@ -84,6 +85,9 @@ moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_to
 struct cJSON;
 moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const struct cJSON *root, int32_t n_expert, int32_t k,
                                   int norm_topk_prob, const char *path, moec_error *err);
+
+/* One line describing cfg's routing (for `moec info`), written into buf (NUL-terminated). */
+void moec_router_describe(const moec_router_cfg *cfg, char *buf, size_t cap);
 
 /* Scratch floats a router's forward/backward needs for T tokens: T·E (one score row per token)
  * + 2E for selection. */

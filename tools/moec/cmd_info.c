@@ -58,7 +58,8 @@ int moec_cmd_info(int argc, char **argv) {
                in->n_ctx_max, in->sliding_window);
     printf("experts:        %d routed, top-%d, expert ff %d%s\n", in->n_expert, in->n_expert_used, in->n_ff_expert,
            in->norm_topk_prob ? ", top-k weights renormalised" : ", top-k weights not renormalised");
-    if (in->shared_expert) printf("shared expert:  ff %d, sigmoid-gated\n", in->n_ff_shared);
+    if (in->n_expert > 0) printf("routing:        %s\n", in->routing);
+    if (in->shared_expert) printf("shared expert:  ff %d, %s\n", in->n_ff_shared, in->shared_expert_gated ? "sigmoid-gated" : "ungated");
     if (in->n_ff_dense) printf("dense MLP:      ff %d\n", in->n_ff_dense);
     printf("embeddings:     %s\n", in->tie_word_embeddings ? "tied (lm_head = embed_tokens)" : "separate lm_head");
     moec_model_close(m);
