@@ -5,16 +5,24 @@
 #include <stdio.h>
 
 typedef struct {
-    moec_tensor_spec *out;
+    moec_tensor_spec *out;  /* fill this array, or */
+    moec_tensor_visit_fn fn; /* call this on each spec until it returns nonzero */
+    void *ctx;
+    int stopped;
     int64_t n;
+    uint64_t n_elems; /* sum of numel; overflow is set if it does not fit in 64 bits */
+    int overflow;
 } lister;
 
 static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t rows, int64_t cols, const char *fmt,
                 ...) __attribute__((format(printf, 7, 8)));
 static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t rows, int64_t cols, const char *fmt,
                 ...) {
-    if (l->out) {
-        moec_tensor_spec *s = &l->out[l->n];
+    const int64_t numel = rows * (cols ? cols : 1);
+    if (__builtin_add_overflow(l->n_elems, (uint64_t)numel, &l->n_elems)) l->overflow = 1;
+    moec_tensor_spec tmp;
+    if (l->out || (l->fn && !l->stopped)) {
+        moec_tensor_spec *s = l->out ? &l->out[l->n] : &tmp;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(s->name, sizeof s->name, fmt, ap);
@@ -25,13 +33,14 @@ static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t
         s->n_dims = cols ? 2 : 1;
         s->shape[0] = rows;
         s->shape[1] = cols;
-        s->numel = rows * (cols ? cols : 1);
+        s->numel = numel;
+        if (l->fn && l->fn(s, l->ctx)) l->stopped = 1;
     }
     l->n++;
 }
 
-int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs) {
-    lister l = {specs, 0};
+static void list_all(const moec_hparams *hp, lister *lp) {
+    lister l = *lp;
     const moec_arch *a = hp->arch;
     const int64_t d = hp->n_embd, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
     add(&l, MOEC_T_EMBED, -1, -1, hp->n_vocab, d, "model.embed_tokens.weight");
@@ -80,5 +89,25 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
     }
     add(&l, MOEC_T_OUT_NORM, -1, -1, d, 0, "model.norm.weight");
     if (!hp->tie_embeddings) add(&l, MOEC_T_LM_HEAD, -1, -1, hp->n_vocab, d, "lm_head.weight");
+    *lp = l;
+}
+
+int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs) {
+    lister l = {.out = specs};
+    list_all(hp, &l);
     return l.n;
+}
+
+int moec_model_tensor_total(const moec_hparams *hp, int64_t *n_tensors, uint64_t *n_elems) {
+    lister l = {0};
+    list_all(hp, &l);
+    *n_tensors = l.n;
+    *n_elems = l.n_elems;
+    return !l.overflow;
+}
+
+int moec_model_tensor_visit(const moec_hparams *hp, moec_tensor_visit_fn fn, void *ctx) {
+    lister l = {.fn = fn, .ctx = ctx};
+    list_all(hp, &l);
+    return l.stopped;
 }

@@ -112,7 +112,7 @@ int moec_cmd_eval(int argc, char **argv) {
     moec_path_join(tk, sizeof tk, model, "tokenizer.json");
     if (moec_data_check_tokenizer(d, tk, &err)) goto fail;
     if (S > hp.max_pos) S = hp.max_pos;
-    if (moec_tparams_new(&tp, &hp, &err) || moec_tparams_load(&tp, model, &err) ||
+    if (moec_tparams_check_dir(&hp, model, &err) || moec_tparams_new(&tp, &hp, &err) || moec_tparams_load(&tp, model, &err) ||
         moec_tmodel_new(&tm, &tp, (int)B, (int)S, 0.f, 0.f, &err))
         goto fail;
     tok = malloc((size_t)B * (size_t)(S + 1) * sizeof *tok);
