@@ -78,42 +78,75 @@ void moec_file_unmap(moec_mmap *m) {
     }
 }
 
-moec_status moec_file_write_atomic(const char *path, const moec_iovec *parts, int n_parts,
-                                   moec_error *err) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return moec_err(err, MOEC_ERR_INVALID_ARG, "path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+static moec_status write_parts(int fd, const char *name, const moec_iovec *parts, int n_parts, moec_error *err) {
     for (int i = 0; i < n_parts; i++) {
         const char *p = parts[i].data;
         size_t left = parts[i].size;
         while (left > 0) {
             ssize_t w = write(fd, p, left);
             if (w < 0 && errno == EINTR) continue;
-            if (w < 0) {
-                int e = errno;
-                close(fd);
-                unlink(tmp);
-                return moec_err(err, MOEC_ERR_IO, "cannot write %s: %s", tmp, strerror(e));
-            }
+            if (w <= 0) return moec_err(err, MOEC_ERR_IO, "cannot write %s: %s", name, w < 0 ? strerror(errno) : "no progress");
             p += w;
             left -= (size_t)w;
         }
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return moec_err(err, MOEC_ERR_IO, "cannot flush %s: %s", tmp, strerror(e));
+    return MOEC_OK;
+}
+
+/* Not a regular file (a character device such as /dev/null, a FIFO, a socket): there is
+ * nothing to replace atomically, so the bytes are written straight into it. */
+static moec_status write_direct(const char *path, const moec_iovec *parts, int n_parts, moec_error *err) {
+    int fd = open(path, O_WRONLY | O_NOCTTY);
+    if (fd < 0) return moec_err(err, MOEC_ERR_IO, "cannot open %s for writing: %s", path, strerror(errno));
+    moec_status st = write_parts(fd, path, parts, n_parts, err);
+    if (close(fd) != 0 && !st) st = moec_err(err, MOEC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return st;
+}
+
+moec_status moec_file_write_atomic(const char *path, const moec_iovec *parts, int n_parts,
+                                   moec_error *err) {
+    /* what `path` names after following symlinks decides how it is written */
+    char target[4096];
+    struct stat sb;
+    mode_t mode = 0644;
+    int keep_mode = 0;
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) return moec_err(err, MOEC_ERR_IO, "cannot write %s: it is a directory", path);
+        if (!S_ISREG(sb.st_mode)) return write_direct(path, parts, n_parts, err);
+        /* a regular file, maybe behind symlinks: replace the file itself, in its own
+         * directory (the rename must not cross file systems, and the link must survive) */
+        char *real = realpath(path, NULL);
+        if (!real) return moec_err(err, MOEC_ERR_IO, "cannot resolve %s: %s", path, strerror(errno));
+        int fits = snprintf(target, sizeof target, "%s", real) < (int)sizeof target;
+        free(real);
+        if (!fits) return moec_err(err, MOEC_ERR_INVALID_ARG, "path too long: %s", path);
+        mode = sb.st_mode & 07777;
+        keep_mode = 1;
+    } else if (errno == ENOENT && lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+        return moec_err(err, MOEC_ERR_IO, "cannot write %s: it is a symlink to a missing file", path);
+    } else if (errno != ENOENT) {
+        return moec_err(err, MOEC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    } else if (snprintf(target, sizeof target, "%s", path) >= (int)sizeof target) {
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "path too long: %s", path);
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
+    char tmp[4096 + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", target, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644);
+    if (fd < 0) return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    moec_status st = write_parts(fd, tmp, parts, n_parts, err);
+    if (!st && keep_mode && fchmod(fd, mode) != 0)
+        st = moec_err(err, MOEC_ERR_IO, "cannot set the mode of %s: %s", tmp, strerror(errno));
+    if (!st && fsync(fd) != 0) st = moec_err(err, MOEC_ERR_IO, "cannot flush %s: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && !st) st = moec_err(err, MOEC_ERR_IO, "cannot flush %s: %s", tmp, strerror(errno));
+    if (!st && rename(tmp, target) != 0)
+        st = moec_err(err, MOEC_ERR_IO, "cannot rename %s to %s: %s", tmp, target, strerror(errno));
+    if (st) {
         unlink(tmp);
-        return moec_err(err, MOEC_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+        return st;
     }
     /* make the rename itself durable */
     char dirbuf[4096];
-    snprintf(dirbuf, sizeof dirbuf, "%s", path);
+    snprintf(dirbuf, sizeof dirbuf, "%s", target);
     int dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY);
     if (dfd >= 0) {
         fsync(dfd);

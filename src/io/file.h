@@ -19,8 +19,14 @@ typedef struct {
 moec_status moec_file_map(const char *path, moec_mmap *out, moec_error *err);
 void moec_file_unmap(moec_mmap *m);
 
-/* Writes `n` buffers to `path` atomically: to "<path>.tmp.<pid>", fsync, rename, fsync dir.
- * On any failure the temp file is removed and the previous file at `path` is untouched. */
+/* Writes `n` buffers to `path`. What path names, after following symlinks, decides how:
+ * - a regular file, or nothing yet: atomically, to "<file>.tmp.<pid>" beside the file that
+ *   symlinks resolve to, fsync, rename over it (keeping its mode), fsync the directory; a
+ *   symlink given as path stays a symlink and its target is replaced. On any failure the
+ *   temp file is removed and the previous file is untouched.
+ * - a character device, FIFO or socket (-o /dev/null, a pipe): written directly, since there is
+ *   no file to replace; never replaced by a regular file.
+ * - a directory, or a symlink to a missing file: an error. */
 typedef struct {
     const void *data;
     size_t size;
