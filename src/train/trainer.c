@@ -3,6 +3,7 @@
 #include "train/trainer.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
@@ -216,14 +217,30 @@ static moec_status load_state(run *r, moec_error *err) {
                         "cannot resume %s: %s differs from the interrupted run (resume with the same settings)",
                         p->out_dir, mismatch);
     }
-    r->step = (int64_t)NUM("step");
-    r->opt_t = (int64_t)NUM("adam_step");
-    r->cursor = strtoull(STR("data_cursor"), NULL, 10);
-    r->n_bad = (int32_t)NUM("n_bad");
+    /* every number that becomes an integer is range-checked first (a cast of an out-of-range
+     * double is undefined behaviour, and a wrapped n_bad would disable the bad-steps stop) */
+    double v_step = NUM("step"), v_adam = NUM("adam_step"), v_bad = NUM("n_bad");
+    const char *cur = STR("data_cursor");
+    char *cur_end = NULL;
+    errno = 0;
+    unsigned long long v_cur = strtoull(cur, &cur_end, 10);
+    const char *bad = NULL;
+    if (!(v_step >= 0 && v_step <= (double)p->steps && v_step == floor(v_step))) bad = "step";
+    else if (!(v_adam >= 0 && v_adam <= v_step && v_adam == floor(v_adam))) bad = "adam_step";
+    else if (!(v_bad >= 0 && v_bad < (double)INT32_MAX && v_bad == floor(v_bad))) bad = "n_bad";
+    else if (!*cur || *cur == '-' || *cur_end || errno) bad = "data_cursor";
+    if (!bad) {
+        r->step = (int64_t)v_step;
+        r->opt_t = (int64_t)v_adam;
+        r->cursor = (uint64_t)v_cur;
+        r->n_bad = (int32_t)v_bad;
+    }
 #undef NUM
 #undef STR
     cJSON_Delete(j);
-    if (r->step < 0 || r->opt_t < 0) return moec_err(err, MOEC_ERR_FORMAT, "%s: invalid step", path);
+    if (bad)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"%s\" is missing or out of range (a damaged training state)", path,
+                        bad);
     /* weights and moments */
     if ((st = moec_tparams_load(&r->tp, p->out_dir, err))) return st;
     moec_path_join(path, sizeof path, p->out_dir, "optimizer.safetensors");
@@ -380,6 +397,18 @@ static void print_load_table(run *r, FILE *out) {
 moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     moec_train_params pp = *pin;
     if (pp.lr_min < 0) pp.lr_min = pp.lr / 10.f;
+    /* a symlinked --out (runs/latest -> runs/3) is resolved once: the run lives in the
+     * directory it points to and the link is left alone (checkpoint.h) */
+    char out_real[4096];
+    struct stat osb;
+    if (pp.out_dir && lstat(pp.out_dir, &osb) == 0 && S_ISLNK(osb.st_mode)) {
+        char *real = realpath(pp.out_dir, NULL);
+        if (!real) return moec_err(err, MOEC_ERR_IO, "cannot use --out %s: %s", pp.out_dir, strerror(errno));
+        const int fits = snprintf(out_real, sizeof out_real, "%s", real) < (int)sizeof out_real;
+        free(real);
+        if (!fits) return moec_err(err, MOEC_ERR_INVALID_ARG, "path too long: %s", pp.out_dir);
+        pp.out_dir = out_real;
+    }
     const moec_train_params *p = &pp;
     FILE *out = p->log ? p->log : stdout;
     if (p->steps < 1 || p->batch < 1 || p->seq < 2 || p->accum < 1 || !(p->lr > 0) || p->warmup < 0)
@@ -412,7 +441,18 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             snprintf(r.tokenizer_path, sizeof r.tokenizer_path, "%s", tk);
     }
     if ((st = prepare_out_dir(&r, err))) goto done;
+    /* a checkpoint that does not match its config is named before config-sized allocations */
+    if (p->resume && (st = moec_tparams_check_dir(&r.hp, p->out_dir, err))) goto done;
+    if (!p->resume && p->init_dir && (st = moec_tparams_check_dir(&r.hp, p->init_dir, err))) goto done;
     if ((st = moec_tparams_new(&r.tp, &r.hp, err))) goto done;
+    {
+        size_t need = 0;
+        if (!moec_size_muladd(&need, r.tp.n_floats, 4 * sizeof(float)) ||
+            (st = moec_mem_check(need, "the parameters, gradients and AdamW moments", err))) {
+            if (!st) st = moec_err(err, MOEC_ERR_FORMAT, "config.json implies more parameters than sizes can count");
+            goto done;
+        }
+    }
     r.m1 = calloc(r.tp.n_floats, sizeof(float));
     r.m2 = calloc(r.tp.n_floats, sizeof(float));
     r.load = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.load);
