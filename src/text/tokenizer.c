@@ -442,6 +442,7 @@ moec_status moec_tokenizer_decode(const moec_tokenizer *tok, const int32_t *ids,
         tk_buf_free(&out);
         return st;
     }
+    out.p[out.n] = 0; /* moec.h promises a NUL, also after an empty decode */
     *text = out.p;
     *len = out.n;
     return MOEC_OK;
