@@ -193,7 +193,7 @@ static moec_status add_file(moec_st_set *set, const char *path, moec_error *err)
         spans[ns].name = t->name;
         ns++;
     }
-    if (!st) {
+    if (!st && ns > 1) {
         qsort(spans, (size_t)ns, sizeof *spans, span_cmp);
         for (int i = 1; i < ns; i++)
             if (spans[i].begin < spans[i - 1].end && spans[i].end > spans[i].begin) {
@@ -208,6 +208,7 @@ static moec_status add_file(moec_st_set *set, const char *path, moec_error *err)
 }
 
 static moec_status finish(moec_st_set *set, moec_error *err) {
+    if (set->n_tensors == 0) return MOEC_OK; /* tensors may be NULL: no qsort/bsearch on it */
     qsort(set->tensors, (size_t)set->n_tensors, sizeof *set->tensors, tensor_name_cmp);
     for (int i = 1; i < set->n_tensors; i++)
         if (!strcmp(set->tensors[i].name, set->tensors[i - 1].name))
@@ -235,6 +236,10 @@ static moec_status open_index(moec_st_set *set, const char *dir, const char *ind
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(root);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: not valid JSON with a \"weight_map\" object", index_path);
+    }
+    if (!map->child) {
+        cJSON_Delete(root);
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"weight_map\" is empty (names no tensor)", index_path);
     }
     /* open each distinct shard once, in order of first mention */
     for (cJSON *it = map->child; it && !st; it = it->next) {
@@ -312,6 +317,7 @@ void moec_st_close(moec_st_set *set) {
 }
 
 moec_st_tensor *moec_st_find(const moec_st_set *set, const char *name) {
+    if (set->n_tensors == 0) return NULL;
     moec_st_tensor key;
     key.name = (char *)name;
     return bsearch(&key, set->tensors, (size_t)set->n_tensors, sizeof key, tensor_name_cmp);
