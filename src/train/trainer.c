@@ -65,6 +65,22 @@ static int file_exists(const char *path) {
     return stat(path, &sb) == 0;
 }
 
+/* 1 if dir holds nothing but a training log (and temp files of killed writes): what a run
+ * leaves when its first checkpoint failed (a full disk) or it was killed before it. */
+static int only_a_log(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int log = 0, other = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || strstr(e->d_name, ".tmp.")) continue;
+        if (!strcmp(e->d_name, "train_log.jsonl")) log = 1;
+        else other = 1;
+    }
+    closedir(d);
+    return log && !other;
+}
+
 static int dir_is_empty(const char *path) {
     DIR *d = opendir(path);
     if (!d) return 1;
@@ -176,8 +192,17 @@ static moec_status save_checkpoint(run *r, moec_error *err) {
         fflush(r->jsonl);
         fsync(fileno(r->jsonl));
     }
-    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] ? 4 : 3, save_state_files, r, err);
+    moec_error sub = {0};
+    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] ? 4 : 3, save_state_files, r, &sub);
     free(state);
+    if (st) {
+        /* say what it means for the run: the step is lost, the previous checkpoint is not */
+        char state_path[4096];
+        moec_path_join(state_path, sizeof state_path, r->p->out_dir, "train_state.json");
+        moec_err(err, st, "checkpoint at step %" PRId64 " not saved (%s); %s", r->step, sub.msg,
+                 file_exists(state_path) ? "the previous checkpoint is intact: --resume continues from it"
+                                         : "no earlier checkpoint exists");
+    }
     return st;
 }
 
@@ -307,7 +332,13 @@ static moec_status evaluate(run *r, double *loss, moec_error *err) {
 static moec_status read_config(run *r, moec_error *err) {
     const moec_train_params *p = r->p;
     char path[4096];
-    if (p->resume) moec_path_join(path, sizeof path, p->out_dir, "config.json");
+    if (p->resume) {
+        moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
+        if (!file_exists(path))
+            return moec_err(err, MOEC_ERR_INVALID_ARG, "nothing to resume: %s holds no checkpoint (no train_state.json)%s",
+                            p->out_dir, only_a_log(p->out_dir) ? "; the run there never completed one: start it again with --overwrite" : "");
+        moec_path_join(path, sizeof path, p->out_dir, "config.json");
+    }
     else if (p->config_path) snprintf(path, sizeof path, "%s", p->config_path);
     else if (p->init_dir) moec_path_join(path, sizeof path, p->init_dir, "config.json");
     else return moec_err(err, MOEC_ERR_INVALID_ARG, "no model config: give --config FILE (or --init DIR)");
@@ -326,6 +357,10 @@ static moec_status prepare_out_dir(run *r, moec_error *err) {
         return MOEC_OK;
     }
     if (file_exists(p->out_dir) && !dir_is_empty(p->out_dir)) {
+        if (!p->overwrite && !has_run && only_a_log(p->out_dir))
+            return moec_err(err, MOEC_ERR_INVALID_ARG,
+                            "%s holds only the log of a run that never completed a checkpoint (nothing to resume): "
+                            "use --overwrite to start again", p->out_dir);
         if (!p->overwrite)
             return moec_err(err, MOEC_ERR_INVALID_ARG,
                             "%s already holds %s: use --resume to continue it or --overwrite to replace it",
