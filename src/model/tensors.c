@@ -44,7 +44,7 @@ static void list_all(const moec_hparams *hp, lister *lp) {
     const moec_arch *a = hp->arch;
     const int64_t d = hp->n_embd, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
     add(&l, MOEC_T_EMBED, -1, -1, hp->n_vocab, d, "model.embed_tokens.weight");
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = 0; il < hp->n_layer && !l.stopped; il++) {
         const char *p = "model.layers";
         add(&l, MOEC_T_ATTN_NORM, il, -1, d, 0, "%s.%d.input_layernorm.weight", p, il);
         add(&l, MOEC_T_WQ, il, -1, qd, d, "%s.%d.self_attn.q_proj.weight", p, il);
@@ -73,7 +73,7 @@ static void list_all(const moec_hparams *hp, lister *lp) {
         const char *mb = a->moe_block;
         const int64_t ff = hp->n_ff_expert;
         add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
-        for (int e = 0; e < hp->n_expert; e++) {
+        for (int e = 0; e < hp->n_expert && !l.stopped; e++) {
             add(&l, MOEC_T_EXP_GATE, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_gate);
             add(&l, MOEC_T_EXP_UP, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_up);
             add(&l, MOEC_T_EXP_DOWN, il, e, d, ff, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_down);
