@@ -48,6 +48,45 @@ moec_status moec_file_read_all(const char *path, char **data, size_t *size, moec
     return MOEC_OK;
 }
 
+/* Live mappings, so that a SIGBUS handler can say which file shrank under it (see file.h).
+ * Slots are claimed with an atomic flag; the handler only reads them. */
+#define MAP_SLOTS 256
+static struct {
+    int used;             /* claimed (atomic) */
+    const char *volatile addr;
+    size_t size;
+    char path[512];
+} g_maps[MAP_SLOTS];
+
+static void map_register(const void *addr, size_t size, const char *path) {
+    for (int i = 0; i < MAP_SLOTS; i++) {
+        int expect = 0;
+        if (!__atomic_compare_exchange_n(&g_maps[i].used, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) continue;
+        snprintf(g_maps[i].path, sizeof g_maps[i].path, "%s", path);
+        g_maps[i].size = size;
+        __atomic_store_n(&g_maps[i].addr, (const char *)addr, __ATOMIC_RELEASE);
+        return;
+    }
+}
+
+static void map_unregister(const void *addr) {
+    for (int i = 0; i < MAP_SLOTS; i++)
+        if (__atomic_load_n(&g_maps[i].used, __ATOMIC_ACQUIRE) && g_maps[i].addr == addr) {
+            __atomic_store_n(&g_maps[i].addr, (const char *)NULL, __ATOMIC_RELEASE);
+            __atomic_store_n(&g_maps[i].used, 0, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+const char *moec_file_map_owner(const void *addr) {
+    const char *a = addr;
+    for (int i = 0; i < MAP_SLOTS; i++) {
+        const char *base = __atomic_load_n(&g_maps[i].addr, __ATOMIC_ACQUIRE);
+        if (base && a >= base && a < base + g_maps[i].size) return g_maps[i].path;
+    }
+    return NULL;
+}
+
 moec_status moec_file_map(const char *path, moec_mmap *out, moec_error *err) {
     out->addr = NULL;
     out->size = 0;
@@ -67,11 +106,15 @@ moec_status moec_file_map(const char *path, moec_mmap *out, moec_error *err) {
     if (p == MAP_FAILED) return moec_err(err, MOEC_ERR_IO, "cannot mmap %s: %s", path, strerror(errno));
     out->addr = p;
     out->size = (size_t)st.st_size;
+    map_register(p, out->size, path);
     return MOEC_OK;
 }
 
 void moec_file_unmap(moec_mmap *m) {
-    if (m && m->addr) munmap(m->addr, m->size);
+    if (m && m->addr) {
+        map_unregister(m->addr);
+        munmap(m->addr, m->size);
+    }
     if (m) {
         m->addr = NULL;
         m->size = 0;
