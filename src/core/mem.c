@@ -32,6 +32,6 @@ moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err) {
     const size_t avail = moec_mem_available();
     if (bytes <= avail) return MOEC_OK;
     return moec_err(err, MOEC_ERR_OOM,
-                    "%s needs %.0f MB but this machine allows %.0f MB (RAM + swap, ulimit -v): refused before allocating",
+                    "%s: %.0f MB needed, this machine allows %.0f MB (RAM + swap, ulimit -v): refused before allocating",
                     what, (double)bytes / 1e6, (double)avail / 1e6);
 }

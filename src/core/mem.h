@@ -22,7 +22,7 @@ static inline int moec_size_muladd(size_t *acc, size_t a, size_t b) {
 size_t moec_mem_available(void);
 
 /* MOEC_OK if `bytes` fit in moec_mem_available(); otherwise MOEC_ERR_OOM with
- * "<what> needs N MB but only M MB ..." (nothing is allocated either way). */
+ * "<what>: N MB needed, this machine allows M MB ..." (nothing is allocated either way). */
 moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err);
 
 #endif
