@@ -53,6 +53,9 @@ static int parse_dtype(const char *s, moec_dtype *t, int *known_but_unsupported)
     return 1;
 }
 
+static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *base, size_t size, const char *path,
+                              moec_error *err);
+
 /* Adds the tensors of one mapped file to the set. */
 static moec_status add_file(moec_st_set *set, const char *path, moec_error *err) {
     /* grow file arrays */
@@ -71,8 +74,13 @@ static moec_status add_file(moec_st_set *set, const char *path, moec_error *err)
 
     moec_status st = moec_file_map(path, &set->maps[fi], err);
     if (st) return st;
-    const unsigned char *base = set->maps[fi].addr;
-    size_t size = set->maps[fi].size;
+    return parse_file(set, fi, set->maps[fi].addr, set->maps[fi].size, path, err);
+}
+
+/* Parses and validates the bytes of file fi (mapped, or a caller's buffer) into the set. */
+static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *base, size_t size, const char *path,
+                              moec_error *err) {
+    moec_status st;
     if (size < 8)
         return moec_err(err, MOEC_ERR_FORMAT,
                         "%s: truncated: %zu bytes, too short for the 8-byte header length", path, size);
@@ -220,6 +228,27 @@ static moec_status finish(moec_st_set *set, moec_error *err) {
 moec_status moec_st_open_file(moec_st_set *set, const char *path, moec_error *err) {
     memset(set, 0, sizeof *set);
     moec_status st = add_file(set, path, err);
+    if (!st) st = finish(set, err);
+    if (st) moec_st_close(set);
+    return st;
+}
+
+moec_status moec_st_open_buffer(moec_st_set *set, const void *data, size_t size, const char *name, moec_error *err) {
+    memset(set, 0, sizeof *set);
+    set->file_paths = calloc(1, sizeof *set->file_paths);
+    set->maps = calloc(1, sizeof *set->maps); /* stays unmapped: the buffer is the caller's */
+    if (!set->file_paths || !set->maps) {
+        free(set->file_paths);
+        free(set->maps);
+        memset(set, 0, sizeof *set);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    set->n_files = 1;
+    if (!(set->file_paths[0] = strdup(name))) {
+        moec_st_close(set);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    moec_status st = parse_file(set, 0, data, size, name, err);
     if (!st) st = finish(set, err);
     if (st) moec_st_close(set);
     return st;

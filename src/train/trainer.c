@@ -206,17 +206,10 @@ static moec_status save_checkpoint(run *r, moec_error *err) {
     return st;
 }
 
-/* Reads train_state.json and the optimizer file from the out dir; checks the run matches. */
-static moec_status load_state(run *r, moec_error *err) {
-    const moec_train_params *p = r->p;
-    char path[4096];
-    moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
-    char *text = NULL;
-    size_t len = 0;
-    moec_status st = moec_file_read_all(path, &text, &len, err);
-    if (st) return st;
+moec_status moec_train_state_parse(const char *text, size_t len, const char *path, const moec_train_params *p,
+                                   uint64_t data_id, moec_train_state *out, moec_error *err) {
+    memset(out, 0, sizeof *out);
     cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
     if (!j || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moec-train-state")) {
         cJSON_Delete(j);
@@ -225,7 +218,7 @@ static moec_status load_state(run *r, moec_error *err) {
 #define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuedouble : -1)
 #define STR(k) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuestring : "")
     char want_id[32], want_seed[32];
-    snprintf(want_id, sizeof want_id, "%016" PRIx64, moec_data_id(r->data));
+    snprintf(want_id, sizeof want_id, "%016" PRIx64, data_id);
     snprintf(want_seed, sizeof want_seed, "%" PRIu64, p->seed);
     const char *mismatch = NULL;
     if (strcmp(STR("data_id"), want_id)) mismatch = "the data directory (different dataset)";
@@ -255,10 +248,10 @@ static moec_status load_state(run *r, moec_error *err) {
     else if (!(v_bad >= 0 && v_bad < (double)INT32_MAX && v_bad == floor(v_bad))) bad = "n_bad";
     else if (!*cur || *cur == '-' || *cur_end || errno) bad = "data_cursor";
     if (!bad) {
-        r->step = (int64_t)v_step;
-        r->opt_t = (int64_t)v_adam;
-        r->cursor = (uint64_t)v_cur;
-        r->n_bad = (int32_t)v_bad;
+        out->step = (int64_t)v_step;
+        out->adam_step = (int64_t)v_adam;
+        out->cursor = (uint64_t)v_cur;
+        out->n_bad = (int32_t)v_bad;
     }
 #undef NUM
 #undef STR
@@ -266,6 +259,26 @@ static moec_status load_state(run *r, moec_error *err) {
     if (bad)
         return moec_err(err, MOEC_ERR_FORMAT, "%s: \"%s\" is missing or out of range (a damaged training state)", path,
                         bad);
+    return MOEC_OK;
+}
+
+/* Reads train_state.json and the optimizer file from the out dir; checks the run matches. */
+static moec_status load_state(run *r, moec_error *err) {
+    const moec_train_params *p = r->p;
+    char path[4096];
+    moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
+    char *text = NULL;
+    size_t len = 0;
+    moec_status st = moec_file_read_all(path, &text, &len, err);
+    if (st) return st;
+    moec_train_state ts;
+    st = moec_train_state_parse(text, len, path, p, moec_data_id(r->data), &ts, err);
+    free(text);
+    if (st) return st;
+    r->step = ts.step;
+    r->opt_t = ts.adam_step;
+    r->cursor = ts.cursor;
+    r->n_bad = ts.n_bad;
     /* weights and moments */
     if ((st = moec_tparams_load(&r->tp, p->out_dir, err))) return st;
     moec_path_join(path, sizeof path, p->out_dir, "optimizer.safetensors");
