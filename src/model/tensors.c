@@ -73,7 +73,14 @@ static void list_all(const moec_hparams *hp, lister *lp) {
         const char *mb = a->moe_block;
         const int64_t ff = hp->n_ff_expert;
         add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
-        for (int e = 0; e < hp->n_expert && !l.stopped; e++) {
+        if (!l.out && !l.fn) { /* counting only: the experts' 3 same-sized tensors in bulk, O(layers) not O(experts) */
+            uint64_t per = 0;
+            const uint64_t k = 3 * (uint64_t)hp->n_expert;
+            if (__builtin_mul_overflow(k, (uint64_t)(ff * d), &per) || __builtin_add_overflow(l.n_elems, per, &l.n_elems))
+                l.overflow = 1;
+            l.n += (int64_t)k;
+        }
+        for (int e = 0; e < hp->n_expert && !l.stopped && (l.out || l.fn); e++) {
             add(&l, MOEC_T_EXP_GATE, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_gate);
             add(&l, MOEC_T_EXP_UP, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_up);
             add(&l, MOEC_T_EXP_DOWN, il, e, d, ff, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_down);
