@@ -267,6 +267,8 @@ static void test_rmtree_and_swap(void) {
     mkdir(p, 0755);
     snprintf(p, sizeof p, "%s/plots/a.txt", run);
     write_text(p, "plot");
+    snprintf(p, sizeof p, "%s/draft.tmp.txt", run); /* looks like, but is not, a writer's temp file */
+    write_text(p, "draft");
     moec_ckpt_file f2 = {"state.json", NULL, "{\"step\": 2}", 11, 0};
     CHECK(moec_ckpt_commit(latest, &f2, 1, NULL, NULL, &err) == MOEC_OK, "commit 2: %s", err.msg);
     struct stat sb;
@@ -276,6 +278,8 @@ static void test_rmtree_and_swap(void) {
     CHECK(read_text(notes, buf, sizeof buf) > 0 && !strcmp(buf, "my notes"), "the user's notes survive");
     snprintf(p, sizeof p, "%s/plots/a.txt", run);
     CHECK(read_text(p, buf, sizeof buf) > 0 && !strcmp(buf, "plot"), "the user's subdirectory survives");
+    snprintf(p, sizeof p, "%s/draft.tmp.txt", run);
+    CHECK(read_text(p, buf, sizeof buf) > 0 && !strcmp(buf, "draft"), "a user's file named like a temp file survives");
     snprintf(p, sizeof p, "%s.tmp", run);
     CHECK(access(p, F_OK) != 0, "no staging directory left");
     snprintf(p, sizeof p, "%s.tmp", latest);

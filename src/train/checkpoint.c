@@ -109,6 +109,15 @@ static moec_status clean_staging(const char *tmp, const char *dir, moec_error *e
     return st;
 }
 
+/* 1 for "<name>.tmp.<pid>", the temp file of an atomic write that was killed midway. */
+static int is_writer_temp(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t) return 0;
+    while (strstr(t + 1, ".tmp.")) t = strstr(t + 1, ".tmp.");
+    t += 5;
+    return *t && strspn(t, "0123456789") == strlen(t);
+}
+
 /* Entries of the current <dir> that the new checkpoint does not replace (the user's notes, a
  * plots folder): regular files are hard-linked into tmp, anything else is moved there, so the
  * swap keeps them in <dir>. */
@@ -119,7 +128,7 @@ static moec_status carry_foreign(const char *dir, const char *tmp, moec_error *e
     struct dirent *e;
     while (!st && (e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (strstr(e->d_name, ".tmp.")) continue; /* an atomic writer's temp file, killed midway */
+        if (is_writer_temp(e->d_name)) continue; /* an atomic writer's temp file, killed midway */
         struct stat sb;
         char to[4096];
         if (!moec_path_join(to, sizeof to, tmp, e->d_name)) {

@@ -872,7 +872,7 @@ static moec_status open_split(moec_data_reader *r, const cJSON *root, moec_data_
         }
         const double need = MOEC_DATA_FIXED_HEADER + (double)MOEC_DATA_DOC_ENTRY * (double)nd + 2.0 * (double)ex[i].n_tokens;
         if (!S_ISREG(ssb.st_mode) || need > (double)ssb.st_size) {
-            s = moec_err(err, MOEC_ERR_FORMAT, "%s: says %llu documents / %llu tokens, more than %s (%lld bytes) can hold",
+            s = moec_err(err, MOEC_ERR_FORMAT, "%s: says %llu documents / %llu tokens, more than %s (%lld bytes) can hold (truncated shard, or meta.json is wrong)",
                          where, (unsigned long long)nd, (unsigned long long)ex[i].n_tokens, spath, (long long)ssb.st_size);
             break;
         }
