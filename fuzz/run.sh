@@ -44,6 +44,7 @@ stats=$B/fuzz-stats.md
 } > "$stats"
 failed=0
 for h in "${names[@]}"; do
+    rm -rf $B/crashes/$h  # only this run's findings
     mkdir -p $B/corpus/$h $B/crashes/$h
     log=$B/fuzz-$h.log
     set +e
