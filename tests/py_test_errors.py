@@ -18,6 +18,7 @@ verifies the broken checkpoints (no moec binary needed).
 import argparse
 import json
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -466,6 +467,110 @@ def cases(err_root):
     ]
 
 
+# ----------------------------------------------------------------------------- hostile CLI input
+# (label, argv after the binary, exit code, keywords as above). Each must give one clear stderr
+# line and the exit code within HOSTILE_CPU_S of CPU time (user + sys of the child, so a loaded
+# machine does not make it flaky; ASan builds get HOSTILE_CPU_S_ASAN). A 1 MB prompt cannot be
+# passed at all (Linux caps one argv string at 128 KiB), so the prompt case uses 120 KB; ten
+# million ids go through --decode-jsonl for the same reason.
+HOSTILE_CPU_S = 1.0
+HOSTILE_CPU_S_ASAN = 10.0
+
+
+def hostile_cases(d, model, tok):
+    loop = os.path.join(d, "loop_a")
+    if not os.path.islink(loop):
+        os.symlink(os.path.join(d, "loop_b"), loop)
+        os.symlink(loop, os.path.join(d, "loop_b"))
+    ten_m = os.path.join(d, "ten_million_ids.jsonl")
+    with open(ten_m, "w") as f:
+        f.write("[" + "5," * 9999999 + "999999]\n")
+    npy = os.path.join(d, "x.npy")
+    gen = ["generate", "-m", model, "--tokenizer", tok]
+    return [
+        ("generate -n -1", gen + ["-p", "hi", "-n", "-1"], 2, ("-n",)),
+        ("generate -n 10^20", gen + ["-p", "hi", "-n", "99999999999999999999"], 2, ("-n",)),
+        ("generate -t -5", gen + ["-p", "hi", "-t", "-5"], 2, ("-t",)),
+        ("generate --top-p -1", gen + ["-p", "hi", "--top-p", "-1"], 2, ("--top-p",)),
+        ("generate --temp nan", gen + ["-p", "hi", "--temp", "nan"], 2, ("--temp",)),
+        ("generate invalid UTF-8 prompt", gen + ["-p", "ok \udcff\udcfe bad"], 1, ("UTF-8",)),
+        ("generate 120 KB prompt", gen + ["-p", "word " * 24000], 1, ("exceeds", "context")),
+        ("generate -m symlink loop", ["generate", "-m", loop, "-p", "hi"], 1, ("symbolic links",)),
+        ("generate -m /dev/zero", ["generate", "-m", "/dev/zero", "-p", "hi"], 1, ("/dev/zero",)),
+        ("generate --tokenizer /dev/zero", ["generate", "-m", model, "--tokenizer", "/dev/zero", "-p", "hi"], 1,
+         ("/dev/zero",)),
+        ("generate --tokenizer symlink loop", ["generate", "-m", model, "--tokenizer", loop, "-p", "hi"], 1,
+         ("symbolic links",)),
+        ("logits --ids -1", ["logits", "-m", model, "--ids", "-1", "-o", npy], 2, ("--ids",)),
+        ("logits 30000 ids", ["logits", "-m", model, "--ids", ",".join(["1"] * 30000), "-o", npy], 1,
+         ("context", "30000")),
+        ("logits -o symlink loop", ["logits", "-m", model, "--ids", "1", "-o", loop], 1, ("symbolic links",)),
+        ("tokenize --decode-jsonl ten million ids", ["tokenize", "-t", tok, "--decode-jsonl", ten_m], 1,
+         ("999999", "9999999")),
+        ("tokenize -t /dev/zero", ["tokenize", "-t", "/dev/zero", "--text", "hi"], 1, ("/dev/zero",)),
+        ("tokenize --file /dev/zero", ["tokenize", "-t", tok, "--file", "/dev/zero"], 1, ("/dev/zero",)),
+        ("tokenize --jsonl /dev/zero", ["tokenize", "-t", tok, "--jsonl", "/dev/zero"], 1, ("/dev/zero",)),
+        ("tokenize invalid UTF-8 text", ["tokenize", "-t", tok, "--text", "\udcff"], 1, ("UTF-8",)),
+        ("train --steps -3", ["train", "--config", "configs/tiny.json", "--data", d, "--out", d, "--steps", "-3"], 2,
+         ("--steps",)),
+        ("train --batch 10^9", ["train", "--config", "configs/tiny.json", "--data", d, "--out", d, "--batch",
+                                "1000000000"], 2, ("--batch",)),
+        ("train --config /dev/zero", ["train", "--config", "/dev/zero", "--data", d, "--out", d + "/o"], 1,
+         ("/dev/zero",)),
+        ("train --config symlink loop", ["train", "--config", loop, "--data", d, "--out", d + "/o"], 1,
+         ("symbolic links",)),
+        ("train --data /dev/zero", ["train", "--config", "configs/tiny.json", "--data", "/dev/zero", "--out",
+                                    d + "/o"], 1, ("/dev/zero",)),
+        ("bench -p 10^9", ["bench", "-m", model, "-p", "1000000000"], 2, ("-p",)),
+        ("eval --seq 10^9", ["eval", "-m", model, "--data", d, "--seq", "1000000000"], 2, ("--seq",)),
+        ("data from /dev/zero", ["data", "-t", tok, "-o", d + "/dz", "/dev/zero"], 1, ("/dev/zero",)),
+        ("tokenizer train on /dev/zero", ["tokenizer", "train", "--vocab", "300", "-o", d + "/t.json", "/dev/zero"],
+         1, ("/dev/zero",)),
+        ("tokenizer train --vocab -5", ["tokenizer", "train", "--vocab", "-5", "-o", d + "/t.json", tok], 2,
+         ("--vocab",)),
+    ]
+
+
+def run_hostile(moec, d, model, asan):
+    """Returns (passed, failed)."""
+    os.makedirs(d, exist_ok=True)
+    corpus = os.path.join(d, "corpus.txt")
+    with open(corpus, "w") as f:
+        f.write(open("/usr/share/common-licenses/GPL-3").read() if os.path.exists(
+            "/usr/share/common-licenses/GPL-3") else "the quick brown fox\n" * 2000)
+    tok = os.path.join(d, "tok.json")
+    subprocess.run([moec, "tokenizer", "train", "--vocab", "300", "-o", tok, corpus], capture_output=True,
+                   check=True)
+    limit = HOSTILE_CPU_S_ASAN if asan else HOSTILE_CPU_S
+    ok_n = bad_n = 0
+    for label, argv_, code, keywords in hostile_cases(d, model, tok):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            p = subprocess.run([moec] + argv_, capture_output=True, timeout=60)
+            rc, se = p.returncode, p.stderr.decode("utf-8", "replace")
+        except subprocess.TimeoutExpired:
+            rc, se = None, "timed out after 60 s"
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        lines = [l for l in se.splitlines() if l.strip()]
+        problems = []
+        if rc != code:
+            problems.append(f"exit {rc}, want {code}")
+        if len(lines) != 1 or not lines[0].startswith("moec "):
+            problems.append(f"stderr has {len(lines)} lines, want one starting 'moec '")
+        if not keyword_hit(se, keywords):
+            problems.append(f"message lacks {describe_keywords(keywords)}")
+        if any(m in se for m in CRASH_MARKERS):
+            problems.append("crash output")
+        if cpu > limit:
+            problems.append(f"{cpu:.2f} s of CPU, limit {limit} s")
+        print(f"{'PASS' if not problems else 'FAIL'} hostile: {label}: {'; '.join(problems)} | "
+              f"{lines[0][:160] if lines else ''} ({cpu:.2f} s CPU)", flush=True)
+        ok_n += not problems
+        bad_n += bool(problems)
+    return ok_n, bad_n
+
+
 def keyword_hit(msg, keywords):
     low = msg.lower()
     for k in keywords:
@@ -555,6 +660,13 @@ def main(argv=None):
             failures.append(name)
         detail = "; ".join(problems) + (" | " if problems and msg else "") + (msg if msg else "")
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    if not args.gen_only and not args.cases:
+        asan = "asan" in os.path.basename(os.path.abspath(args.build_dir))
+        hp, hf = run_hostile(moec, os.path.join(tmp, "hostile"), os.path.join(base_root, BASE), asan)
+        passed += hp
+        failed += hf
+        if hf:
+            failures.append(f"{hf} hostile CLI cases")
     shutil.rmtree(tmp, ignore_errors=True)
     if failures:
         print("failed: " + ", ".join(failures))

@@ -19,8 +19,20 @@ typedef struct {
 moec_status moec_file_map(const char *path, moec_mmap *out, moec_error *err);
 void moec_file_unmap(moec_mmap *m);
 
-/* Writes `n` buffers to `path` atomically: to "<path>.tmp.<pid>", fsync, rename, fsync dir.
- * On any failure the temp file is removed and the previous file at `path` is untouched. */
+/* The path of the live mapping that contains addr, or NULL. Async-signal-safe (it only reads a
+ * fixed table), for a SIGBUS handler: a mapped file that another process truncates makes the
+ * next read of a vanished page raise SIGBUS, which no bounds check can prevent (the size was
+ * valid when checked); the CLI turns it into one line naming the file instead of a crash. */
+const char *moec_file_map_owner(const void *addr);
+
+/* Writes `n` buffers to `path`. What path names, after following symlinks, decides how:
+ * - a regular file, or nothing yet: atomically, to "<file>.tmp.<pid>" beside the file that
+ *   symlinks resolve to, fsync, rename over it (keeping its mode), fsync the directory; a
+ *   symlink given as path stays a symlink and its target is replaced. On any failure the
+ *   temp file is removed and the previous file is untouched.
+ * - a character device, FIFO or socket (-o /dev/null, a pipe): written directly, since there is
+ *   no file to replace; never replaced by a regular file.
+ * - a directory, or a symlink to a missing file: an error. */
 typedef struct {
     const void *data;
     size_t size;

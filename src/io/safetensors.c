@@ -53,6 +53,9 @@ static int parse_dtype(const char *s, moec_dtype *t, int *known_but_unsupported)
     return 1;
 }
 
+static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *base, size_t size, const char *path,
+                              moec_error *err);
+
 /* Adds the tensors of one mapped file to the set. */
 static moec_status add_file(moec_st_set *set, const char *path, moec_error *err) {
     /* grow file arrays */
@@ -71,8 +74,13 @@ static moec_status add_file(moec_st_set *set, const char *path, moec_error *err)
 
     moec_status st = moec_file_map(path, &set->maps[fi], err);
     if (st) return st;
-    const unsigned char *base = set->maps[fi].addr;
-    size_t size = set->maps[fi].size;
+    return parse_file(set, fi, set->maps[fi].addr, set->maps[fi].size, path, err);
+}
+
+/* Parses and validates the bytes of file fi (mapped, or a caller's buffer) into the set. */
+static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *base, size_t size, const char *path,
+                              moec_error *err) {
+    moec_status st;
     if (size < 8)
         return moec_err(err, MOEC_ERR_FORMAT,
                         "%s: truncated: %zu bytes, too short for the 8-byte header length", path, size);
@@ -193,7 +201,7 @@ static moec_status add_file(moec_st_set *set, const char *path, moec_error *err)
         spans[ns].name = t->name;
         ns++;
     }
-    if (!st) {
+    if (!st && ns > 1) {
         qsort(spans, (size_t)ns, sizeof *spans, span_cmp);
         for (int i = 1; i < ns; i++)
             if (spans[i].begin < spans[i - 1].end && spans[i].end > spans[i].begin) {
@@ -208,6 +216,7 @@ static moec_status add_file(moec_st_set *set, const char *path, moec_error *err)
 }
 
 static moec_status finish(moec_st_set *set, moec_error *err) {
+    if (set->n_tensors == 0) return MOEC_OK; /* tensors may be NULL: no qsort/bsearch on it */
     qsort(set->tensors, (size_t)set->n_tensors, sizeof *set->tensors, tensor_name_cmp);
     for (int i = 1; i < set->n_tensors; i++)
         if (!strcmp(set->tensors[i].name, set->tensors[i - 1].name))
@@ -224,6 +233,27 @@ moec_status moec_st_open_file(moec_st_set *set, const char *path, moec_error *er
     return st;
 }
 
+moec_status moec_st_open_buffer(moec_st_set *set, const void *data, size_t size, const char *name, moec_error *err) {
+    memset(set, 0, sizeof *set);
+    set->file_paths = calloc(1, sizeof *set->file_paths);
+    set->maps = calloc(1, sizeof *set->maps); /* stays unmapped: the buffer is the caller's */
+    if (!set->file_paths || !set->maps) {
+        free(set->file_paths);
+        free(set->maps);
+        memset(set, 0, sizeof *set);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    set->n_files = 1;
+    if (!(set->file_paths[0] = strdup(name))) {
+        moec_st_close(set);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    moec_status st = parse_file(set, 0, data, size, name, err);
+    if (!st) st = finish(set, err);
+    if (st) moec_st_close(set);
+    return st;
+}
+
 static moec_status open_index(moec_st_set *set, const char *dir, const char *index_path, moec_error *err) {
     char *text = NULL;
     size_t len = 0;
@@ -235,6 +265,10 @@ static moec_status open_index(moec_st_set *set, const char *dir, const char *ind
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(root);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: not valid JSON with a \"weight_map\" object", index_path);
+    }
+    if (!map->child) {
+        cJSON_Delete(root);
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"weight_map\" is empty (names no tensor)", index_path);
     }
     /* open each distinct shard once, in order of first mention */
     for (cJSON *it = map->child; it && !st; it = it->next) {
@@ -312,6 +346,7 @@ void moec_st_close(moec_st_set *set) {
 }
 
 moec_st_tensor *moec_st_find(const moec_st_set *set, const char *name) {
+    if (set->n_tensors == 0) return NULL;
     moec_st_tensor key;
     key.name = (char *)name;
     return bsearch(&key, set->tensors, (size_t)set->n_tensors, sizeof key, tensor_name_cmp);

@@ -36,6 +36,9 @@ typedef struct {
 moec_status moec_st_open_dir(moec_st_set *set, const char *dir, moec_error *err);
 /* Opens a single safetensors file. */
 moec_status moec_st_open_file(moec_st_set *set, const char *path, moec_error *err);
+/* Parses a safetensors file held in memory (name is used in messages); tensor data pointers
+ * point into data, which must outlive the set. For tests and fuzzing. */
+moec_status moec_st_open_buffer(moec_st_set *set, const void *data, size_t size, const char *name, moec_error *err);
 void moec_st_close(moec_st_set *set); /* accepts a zeroed set */
 
 /* Borrowed pointer, or NULL when absent. */

@@ -326,6 +326,11 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
                       hp->n_embd, hp->n_head);
         goto done;
     }
+    if (hp->head_dim < 1) { /* the default hidden_size / num_attention_heads when hidden < heads */
+        st = moec_err(err, MOEC_ERR_FORMAT, "%s: no \"head_dim\" and hidden_size %d / num_attention_heads %d is 0", path,
+                      hp->n_embd, hp->n_head);
+        goto done;
+    }
     if (hp->head_dim % 2) {
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: head_dim %d must be even for RoPE", path, hp->head_dim);
         goto done;

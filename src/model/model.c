@@ -157,6 +157,22 @@ static moec_status bind_all(moec_model *m, moec_error *err) {
     return MOEC_OK;
 }
 
+/* Checks every tensor of the spec list (presence, shape) without building anything: run before
+ * the config-sized tables, so a checkpoint that does not match an absurd config.json names the
+ * first wrong tensor instead of failing on memory the config asks for. */
+typedef struct {
+    moec_model *m;
+    moec_error *err;
+    moec_status st;
+} precheck_ctx;
+
+static int precheck_one(const moec_tensor_spec *sp, void *vctx) {
+    precheck_ctx *c = vctx;
+    moec_st_tensor *t = NULL;
+    c->st = find_checked(c->m, sp, &t, c->err);
+    return c->st != MOEC_OK;
+}
+
 /* ------------------------------------------------------------------ info */
 
 static void fill_info(moec_model *m) {
@@ -226,6 +242,12 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
     if (st) {
         moec_model_close(m);
         return st;
+    }
+    precheck_ctx pc = {m, err, MOEC_OK};
+    moec_model_tensor_visit(&m->hp, precheck_one, &pc);
+    if (pc.st) {
+        moec_model_close(m);
+        return pc.st;
     }
     if ((st = moec_model_alloc_tables(m, err))) {
         moec_model_close(m);

@@ -5,16 +5,24 @@
 #include <stdio.h>
 
 typedef struct {
-    moec_tensor_spec *out;
+    moec_tensor_spec *out;  /* fill this array, or */
+    moec_tensor_visit_fn fn; /* call this on each spec until it returns nonzero */
+    void *ctx;
+    int stopped;
     int64_t n;
+    uint64_t n_elems; /* sum of numel; overflow is set if it does not fit in 64 bits */
+    int overflow;
 } lister;
 
 static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t rows, int64_t cols, const char *fmt,
                 ...) __attribute__((format(printf, 7, 8)));
 static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t rows, int64_t cols, const char *fmt,
                 ...) {
-    if (l->out) {
-        moec_tensor_spec *s = &l->out[l->n];
+    const int64_t numel = rows * (cols ? cols : 1);
+    if (__builtin_add_overflow(l->n_elems, (uint64_t)numel, &l->n_elems)) l->overflow = 1;
+    moec_tensor_spec tmp;
+    if (l->out || (l->fn && !l->stopped)) {
+        moec_tensor_spec *s = l->out ? &l->out[l->n] : &tmp;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(s->name, sizeof s->name, fmt, ap);
@@ -25,17 +33,18 @@ static void add(lister *l, moec_tensor_role role, int layer, int expert, int64_t
         s->n_dims = cols ? 2 : 1;
         s->shape[0] = rows;
         s->shape[1] = cols;
-        s->numel = rows * (cols ? cols : 1);
+        s->numel = numel;
+        if (l->fn && l->fn(s, l->ctx)) l->stopped = 1;
     }
     l->n++;
 }
 
-int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs) {
-    lister l = {specs, 0};
+static void list_all(const moec_hparams *hp, lister *lp) {
+    lister l = *lp;
     const moec_arch *a = hp->arch;
     const int64_t d = hp->n_embd, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
     add(&l, MOEC_T_EMBED, -1, -1, hp->n_vocab, d, "model.embed_tokens.weight");
-    for (int il = 0; il < hp->n_layer; il++) {
+    for (int il = 0; il < hp->n_layer && !l.stopped; il++) {
         const char *p = "model.layers";
         add(&l, MOEC_T_ATTN_NORM, il, -1, d, 0, "%s.%d.input_layernorm.weight", p, il);
         add(&l, MOEC_T_WQ, il, -1, qd, d, "%s.%d.self_attn.q_proj.weight", p, il);
@@ -66,7 +75,14 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
         add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
         if (hp->route.use_bias) /* aux-loss-free selection bias: a buffer, not trained by AdamW (HF DeepSeek-V3 name) */
             add(&l, MOEC_T_ROUTER_BIAS, il, -1, hp->n_expert, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
-        for (int e = 0; e < hp->n_expert; e++) {
+        if (!l.out && !l.fn) { /* counting only: the experts' 3 same-sized tensors in bulk, O(layers) not O(experts) */
+            uint64_t per = 0;
+            const uint64_t k = 3 * (uint64_t)hp->n_expert;
+            if (__builtin_mul_overflow(k, (uint64_t)(ff * d), &per) || __builtin_add_overflow(l.n_elems, per, &l.n_elems))
+                l.overflow = 1;
+            l.n += (int64_t)k;
+        }
+        for (int e = 0; e < hp->n_expert && !l.stopped && (l.out || l.fn); e++) {
             add(&l, MOEC_T_EXP_GATE, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_gate);
             add(&l, MOEC_T_EXP_UP, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_up);
             add(&l, MOEC_T_EXP_DOWN, il, e, d, ff, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_down);
@@ -83,5 +99,25 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
     }
     add(&l, MOEC_T_OUT_NORM, -1, -1, d, 0, "model.norm.weight");
     if (!hp->tie_embeddings) add(&l, MOEC_T_LM_HEAD, -1, -1, hp->n_vocab, d, "lm_head.weight");
+    *lp = l;
+}
+
+int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs) {
+    lister l = {.out = specs};
+    list_all(hp, &l);
     return l.n;
+}
+
+int moec_model_tensor_total(const moec_hparams *hp, int64_t *n_tensors, uint64_t *n_elems) {
+    lister l = {0};
+    list_all(hp, &l);
+    *n_tensors = l.n;
+    *n_elems = l.n_elems;
+    return !l.overflow;
+}
+
+int moec_model_tensor_visit(const moec_hparams *hp, moec_tensor_visit_fn fn, void *ctx) {
+    lister l = {.fn = fn, .ctx = ctx};
+    list_all(hp, &l);
+    return l.stopped;
 }

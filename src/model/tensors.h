@@ -32,6 +32,16 @@ typedef struct {
 /* Fills specs (if non-NULL, room for the returned count) and returns the number of tensors. */
 int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs);
 
+/* Number of tensors and of elements (sum of numel) without building the list; returns 0 if
+ * the element count overflows 64 bits (a config no machine can hold), 1 otherwise. */
+int moec_model_tensor_total(const moec_hparams *hp, int64_t *n_tensors, uint64_t *n_elems);
+
+/* Calls fn on each spec in list order (the spec is borrowed for the call) until fn returns
+ * nonzero; returns 1 if fn stopped the walk. Needs no memory for the list, so a checkpoint can
+ * be checked against a config before anything config-sized is allocated. */
+typedef int (*moec_tensor_visit_fn)(const moec_tensor_spec *spec, void *ctx);
+int moec_model_tensor_visit(const moec_hparams *hp, moec_tensor_visit_fn fn, void *ctx);
+
 /* 1 for vectors (norm weights and biases): the trainer applies no weight decay to them. */
 static inline int moec_tensor_is_vector(const moec_tensor_spec *s) { return s->n_dims == 1; }
 

@@ -146,6 +146,9 @@ static void toklist_free(toklist *t) {
 }
 
 static int toklist_begin(toklist *t) { /* opens a new, empty token */
+    /* the byte buffer exists once a token does, so bytes.p + off is never NULL + 0 (an empty
+     * token from Fuse of zero ids, read by the next step) */
+    if (!tk_buf_reserve(&t->bytes, 0)) return 0;
     if (t->n == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 64;
         size_t *no = realloc(t->off, nc * sizeof *no);

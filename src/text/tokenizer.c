@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX_FILE_BYTES ((size_t)1 << 31)
 
@@ -67,6 +68,13 @@ void moec_tokenizer_free(moec_tokenizer *tok) {
 static moec_status read_file(const char *path, char **data, size_t *len, moec_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return moec_err(err, MOEC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* refuse before reading: a device (/dev/zero) or FIFO would be read up to the limit */
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > MAX_FILE_BYTES) {
+        fclose(f);
+        return moec_err(err, MOEC_ERR_IO, "%s: %s", path,
+                        S_ISREG(sb.st_mode) ? "file larger than the 2 GiB limit" : "not a regular file");
+    }
     tk_buf b = {0};
     char chunk[65536];
     size_t got;
@@ -434,6 +442,7 @@ moec_status moec_tokenizer_decode(const moec_tokenizer *tok, const int32_t *ids,
         tk_buf_free(&out);
         return st;
     }
+    out.p[out.n] = 0; /* moec.h promises a NUL, also after an empty decode */
     *text = out.p;
     *len = out.n;
     return MOEC_OK;

@@ -18,6 +18,7 @@ int tk_buf_reserve(tk_buf *b, size_t extra) {
     if (!np) return 0;
     b->p = np;
     b->cap = nc;
+    b->p[b->n] = 0; /* a fresh buffer is a valid empty string too (an empty decode) */
     return 1;
 }
 

@@ -9,7 +9,11 @@
  * It is written complete into "<dir>.tmp" and then swapped with <dir> in one atomic
  * renameat2(RENAME_EXCHANGE) (or renamed, the first time): a reader sees the old checkpoint or
  * the new one, never a mix. Files that are not part of the checkpoint (the JSONL log) are
- * hard-linked into the new directory so that they survive the swap. */
+ * hard-linked into the new directory so that they survive the swap, and so are the user's own
+ * files in <dir> (notes, plots: regular files are linked, anything else is moved), so a
+ * checkpoint never deletes what it did not write. A symlinked <dir> is resolved once: the
+ * directory it points to is swapped in its own parent and the link is kept. Nothing is ever
+ * deleted through a symlink. */
 #ifndef MOEC_TRAIN_CHECKPOINT_H
 #define MOEC_TRAIN_CHECKPOINT_H
 
@@ -32,7 +36,8 @@ moec_status moec_ckpt_commit(const char *dir, const moec_ckpt_file *files, int n
                              moec_status (*write_more)(const char *tmp_dir, void *ctx, moec_error *err), void *ctx,
                              moec_error *err);
 
-/* Removes a directory tree (only regular files and empty subdirectories are expected). */
+/* Removes a directory tree. Symlinks anywhere in it, and a path that is itself a symlink, are
+ * removed as links and never followed. */
 moec_status moec_rmtree(const char *path, moec_error *err);
 
 #endif

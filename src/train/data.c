@@ -858,6 +858,24 @@ static moec_status open_split(moec_data_reader *r, const cJSON *root, moec_data_
         if (!s) s = meta_uint(it, "n_tokens", JSON_INT_MAX, &ex[i].n_tokens, where, err);
         if (!s) s = meta_hex(it, "fnv1a64", "", &ex[i].hash, where, err);
         if (s) break;
+        /* the document table is sized by these counts: they must fit in the shard's actual
+         * bytes before anything is allocated for them (a tiny meta.json must not ask for GBs) */
+        char spath[4096];
+        struct stat ssb;
+        if (!moec_path_join(spath, sizeof spath, r->dir, f->valuestring)) {
+            s = moec_err(err, MOEC_ERR_INVALID_ARG, "path too long: %s/%s", r->dir, f->valuestring);
+            break;
+        }
+        if (stat(spath, &ssb) != 0) {
+            s = moec_err(err, MOEC_ERR_IO, "%s: cannot open %s: %s", where, spath, strerror(errno));
+            break;
+        }
+        const double need = MOEC_DATA_FIXED_HEADER + (double)MOEC_DATA_DOC_ENTRY * (double)nd + 2.0 * (double)ex[i].n_tokens;
+        if (!S_ISREG(ssb.st_mode) || need > (double)ssb.st_size) {
+            s = moec_err(err, MOEC_ERR_FORMAT, "%s: says %llu documents / %llu tokens, more than %s (%lld bytes) can hold (truncated shard, or meta.json is wrong)",
+                         where, (unsigned long long)nd, (unsigned long long)ex[i].n_tokens, spath, (long long)ssb.st_size);
+            break;
+        }
         snprintf(sd->shards[i].file, sizeof sd->shards[i].file, "%s", f->valuestring);
         ex[i].n_docs = (uint32_t)nd;
         sd->shards[i].start = total_tok;

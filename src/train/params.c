@@ -2,6 +2,7 @@
 #include "train/params.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
@@ -9,23 +10,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every size here comes from config.json: the element count is summed with overflow checks
+ * and the whole request is checked against the machine before anything is allocated. */
 moec_status moec_tparams_new(moec_tparams *tp, const moec_hparams *hp, moec_error *err) {
     memset(tp, 0, sizeof *tp);
     tp->hp = *hp;
-    tp->n_tensors = moec_model_tensor_specs(hp, NULL);
+    int64_t n_tensors = 0;
+    uint64_t n_elems = 0;
+    size_t bytes = 0, table = 0;
+    if (!moec_model_tensor_total(hp, &n_tensors, &n_elems) || n_elems > SIZE_MAX / 8 ||
+        !moec_size_muladd(&table, (size_t)n_tensors, sizeof *tp->specs + sizeof *tp->offset) ||
+        !moec_size_muladd(&bytes, (size_t)n_elems, 2 * sizeof(float)) || !moec_size_muladd(&bytes, table, 1))
+        return moec_err(err, MOEC_ERR_FORMAT, "config.json implies more parameters than 64-bit sizes can count");
+    moec_status st = moec_mem_check(bytes, "the parameters and gradients that config.json implies", err);
+    if (st) return st;
+    tp->n_tensors = n_tensors;
     tp->specs = malloc((size_t)tp->n_tensors * sizeof *tp->specs);
     tp->offset = malloc((size_t)tp->n_tensors * sizeof *tp->offset);
     if (!tp->specs || !tp->offset) {
         moec_tparams_free(tp);
-        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+        return moec_err(err, MOEC_ERR_OOM, "out of memory for the table of %lld tensors", (long long)n_tensors);
     }
     moec_model_tensor_specs(hp, tp->specs);
     for (int64_t i = 0; i < tp->n_tensors; i++) {
         tp->offset[i] = tp->n_floats;
-        tp->n_floats += (size_t)tp->specs[i].numel;
+        tp->n_floats += (size_t)tp->specs[i].numel; /* <= n_elems, checked above */
     }
-    tp->w = aligned_alloc(64, (tp->n_floats * sizeof(float) + 63) & ~(size_t)63);
-    tp->g = aligned_alloc(64, (tp->n_floats * sizeof(float) + 63) & ~(size_t)63);
+    MOEC_ASSERT(tp->n_floats == n_elems);
+    const size_t wbytes = (tp->n_floats * sizeof(float) + 63) & ~(size_t)63;
+    tp->w = aligned_alloc(64, wbytes);
+    tp->g = aligned_alloc(64, wbytes);
     if (!tp->w || !tp->g) {
         size_t mb = tp->n_floats * 8 >> 20;
         moec_tparams_free(tp);
@@ -65,31 +79,58 @@ void moec_tparams_init(moec_tparams *tp, uint64_t seed, float std) {
     }
 }
 
-moec_status moec_tparams_load(moec_tparams *tp, const char *dir, moec_error *err) {
+/* One walk over the config's tensor list against an open checkpoint: each tensor must be
+ * present with exactly the implied shape; with tp, its data is converted into tp->w. */
+typedef struct {
+    moec_st_set *st;
+    moec_tparams *tp; /* NULL: check only */
+    const char *dir;
+    moec_error *err;
+    moec_status status;
+    int64_t i;
+} bind_ctx;
+
+static int bind_one(const moec_tensor_spec *sp, void *vctx) {
+    bind_ctx *c = vctx;
+    moec_st_tensor *t = moec_st_find(c->st, sp->name);
+    if (!t) {
+        c->status = moec_err(c->err, MOEC_ERR_FORMAT, "%s: missing tensor '%s' (required by config.json)", c->dir,
+                             sp->name);
+        return 1;
+    }
+    int ok = t->n_dims == sp->n_dims;
+    for (int d = 0; ok && d < sp->n_dims; d++) ok = t->shape[d] == sp->shape[d];
+    if (!ok) {
+        c->status = moec_err(c->err, MOEC_ERR_FORMAT, "%s: tensor '%s' does not have the shape config.json implies",
+                             c->dir, sp->name);
+        return 1;
+    }
+    t->used = 1;
+    if (c->tp) moec_to_f32(c->tp->w + c->tp->offset[c->i], t->data, t->dtype, (size_t)sp->numel);
+    c->i++;
+    return 0;
+}
+
+static moec_status bind_dir(const moec_hparams *hp, moec_tparams *tp, const char *dir, moec_error *err) {
     moec_st_set st;
     moec_status s = moec_st_open_dir(&st, dir, err);
     if (s) return s;
-    for (int64_t i = 0; i < tp->n_tensors && !s; i++) {
-        const moec_tensor_spec *sp = &tp->specs[i];
-        moec_st_tensor *t = moec_st_find(&st, sp->name);
-        if (!t) {
-            s = moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor '%s'", dir, sp->name);
-            break;
-        }
-        int ok = t->n_dims == sp->n_dims;
-        for (int d = 0; ok && d < sp->n_dims; d++) ok = t->shape[d] == sp->shape[d];
-        if (!ok) {
-            s = moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' does not have the shape config.json implies", dir, sp->name);
-            break;
-        }
-        t->used = 1;
-        moec_to_f32(tp->w + tp->offset[i], t->data, t->dtype, (size_t)sp->numel);
-    }
+    bind_ctx c = {&st, tp, dir, err, MOEC_OK, 0};
+    moec_model_tensor_visit(hp, bind_one, &c);
+    s = c.status;
     for (int i = 0; i < st.n_tensors && !s; i++)
         if (!st.tensors[i].used && !strstr(st.tensors[i].name, "rotary_emb.inv_freq"))
             s = moec_err(err, MOEC_ERR_FORMAT, "%s: unexpected tensor '%s'", dir, st.tensors[i].name);
     moec_st_close(&st);
     return s;
+}
+
+moec_status moec_tparams_check_dir(const moec_hparams *hp, const char *dir, moec_error *err) {
+    return bind_dir(hp, NULL, dir, err);
+}
+
+moec_status moec_tparams_load(moec_tparams *tp, const char *dir, moec_error *err) {
+    return bind_dir(&tp->hp, tp, dir, err);
 }
 
 moec_status moec_tparams_save(const moec_tparams *tp, const float *data, const char *path, moec_dtype dtype,

@@ -21,6 +21,8 @@ typedef struct {
     float *g;                /* [n_floats] gradients */
 } moec_tparams;
 
+/* Lays out and allocates parameters and gradients (zeroed). A config whose sizes overflow is
+ * MOEC_ERR_FORMAT; one that cannot fit in this machine is MOEC_ERR_OOM before allocating. */
 moec_status moec_tparams_new(moec_tparams *tp, const moec_hparams *hp, moec_error *err);
 void moec_tparams_free(moec_tparams *tp); /* accepts a zeroed struct */
 
@@ -34,6 +36,11 @@ void moec_tparams_init(moec_tparams *tp, uint64_t seed, float std);
 /* Loads the weights of a checkpoint directory (any dtype moec reads); names and shapes must
  * match exactly (the same checks as inference). */
 moec_status moec_tparams_load(moec_tparams *tp, const char *dir, moec_error *err);
+
+/* The same checks as moec_tparams_load without allocating anything config-sized: call it
+ * before moec_tparams_new so a checkpoint that does not match its config names the first
+ * missing or misshapen tensor instead of failing on memory the config asks for. */
+moec_status moec_tparams_check_dir(const moec_hparams *hp, const char *dir, moec_error *err);
 
 /* Writes DIR/model.safetensors (F32 or BF16) atomically. */
 moec_status moec_tparams_save(const moec_tparams *tp, const float *data, const char *path, moec_dtype dtype,

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/mem.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
@@ -64,6 +65,22 @@ static double now_s(void) {
 static int file_exists(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0;
+}
+
+/* 1 if dir holds nothing but a training log (and temp files of killed writes): what a run
+ * leaves when its first checkpoint failed (a full disk) or it was killed before it. */
+static int only_a_log(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int log = 0, other = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || strstr(e->d_name, ".tmp.")) continue;
+        if (!strcmp(e->d_name, "train_log.jsonl")) log = 1;
+        else other = 1;
+    }
+    closedir(d);
+    return log && !other;
 }
 
 static int dir_is_empty(const char *path) {
@@ -184,23 +201,25 @@ static moec_status save_checkpoint(run *r, moec_error *err) {
         fflush(r->jsonl);
         fsync(fileno(r->jsonl));
     }
+    moec_error sub = {0};
     moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] && hf->tokenizer_config ? 6 : 4,
-                                      save_state_files, r, err);
+                                      save_state_files, r, &sub);
     free(state);
+    if (st) {
+        /* say what it means for the run: the step is lost, the previous checkpoint is not */
+        char state_path[4096];
+        moec_path_join(state_path, sizeof state_path, r->p->out_dir, "train_state.json");
+        moec_err(err, st, "checkpoint at step %" PRId64 " not saved (%s); %s", r->step, sub.msg,
+                 file_exists(state_path) ? "the previous checkpoint is intact: --resume continues from it"
+                                         : "no earlier checkpoint exists");
+    }
     return st;
 }
 
-/* Reads train_state.json and the optimizer file from the out dir; checks the run matches. */
-static moec_status load_state(run *r, moec_error *err) {
-    const moec_train_params *p = r->p;
-    char path[4096];
-    moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
-    char *text = NULL;
-    size_t len = 0;
-    moec_status st = moec_file_read_all(path, &text, &len, err);
-    if (st) return st;
+moec_status moec_train_state_parse(const char *text, size_t len, const char *path, const moec_train_params *p,
+                                   uint64_t data_id, moec_train_state *out, moec_error *err) {
+    memset(out, 0, sizeof *out);
     cJSON *j = cJSON_ParseWithLength(text, len);
-    free(text);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
     if (!j || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moec-train-state")) {
         cJSON_Delete(j);
@@ -209,7 +228,7 @@ static moec_status load_state(run *r, moec_error *err) {
 #define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuedouble : -1)
 #define STR(k) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuestring : "")
     char want_id[32], want_seed[32];
-    snprintf(want_id, sizeof want_id, "%016" PRIx64, moec_data_id(r->data));
+    snprintf(want_id, sizeof want_id, "%016" PRIx64, data_id);
     snprintf(want_seed, sizeof want_seed, "%" PRIu64, p->seed);
     const char *mismatch = NULL;
     if (strcmp(STR("data_id"), want_id)) mismatch = "the data directory (different dataset)";
@@ -226,14 +245,50 @@ static moec_status load_state(run *r, moec_error *err) {
                         "cannot resume %s: %s differs from the interrupted run (resume with the same settings)",
                         p->out_dir, mismatch);
     }
-    r->step = (int64_t)NUM("step");
-    r->opt_t = (int64_t)NUM("adam_step");
-    r->cursor = strtoull(STR("data_cursor"), NULL, 10);
-    r->n_bad = (int32_t)NUM("n_bad");
+    /* every number that becomes an integer is range-checked first (a cast of an out-of-range
+     * double is undefined behaviour, and a wrapped n_bad would disable the bad-steps stop) */
+    double v_step = NUM("step"), v_adam = NUM("adam_step"), v_bad = NUM("n_bad");
+    const char *cur = STR("data_cursor");
+    char *cur_end = NULL;
+    errno = 0;
+    unsigned long long v_cur = strtoull(cur, &cur_end, 10);
+    const char *bad = NULL;
+    if (!(v_step >= 0 && v_step <= (double)p->steps && v_step == floor(v_step))) bad = "step";
+    else if (!(v_adam >= 0 && v_adam <= v_step && v_adam == floor(v_adam))) bad = "adam_step";
+    else if (!(v_bad >= 0 && v_bad < (double)INT32_MAX && v_bad == floor(v_bad))) bad = "n_bad";
+    else if (!*cur || *cur == '-' || *cur_end || errno) bad = "data_cursor";
+    if (!bad) {
+        out->step = (int64_t)v_step;
+        out->adam_step = (int64_t)v_adam;
+        out->cursor = (uint64_t)v_cur;
+        out->n_bad = (int32_t)v_bad;
+    }
 #undef NUM
 #undef STR
     cJSON_Delete(j);
-    if (r->step < 0 || r->opt_t < 0) return moec_err(err, MOEC_ERR_FORMAT, "%s: invalid step", path);
+    if (bad)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"%s\" is missing or out of range (a damaged training state)", path,
+                        bad);
+    return MOEC_OK;
+}
+
+/* Reads train_state.json and the optimizer file from the out dir; checks the run matches. */
+static moec_status load_state(run *r, moec_error *err) {
+    const moec_train_params *p = r->p;
+    char path[4096];
+    moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
+    char *text = NULL;
+    size_t len = 0;
+    moec_status st = moec_file_read_all(path, &text, &len, err);
+    if (st) return st;
+    moec_train_state ts;
+    st = moec_train_state_parse(text, len, path, p, moec_data_id(r->data), &ts, err);
+    free(text);
+    if (st) return st;
+    r->step = ts.step;
+    r->opt_t = ts.adam_step;
+    r->cursor = ts.cursor;
+    r->n_bad = ts.n_bad;
     /* weights and moments */
     if ((st = moec_tparams_load(&r->tp, p->out_dir, err))) return st;
     moec_path_join(path, sizeof path, p->out_dir, "optimizer.safetensors");
@@ -302,7 +357,13 @@ static moec_status evaluate(run *r, double *loss, moec_error *err) {
 static moec_status read_config(run *r, moec_error *err) {
     const moec_train_params *p = r->p;
     char path[4096];
-    if (p->resume) moec_path_join(path, sizeof path, p->out_dir, "config.json");
+    if (p->resume) {
+        moec_path_join(path, sizeof path, p->out_dir, "train_state.json");
+        if (!file_exists(path))
+            return moec_err(err, MOEC_ERR_INVALID_ARG, "nothing to resume: %s holds no checkpoint (no train_state.json)%s",
+                            p->out_dir, only_a_log(p->out_dir) ? "; the run there never completed one: start it again with --overwrite" : "");
+        moec_path_join(path, sizeof path, p->out_dir, "config.json");
+    }
     else if (p->config_path) snprintf(path, sizeof path, "%s", p->config_path);
     else if (p->init_dir) moec_path_join(path, sizeof path, p->init_dir, "config.json");
     else return moec_err(err, MOEC_ERR_INVALID_ARG, "no model config: give --config FILE (or --init DIR)");
@@ -344,6 +405,10 @@ static moec_status prepare_out_dir(run *r, moec_error *err) {
         return MOEC_OK;
     }
     if (file_exists(p->out_dir) && !dir_is_empty(p->out_dir)) {
+        if (!p->overwrite && !has_run && only_a_log(p->out_dir))
+            return moec_err(err, MOEC_ERR_INVALID_ARG,
+                            "%s holds only the log of a run that never completed a checkpoint (nothing to resume): "
+                            "use --overwrite to start again", p->out_dir);
         if (!p->overwrite)
             return moec_err(err, MOEC_ERR_INVALID_ARG,
                             "%s already holds %s: use --resume to continue it or --overwrite to replace it",
@@ -505,6 +570,18 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
 moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     moec_train_params pp = *pin;
     if (pp.lr_min < 0) pp.lr_min = pp.lr / 10.f;
+    /* a symlinked --out (runs/latest -> runs/3) is resolved once: the run lives in the
+     * directory it points to and the link is left alone (checkpoint.h) */
+    char out_real[4096];
+    struct stat osb;
+    if (pp.out_dir && lstat(pp.out_dir, &osb) == 0 && S_ISLNK(osb.st_mode)) {
+        char *real = realpath(pp.out_dir, NULL);
+        if (!real) return moec_err(err, MOEC_ERR_IO, "cannot use --out %s: %s", pp.out_dir, strerror(errno));
+        const int fits = snprintf(out_real, sizeof out_real, "%s", real) < (int)sizeof out_real;
+        free(real);
+        if (!fits) return moec_err(err, MOEC_ERR_INVALID_ARG, "path too long: %s", pp.out_dir);
+        pp.out_dir = out_real;
+    }
     const moec_train_params *p = &pp;
     FILE *out = p->log ? p->log : stdout;
     if (p->steps < 1 || p->batch < 1 || p->seq < 2 || p->accum < 1 || !(p->lr > 0) || p->warmup < 0)
@@ -553,7 +630,18 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             goto done;
     }
     if ((st = prepare_out_dir(&r, err))) goto done;
+    /* a checkpoint that does not match its config is named before config-sized allocations */
+    if (p->resume && (st = moec_tparams_check_dir(&r.hp, p->out_dir, err))) goto done;
+    if (!p->resume && p->init_dir && (st = moec_tparams_check_dir(&r.hp, p->init_dir, err))) goto done;
     if ((st = moec_tparams_new(&r.tp, &r.hp, err))) goto done;
+    {
+        size_t need = 0;
+        if (!moec_size_muladd(&need, r.tp.n_floats, 4 * sizeof(float)) ||
+            (st = moec_mem_check(need, "the parameters, gradients and AdamW moments", err))) {
+            if (!st) st = moec_err(err, MOEC_ERR_FORMAT, "config.json implies more parameters than sizes can count");
+            goto done;
+        }
+    }
     r.m1 = calloc(r.tp.n_floats, sizeof(float));
     r.m2 = calloc(r.tp.n_floats, sizeof(float));
     r.load = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.load);

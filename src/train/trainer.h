@@ -44,6 +44,20 @@ moec_train_params moec_train_default_params(void);
 double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t *t, float lr, float clip,
                                  const moec_adamw_cfg *cfg, int *applied);
 
+/* What train_state.json holds for a resume. */
+typedef struct {
+    int64_t step, adam_step; /* optimizer steps attempted / applied */
+    uint64_t cursor;         /* training windows consumed */
+    int32_t n_bad;           /* consecutive non-finite steps */
+} moec_train_state;
+
+/* Parses train_state.json text (path only for messages) and checks it belongs to this run: the
+ * data (data_id, moec_data_id) and the settings in p that a resume must repeat; every number is
+ * range-checked before it becomes an integer. MOEC_ERR_FORMAT for a damaged state,
+ * MOEC_ERR_INVALID_ARG for a different run. */
+moec_status moec_train_state_parse(const char *text, size_t len, const char *path, const moec_train_params *p,
+                                   uint64_t data_id, moec_train_state *out, moec_error *err);
+
 /* Runs (or resumes) a training run. Returns MOEC_OK when the run reached `steps`. */
 moec_status moec_train_run(const moec_train_params *p, moec_error *err);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -241,6 +242,12 @@ static int read_all(const char *path, char **data, size_t *len) {
         fprintf(stderr, "moec tokenize: i/o error: %s: cannot open: %s\n", path, strerror(errno));
         return 1;
     }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) { /* /dev/zero would never end */
+        fclose(f);
+        fprintf(stderr, "moec tokenize: i/o error: %s: not a regular file\n", path);
+        return 1;
+    }
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap);
     size_t got;
@@ -303,11 +310,18 @@ static int for_each_line(const char *path, const moec_tokenizer *tok, int skip, 
         fprintf(stderr, "moec tokenize: i/o error: %s: cannot open: %s\n", path, strerror(errno));
         return 1;
     }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) || S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        fprintf(stderr, "moec tokenize: i/o error: %s: not a file or pipe\n", path);
+        return 1;
+    }
     char *line = NULL;
     size_t cap = 0, lineno = 0;
-    ssize_t got;
+    ssize_t got = 0;
     int rc = 0;
-    while (!rc && (got = getline(&line, &cap, f)) >= 0) {
+    /* getline also returns -1 when a line does not fit in memory: only feof() is the end */
+    while (!rc && (errno = 0, got = getline(&line, &cap, f)) >= 0) {
         lineno++;
         const char *why = NULL;
         if (decode) {
@@ -325,8 +339,10 @@ static int for_each_line(const char *path, const moec_tokenizer *tok, int skip, 
             rc = s ? encode_print(tok, s, n) : fail_line(path, lineno, why);
         }
     }
-    if (!rc && ferror(f)) {
-        fprintf(stderr, "moec tokenize: i/o error: %s: read failed\n", path);
+    if (!rc && got < 0 && (errno == ENOMEM || ferror(f) || !feof(f))) {
+        const int e = errno;
+        fprintf(stderr, "moec tokenize: i/o error: %s: line %zu: %s\n", path, lineno + 1,
+                e == ENOMEM ? "too long to hold in memory" : e ? strerror(e) : "read failed");
         rc = 1;
     }
     free(line);

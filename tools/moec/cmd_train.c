@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f, const moec_train_params *d) {
     fprintf(f,
@@ -102,7 +103,7 @@ int moec_cmd_train(int argc, char **argv) {
     }
     moec_error err = {0};
     if (moec_train_run(&p, &err)) {
-        fprintf(stderr, "\n");
+        if (isatty(fileno(stderr))) fprintf(stderr, "\n"); /* end a live progress line; a log gets one line */
         return cli_fail("train", &err);
     }
     return 0;

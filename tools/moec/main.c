@@ -1,8 +1,11 @@
 /* main.c — the moec command-line tool: dispatches to one subcommand per file. */
 #include "commands.h"
+#include "io/file.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -29,7 +32,30 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
+/* SIGBUS: a mapped file shrank under us (another process truncated or rewrote a checkpoint
+ * in place). The read cannot be undone, so say which file and exit 1; only async-signal-safe
+ * calls here (write, _exit). */
+static void put(const char *s) {
+    if (write(2, s, strlen(s)) < 0) _exit(1);
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
+    (void)sig;
+    (void)uctx;
+    const char *path = moec_file_map_owner(si->si_addr);
+    put("moec: i/o error: ");
+    put(path ? path : "a memory-mapped file");
+    put(" shrank while in use (truncated or rewritten in place by another process?): cannot continue\n");
+    _exit(1);
+}
+
 int main(int argc, char **argv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -1,0 +1,68 @@
+/* fuzz_util.h — shared by the harnesses: split one input into files, a private temp dir, and a
+ * memory cap for readers that size allocations from the input. Harnesses are built with
+ * libFuzzer (clang -fsanitize=fuzzer) or with standalone_main.c (any compiler) to replay
+ * inputs; see fuzz/README.md. */
+#ifndef MOEC_FUZZ_UTIL_H
+#define MOEC_FUZZ_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Inputs that hold several files separate them with this line (the seed generator writes it). */
+#define FZ_SEP "\n#MOEC-FUZZ-FILE#\n"
+
+/* Splits data at FZ_SEP into at most max parts; returns the count. Parts point into data. */
+static inline int fz_split(const uint8_t *data, size_t size, const uint8_t **part, size_t *len, int max) {
+    const size_t sl = sizeof FZ_SEP - 1;
+    int n = 0;
+    size_t start = 0;
+    for (size_t i = 0; n < max - 1 && i + sl <= size; i++)
+        if (!memcmp(data + i, FZ_SEP, sl)) {
+            part[n] = data + start;
+            len[n++] = i - start;
+            start = i + sl;
+            i += sl - 1;
+        }
+    part[n] = data + start;
+    len[n++] = size - start;
+    return n;
+}
+
+/* A private directory, made once per process (under /dev/shm when it exists: no disk I/O). */
+static inline const char *fz_dir(void) {
+    static char dir[128];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "%s/moec-fuzz-XXXXXX", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            abort();
+        }
+    }
+    return dir;
+}
+
+/* Writes (or, with len == SIZE_MAX, removes) dir/name. */
+static inline void fz_put(const char *name, const uint8_t *p, size_t len) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", fz_dir(), name);
+    if (len == SIZE_MAX) {
+        unlink(path);
+        return;
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f || (len && fwrite(p, 1, len, f) != len)) abort();
+    fclose(f);
+}
+
+/* Readers refuse requests above this before allocating (core/mem.h); keeps the fuzzer's RSS
+ * limit for real leaks and overflows. */
+static inline void fz_mem_cap(void) { setenv("MOEC_MEM_LIMIT", "268435456", 1); }
+
+#endif

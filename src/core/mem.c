@@ -1,0 +1,37 @@
+/* mem.c — see mem.h. Linux: sysinfo(2) and getrlimit(2). */
+#include "core/mem.h"
+
+#include "core/error.h"
+
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/sysinfo.h>
+
+size_t moec_mem_available(void) {
+    size_t lim = SIZE_MAX;
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) {
+        size_t total = 0;
+        if (moec_size_muladd(&total, (size_t)si.totalram + (size_t)si.totalswap, si.mem_unit ? si.mem_unit : 1) &&
+            total < lim)
+            lim = total;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (size_t)rl.rlim_cur < lim)
+        lim = (size_t)rl.rlim_cur;
+    const char *env = getenv("MOEC_MEM_LIMIT");
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (!*end && v < lim) lim = (size_t)v;
+    }
+    return lim;
+}
+
+moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err) {
+    const size_t avail = moec_mem_available();
+    if (bytes <= avail) return MOEC_OK;
+    return moec_err(err, MOEC_ERR_OOM,
+                    "%s: %.0f MB needed, this machine allows %.0f MB (RAM + swap, ulimit -v): refused before allocating",
+                    what, (double)bytes / 1e6, (double)avail / 1e6);
+}

@@ -1,0 +1,28 @@
+/* mem.h — sizes computed from files: overflow-checked arithmetic, and a check that a request
+ * can fit in this machine (RAM + swap, and the address-space limit of `ulimit -v`) before it
+ * is allocated, so that an absurd config or header is refused with a message that says how
+ * much it asked for instead of a crash, a wrap-around or an OOM kill. Not an allocator. */
+#ifndef MOEC_CORE_MEM_H
+#define MOEC_CORE_MEM_H
+
+#include "moec.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* *acc += a * b; returns 0 (and leaves *acc unspecified) if anything overflows size_t. */
+static inline int moec_size_muladd(size_t *acc, size_t a, size_t b) {
+    size_t p;
+    return !__builtin_mul_overflow(a, b, &p) && !__builtin_add_overflow(*acc, p, acc);
+}
+
+/* Bytes this process may still expect to allocate: min(RAM + swap, RLIMIT_AS soft limit).
+ * SIZE_MAX when neither is known. MOEC_MEM_LIMIT (bytes) in the environment lowers it, for
+ * tests. */
+size_t moec_mem_available(void);
+
+/* MOEC_OK if `bytes` fit in moec_mem_available(); otherwise MOEC_ERR_OOM with
+ * "<what>: N MB needed, this machine allows M MB ..." (nothing is allocated either way). */
+moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err);
+
+#endif
