@@ -107,7 +107,7 @@ static void test_check_dir_huge(void) {
     moec_error err = {0};
     moec_hparams hp;
     const char *cfg = "{\"model_type\":\"mixtral\",\"vocab_size\":8,\"hidden_size\":4,\"num_hidden_layers\":1024,"
-                      "\"num_attention_heads\":2,\"num_local_experts\":65536,\"num_experts_per_tok\":2,"
+                      "\"num_attention_heads\":2,\"num_key_value_heads\":2,\"num_local_experts\":65536,\"num_experts_per_tok\":2,"
                       "\"intermediate_size\":4}";
     moec_status st = moec_hparams_parse(&hp, cfg, strlen(cfg), "big.json", &err);
     CHECK(st == MOEC_OK, "parses: %s", err.msg);
