@@ -8,7 +8,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec generate -m DIR -p TEXT [options]\n"
-               "  -m, --model DIR      Hugging Face checkpoint directory (required)\n"
+               "  -m, --model DIR      Hugging Face checkpoint directory or GGUF file (required)\n"
                "  -p, --prompt TEXT    prompt text (required)\n"
                "  -n, --n-predict N    tokens to generate (default 64)\n"
                "  --temp X             temperature, 0 = greedy (default 0.8)\n"
@@ -16,7 +16,7 @@ static void usage(FILE *f) {
                "  --top-p X            nucleus sampling mass, 1 = off (default 0.95)\n"
                "  --seed N             sampling seed (default 42)\n"
                "  -t, --threads N      threads (default: number of cores)\n"
-               "  --tokenizer FILE     tokenizer.json (default: DIR/tokenizer.json)\n"
+               "  --tokenizer FILE     tokenizer.json or GGUF (default: DIR/tokenizer.json, or the GGUF itself)\n"
                "  --bos                prepend config.json's bos_token_id to the prompt\n"
                "  --ignore-eos         keep generating past end-of-sequence tokens\n");
 }
@@ -62,9 +62,9 @@ int moec_cmd_generate(int argc, char **argv) {
         return 2;
     }
     char tok_default[4096];
-    if (!tok_path) {
+    if (!tok_path) { /* a GGUF file carries its vocabulary */
         snprintf(tok_default, sizeof tok_default, "%s/tokenizer.json", model);
-        tok_path = tok_default;
+        tok_path = cli_is_gguf(model) ? model : tok_default;
     }
     moec_error err = {0};
     moec_model_params mp = moec_model_default_params();
