@@ -176,6 +176,10 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
         char *t = dupn(&toks->strs[i]);
         if (!t) goto oom;
         const int64_t ty = types ? moec_gguf_arr_i64(types, i) : TT_NORMAL;
+        if (ty == TT_UNUSED) { /* padding rows ([PADn]): no token, as in the tokenizer.json they came from */
+            free(t);
+            continue;
+        }
         if (!cJSON_GetObjectItemCaseSensitive(vocab, t)) /* first id wins for a duplicated string */
             cJSON_AddItemToObject(vocab, t, cJSON_CreateNumber((double)i));
         if (ty == TT_CONTROL || ty == TT_USER_DEFINED || (is_spm && ty == TT_UNKNOWN)) {

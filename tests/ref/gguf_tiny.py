@@ -1,0 +1,65 @@
+"""gguf_tiny.py - tiny checkpoints that llama.cpp's architectures can express, for the GGUF tests
+(tests/py_test_gguf.py) and the llama.cpp comparison (bench/gguf_vs_llamacpp.sh).
+
+make_tiny.py's models exercise moec features llama.cpp lacks (dense layers in qwen2/3-MoE, GQA
+and clip_qkv in OLMoE); the variants here drop exactly those, keeping everything else. Every
+model gets a byte-level BPE tokenizer.json trained by `moec tokenizer train` on this repo's docs
+(Qwen2 split regex, so tokenizer.ggml.pre = qwen2).
+"""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+
+import make_tiny
+
+# name -> (base model in make_tiny.MODELS, config overrides)
+VARIANTS = {
+    "g_mixtral": ("mixtral", {}),
+    "g_mixtral_f16": ("mixtral_f16", {}),
+    "g_qwen2_moe": ("qwen2_moe", {"mlp_only_layers": []}),
+    "g_qwen3_moe": ("qwen3_moe", {"decoder_sparse_step": 1}),
+    "g_olmoe": ("olmoe", {"num_key_value_heads": 4}),
+}
+TOKENIZER_VOCAB = 280  # below every variant's vocab_size (the rest are padding rows)
+GGUF_ARCH = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe"}
+
+
+def register():
+    for name, (base, over) in VARIANTS.items():
+        if name in make_tiny.MODELS:
+            continue
+        spec = dict(make_tiny.MODELS[base])
+        cfg = dict(spec["config"])
+        cfg.update(over)
+        spec["config"] = cfg
+        make_tiny.MODELS[name] = spec
+
+
+def train_tokenizer(moec, out_json, root):
+    docs = [os.path.join(root, "README.md")] + sorted(
+        os.path.join(root, "docs", f) for f in os.listdir(os.path.join(root, "docs")) if f.endswith(".md"))
+    subprocess.run([moec, "tokenizer", "train", "--vocab", str(TOKENIZER_VOCAB), "-o", out_json] + docs,
+                   check=True, capture_output=True)
+
+
+def write_all(moec, out_root, root, names=None):
+    """Writes the variants (with tokenizer.json) under out_root; returns {name: dir}."""
+    register()
+    os.makedirs(out_root, exist_ok=True)
+    tok = os.path.join(out_root, "tokenizer.json")
+    if not os.path.exists(tok):
+        train_tokenizer(moec, tok, root)
+    dirs = {}
+    for name in names or VARIANTS:
+        d = make_tiny.write_model(name, out_root)
+        shutil.copy(tok, os.path.join(d, "tokenizer.json"))
+        dirs[name] = d
+    return dirs
+
+
+def permute_qk(w, n_head):
+    """llama.cpp's convert_hf_to_gguf permutation of q/k rows (HF rotate-half → adjacent pairs)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
