@@ -27,8 +27,8 @@ fi
 if ! .venv/bin/python -c "import tokenizers, safetensors" 2>/dev/null; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "tokenizers>=0.15" "safetensors>=0.4"
 fi
-# gguf: llama.cpp's reader/writer (tests/py_test_gguf.py); --no-deps keeps Debian's numpy
+# gguf: llama.cpp's reader/writer (tests/py_test_gguf.py); needs numpy >= 1.17, so Debian's stays
 if ! .venv/bin/python -c "import gguf" 2>/dev/null; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "gguf>=0.17,<1"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "gguf>=0.17,<1"
 fi
 echo "moec: dependencies ready"
