@@ -181,7 +181,7 @@ static moec_status parse(moec_gguf *g, moec_error *err) {
     char magic[4];
     moec_status st;
     if (g->size < 4 || memcmp(g->base, GGUF_MAGIC, 4))
-        return moec_err(err, MOEC_ERR_FORMAT, "%s: not a GGUF file (no \"GGUF\" magic at byte 0)", g->path);
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: not a GGUF file (no \"GGUF\" magic at byte 0; a Hugging Face checkpoint is given as its directory)", g->path);
     if ((st = rd(&c, magic, 4, "the magic"))) return st;
     if ((st = rd_u32(&c, &g->version, "the version"))) return st;
     if (g->version != 2 && g->version != 3) {

@@ -179,9 +179,9 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
     struct stat sb;
     if (stat(dir, &sb) != 0)
         return moec_err(err, MOEC_ERR_IO, "cannot open model directory %s: %s", dir, strerror(errno));
-    const int is_gguf = S_ISREG(sb.st_mode) && moec_gguf_is_gguf_file(dir);
+    const int is_gguf = S_ISREG(sb.st_mode); /* a file is read as GGUF; its parser names what is wrong */
     if (!S_ISDIR(sb.st_mode) && !is_gguf)
-        return moec_err(err, MOEC_ERR_IO, "model path %s is neither a directory nor a GGUF file (give the checkpoint directory or a .gguf)", dir);
+        return moec_err(err, MOEC_ERR_IO, "model path %s is neither a directory nor a file (give the checkpoint directory or a .gguf)", dir);
     moec_model *m = calloc(1, sizeof *m);
     if (!m) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     moec_status st;
