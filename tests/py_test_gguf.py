@@ -25,7 +25,9 @@ export type (f32, f16, bf16, q8_0):
      vocabulary) and the HF checkpoint.
   4. A GGUF written independently with gguf-py's GGUFWriter from the HF weights (the way
      convert_hf_to_gguf lays it out; F32 and Q8_0) gives the same logits in moec.
-  5. Models llama.cpp cannot express are refused with one line naming the reason.
+  5. GGUFs beyond llama.cpp (qwen2/3-MoE dense layers, OLMoE GQA; written with gguf-py) load
+     in moec with the HF checkpoint's logits; exporting such models is refused with one line
+     naming the reason.
 Ends with `N passed, M failed`; exits 1 on any failure.
 """
 
@@ -115,6 +117,8 @@ def expected_gguf(cfg, w):
             experts.setdefault(merged, {})[e] = t
             continue
         g = tmap.get_name(base)
+        if g is None and parts[-2] == "mlp" and parts[-1] in ("gate_proj", "up_proj", "down_proj"):
+            g = f"blk.{parts[2]}.ffn_{parts[-1][:-5]}"  # a dense layer, beyond what the arch lists
         assert g is not None, f"gguf-py maps no name for {base}"
         if arch == "llama" and base.endswith("q_proj"):
             t = gguf_tiny.permute_qk(t, nh)
@@ -351,6 +355,19 @@ def main():
             e = rel_err(got, own)
             print(f"{name}: gguf-py-written {qt.name} vs moec-written: logits rel {e:.2e}")
             check(e <= LOGIT_REL, f"{name}: gguf-py-written {qt.name} GGUF logits rel {e:.2e}")
+
+    # GGUFs that llama.cpp's architectures cannot express but moec reads: dense layers in
+    # qwen2moe / qwen3moe, GQA in olmoe (written with gguf-py, the layout extended the obvious way)
+    with open(os.path.join(dirs["g_mixtral"], "tokenizer.json")) as f:
+        tok = json.load(f)
+    for model in ("qwen2_moe", "qwen3_moe", "olmoe"):
+        d = make_tiny.write_model(model, os.path.join(work, "beyond"))
+        cfg = make_tiny.full_config(model)
+        p = os.path.join(work, f"beyond_{model}.gguf")
+        write_with_gguf_py(d, cfg, tok, p, GT.F32)
+        e = rel_err(moec_logits(moec, p, os.path.join(work, "b1.npy")), moec_logits(moec, d, os.path.join(work, "b2.npy")))
+        print(f"{model} (dense layers / GQA) written by gguf-py: logits vs HF checkpoint rel {e:.2e}")
+        check(e <= LOGIT_REL, f"{model}: gguf-py-written GGUF with dense layers / GQA: logits rel {e:.2e}")
 
     # refusals: what llama.cpp's architectures cannot express
     base = os.path.join(work, "refuse")
