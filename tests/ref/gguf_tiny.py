@@ -38,10 +38,21 @@ def register():
         make_tiny.MODELS[name] = spec
 
 
+WORDS = ("the model reads a file and writes tokens experts route each token to the top two of eight "
+         "layers norm attention heads key value cache logits greedy text GGUF llama moec 42 1234 x=f(y)+1; "
+         "Über Straße naïve café — tabs\tand  spaces\n").split(" ")
+
+
 def train_tokenizer(moec, out_json, root):
-    docs = [os.path.join(root, "README.md")] + sorted(
-        os.path.join(root, "docs", f) for f in os.listdir(os.path.join(root, "docs")) if f.endswith(".md"))
-    subprocess.run([moec, "tokenizer", "train", "--vocab", str(TOKENIZER_VOCAB), "-o", out_json] + docs,
+    """Trains on a fixed pseudo-random corpus (not the repo's docs, so the test models do not
+    change when the docs do)."""
+    import random
+    rnd = random.Random(7)
+    corpus = os.path.join(os.path.dirname(out_json), "corpus.txt")
+    with open(corpus, "w") as f:
+        for _ in range(3000):
+            f.write(" ".join(rnd.choice(WORDS) for _ in range(12)) + "\n")
+    subprocess.run([moec, "tokenizer", "train", "--vocab", str(TOKENIZER_VOCAB), "-o", out_json, corpus],
                    check=True, capture_output=True)
 
 
