@@ -92,6 +92,39 @@ def as_f32(path):
     w.close()
     return dst
 
+def spm_variant(src, dst):
+    """src with its vocabulary replaced by a SentencePiece-style one (tokenizer.ggml.model
+    "llama": <unk> <s> </s>, 256 byte tokens, ▁-pieces with descending scores), via gguf-py."""
+    import gguf
+    r = gguf.GGUFReader(src)
+    V = len(r.fields["tokenizer.ggml.tokens"].contents())
+    toks = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    normal = ["▁", "e", "t", "a", "o", "i", "n", "s", "r", "h", "l", "d", "m", "c", "u", "f", "g", "y", "p", "w",
+              "▁t", "he", "▁the", "in", "▁a", "er", "on", "▁m", "od", "el", "odel", "▁model", "re", "ad", "▁re", "▁read",
+              "s▁", "an", "▁an", "▁and", "it", "▁it", "▁i", "▁in", "en", "th", "▁th", "is", "▁is", "at", "▁at", "or",
+              "▁o", "▁of", "ing", "▁s", "▁f"]
+    normal = [t for t in normal][: V - len(toks)]
+    toks += normal
+    types += [1] * len(normal)
+    while len(toks) < V:
+        toks.append(f"[PAD{len(toks)}]"); types.append(5)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(toks) - 259)]
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or k.startswith("tokenizer."):
+            continue
+        t = f.types[0]
+        w.add_key_value(k, f.contents(), t, sub_type=f.types[1] if t == gguf.GGUFValueType.ARRAY else None)
+    w.add_tokenizer_model("llama"); w.add_tokenizer_pre("default")
+    w.add_token_list(toks); w.add_token_types(types); w.add_token_scores(scores)
+    w.add_bos_token_id(1); w.add_eos_token_id(2); w.add_unk_token_id(0)
+    w.add_add_bos_token(False); w.add_add_space_prefix(True)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    return dst
+
 dirs = gguf_tiny.write_all(moec, os.path.join(out, "models"), root)
 for name, d in dirs.items():
     for typ in ("f32", "f16", "bf16", "q8_0"):
@@ -179,6 +212,29 @@ if os.path.exists(os.path.join(work, "venv", ".ok")):
 else:
     print("llama.cpp's converter venv is missing (bench/build_llamacpp.sh pyenv): part 2 skipped", flush=True)
     fails += 1
+
+# 3. a SentencePiece-style ("llama") vocabulary: llama.cpp's and moec's tokenizers on the same file
+spm = spm_variant(os.path.join(out, "g_mixtral.f32.gguf"), os.path.join(out, "g_mixtral.spm.gguf"))
+n_same = 0
+prompts = ["the model reads it", PROMPT, "  in  the   sea, of 42 things", "Ünïcode café", "isn't that odd?",
+           "tabs\tand\nnewlines", "ing ing the"]
+for p in prompts:
+    raw = sh([ref, spm, "generate", p, "1"], text=False)
+    l_ids = raw.split(b"\n", 1)[0].decode().split(": ", 1)[1].replace(" ", "")
+    m_ids = sh([moec, "tokenize", "-t", spm, "--text", p]).strip()
+    n_same += l_ids == m_ids
+    if l_ids != m_ids:
+        print("   SPM ids differ on", repr(p), l_ids, m_ids, flush=True)
+raw = sh([ref, spm, "generate", PROMPT, str(N_GEN)], text=False)
+l_text = raw.split(b"\ntext: ", 1)[1][:-1]
+m_text = sh([moec, "generate", "-m", spm, "-p", PROMPT, "-n", str(N_GEN), "--temp", "0", "--ignore-eos", "-t", "2"], text=False)[:-1]
+ok = n_same == len(prompts) and l_text == m_text
+fails += not ok
+rows.append(f"| SentencePiece vocabulary (\"llama\"), gguf-py-written | g_mixtral | f32 | | | | {n_same}/{len(prompts)} prompts same | "
+            f"{'same' if l_text == m_text else 'DIFF'} | {'ok' if ok else 'FAIL'} |")
+print(rows[-1], flush=True)
+if l_text != m_text:
+    print("   llama.cpp:", repr(l_text), "\n   moec:     ", repr(m_text), flush=True)
 
 head = ("| direction | model | type | rel diff, llama.cpp on the weights as F32 | rel diff, llama.cpp on the file | argmax equal | prompt ids | greedy text (24 tokens) | |\n"
         "|---|---|---|---|---|---|---|---|---|")

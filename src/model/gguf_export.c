@@ -312,10 +312,12 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
     char k[160];
     static const uint32_t file_type[] = {[MOEC_EXPORT_F32] = 0, [MOEC_EXPORT_F16] = 1, [MOEC_EXPORT_BF16] = 32,
                                          [MOEC_EXPORT_Q8_0] = 7}; /* llama_ftype */
-    const char *base = strrchr(model_dir, '/');
-    base = base && base[1] ? base + 1 : model_dir;
+    size_t dl = strlen(model_dir); /* general.name: the directory's last component */
+    while (dl > 1 && model_dir[dl - 1] == '/') dl--;
+    size_t b0 = dl;
+    while (b0 > 0 && model_dir[b0 - 1] != '/') b0--;
     TRY(moec_gguf_set_str(w, "general.architecture", A, strlen(A)));
-    TRY(moec_gguf_set_str(w, "general.name", base, strlen(base)));
+    TRY(moec_gguf_set_str(w, "general.name", model_dir + b0, dl - b0));
     TRY(moec_gguf_set_u32(w, "general.file_type", file_type[p.type]));
     TRY(moec_gguf_set_u32(w, "general.quantization_version", 2));
     TRY(moec_gguf_set_u32(w, arch_key(k, sizeof k, A, "vocab_size"), (uint32_t)hp->n_vocab));
