@@ -74,6 +74,7 @@ typedef struct {
     int32_t n_threads;        /* threads forward passes use */
     int32_t bos_token_id;     /* -1 if none */
     int32_t n_eos, eos_token_ids[8]; /* from config.json eos_token_id (int or list) */
+    int32_t add_bos_token;    /* 1: prompts start with bos_token_id by default (GGUF tokenizer.ggml.add_bos_token) */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */

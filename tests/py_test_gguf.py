@@ -34,6 +34,7 @@ Ends with `N passed, M failed`; exits 1 on any failure.
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -342,6 +343,17 @@ def main():
                 for m in (d, g32)]
         check(outs[0].returncode == 0 and outs[0].stdout == outs[1].stdout,
               f"{name}: greedy text differs: {outs[0].stdout!r} vs {outs[1].stdout!r} {outs[1].stderr}")
+        # tokenizer.ggml.add_bos_token = true: generate starts with BOS, as with --bos on the checkpoint
+        pb = os.path.join(work, f"{name}.f32.bos.gguf")
+        def add_bos(kvs):
+            kvs["tokenizer.ggml.add_bos_token"] = (gguf.GGUFValueType.BOOL, True, None)
+        gguf_tiny.rewrite(g32, pb, edit_kv=add_bos)
+        ob = [run([moec, "generate", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "--ignore-eos", "-t", "2"] + extra,
+                  text=False) for m, extra in ((d, ["--bos"]), (pb, []), (d, []))]
+        n_tok = [re.search(rb"prompt (\d+) tokens", o.stderr) for o in ob]
+        n_tok = [int(x.group(1)) if x else -1 for x in n_tok]
+        check(cfg.get("bos_token_id") is None or (ob[0].stdout == ob[1].stdout and n_tok[0] == n_tok[1] == n_tok[2] + 1),
+              f"{name}: add_bos_token: prompt tokens {n_tok} (want --bos = add_bos = plain + 1)")
         for line in (prompt, "Ünïcode — and\ttabs\n  spaces", "x = f(y) + 12345;"):
             ta = run([moec, "tokenize", "-t", os.path.join(d, "tokenizer.json"), "--text", line])
             tb = run([moec, "tokenize", "-t", g32, "--text", line])

@@ -137,32 +137,7 @@ def run_case(moec, path, word, cmd="info"):
 
 
 # ----------------------------------------------------------------------------- model-level cases
-def rewrite(src, dst, edit_kv=None, edit_tensors=None):
-    r = gguf.GGUFReader(src)
-    arch = r.fields["general.architecture"].contents()
-    kvs = {}
-    for k, f in r.fields.items():
-        if k.startswith("GGUF.") or k == "general.architecture":
-            continue
-        t = f.types[0]
-        kvs[k] = (t, f.contents(), f.types[1] if t == gguf.GGUFValueType.ARRAY else None)
-    tensors = [(t.name, np.array(t.data), t.tensor_type) for t in r.tensors]
-    if edit_kv:
-        arch = edit_kv(kvs) or arch
-    if edit_tensors:
-        tensors = edit_tensors(tensors)
-    w = gguf.GGUFWriter(dst, arch)
-    for k, (t, v, sub) in kvs.items():
-        w.add_key_value(k, v, t, sub_type=sub)
-    for name, a, tt in tensors:
-        if tt in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            w.add_tensor(name, a)
-        else:
-            w.add_tensor(name, a, raw_dtype=tt)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+rewrite = gguf_tiny.rewrite
 
 
 def set_kv(key, t, v):

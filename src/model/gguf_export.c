@@ -370,10 +370,14 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
         t->rows = sp->shape[0];
         t->cols = sp->n_dims == 2 ? sp->shape[1] : 0;
         const int n_src = sp->expert == 0 ? hp->n_expert : 1;
+        int64_t j = i;
         for (int e = 0; e < n_src; e++) {
-            /* expert e's spec of the same role follows at a fixed stride (3 roles per expert) */
-            const moec_tensor_spec *se = sp->expert == 0 ? &specs[i + 3 * e] : sp;
-            MOEC_ASSERT(se->role == sp->role && se->expert == (sp->expert == 0 ? e : -1));
+            /* expert e's spec of the same role and layer: the next one in the list */
+            while (sp->expert == 0 && (specs[j].role != sp->role || specs[j].layer != sp->layer || specs[j].expert != e)) {
+                j++;
+                MOEC_ASSERT(j < n);
+            }
+            const moec_tensor_spec *se = &specs[j];
             const moec_st_tensor *s = moec_st_find(&m->st, se->name);
             MOEC_ASSERT(s);
             srcs[n_srcs++] = s;
@@ -390,7 +394,10 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
             nd = 1;
         }
         char name[160];
-        MOEC_ASSERT(moec_gguf_tensor_name(sp, name, sizeof name));
+        if (!moec_gguf_tensor_name(sp, name, sizeof name)) {
+            st = moec_err(err, MOEC_ERR_UNSUPPORTED, "tensor '%s' has no GGUF equivalent in moec's mapping", sp->name);
+            goto done;
+        }
         if (moec_gguf_add_tensor(w, name, t->type, nd, ne) < 0) goto oom_alloc;
         const size_t numel = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1);
         if (numel > max_numel) max_numel = numel;

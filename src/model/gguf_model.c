@@ -46,7 +46,7 @@ int moec_gguf_tensor_name(const moec_tensor_spec *sp, char *buf, size_t cap) {
         [MOEC_T_SH_GATE] = "ffn_gate_shexp.weight", [MOEC_T_SH_UP] = "ffn_up_shexp.weight",
         [MOEC_T_SH_DOWN] = "ffn_down_shexp.weight", [MOEC_T_SH_GATE_W] = "ffn_gate_inp_shexp.weight",
     };
-    MOEC_ASSERT(sp->role < MOEC_T_ROLE_COUNT && base[sp->role]);
+    if (sp->role >= MOEC_T_ROLE_COUNT || !base[sp->role]) return 0; /* a role GGUF has no name for */
     int n = sp->layer >= 0 ? snprintf(buf, cap, "blk.%d.%s", sp->layer, base[sp->role])
                            : snprintf(buf, cap, "%s", base[sp->role]);
     return n > 0 && (size_t)n < cap;
@@ -73,6 +73,7 @@ struct moec_gguf_model {
     size_t n_bufs;
     const char *weight_type;
     int64_t bytes;
+    int add_bos;
 };
 
 void moec_gguf_model_free(moec_gguf_model *gm) {
@@ -85,6 +86,7 @@ void moec_gguf_model_free(moec_gguf_model *gm) {
 
 const char *moec_gguf_model_weight_type(const moec_gguf_model *gm) { return gm->weight_type; }
 int64_t moec_gguf_model_bytes(const moec_gguf_model *gm) { return gm->bytes; }
+int moec_gguf_model_add_bos(const moec_gguf_model *gm) { return gm->add_bos; }
 
 static void *own(moec_gguf_model *gm, size_t n) {
     void **b = realloc(gm->bufs, (gm->n_bufs + 1) * sizeof *b);
@@ -242,7 +244,9 @@ static moec_status bind_spec(moec_gguf_model *gm, const moec_gguf_arch *ga, cons
                              const moec_tensor_spec *sp, moec_st_tensor *out, uint8_t *used, moec_error *err) {
     const moec_gguf *g = &gm->g;
     char name[160];
-    MOEC_ASSERT(moec_gguf_tensor_name(sp, name, sizeof name));
+    if (!moec_gguf_tensor_name(sp, name, sizeof name))
+        return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: tensor '%s' (role %d) has no GGUF name in moec's mapping", g->path,
+                        sp->name, (int)sp->role);
     const moec_gguf_tensor *t = moec_gguf_find_tensor(g, name);
     if (!t) return moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor '%s'", g->path, name);
     const int is_exp = sp->expert >= 0;
@@ -312,6 +316,7 @@ moec_status moec_gguf_model_load(moec_gguf_model **out, moec_hparams *hp, moec_s
         goto fail;
     }
     if ((st = fill_hparams(gm, ga, hp, err))) goto fail;
+    if ((st = moec_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", 1, 0, &gm->add_bos, err))) goto fail;
     const int64_t n = moec_model_tensor_specs(hp, NULL);
     specs = malloc((size_t)n * sizeof *specs);
     used = calloc((size_t)g->n_tensors + 1, 1);

@@ -27,7 +27,8 @@ typedef struct {
 const moec_gguf_arch *moec_gguf_arch_by_type(const char *model_type);
 const moec_gguf_arch *moec_gguf_arch_by_gguf(const char *gguf_arch, size_t len);
 
-/* GGUF tensor name of a spec's role (experts: the stacked tensor). Returns 0 if it does not fit. */
+/* GGUF tensor name of a spec's role (experts: the stacked tensor). Returns 0 for a role the
+ * mapping has no name for, or a name that does not fit. */
 int moec_gguf_tensor_name(const moec_tensor_spec *sp, char *buf, size_t cap);
 
 /* Undoes (inverse = 1) or applies llama.cpp's q/k permutation on rows of row_bytes bytes:
@@ -48,5 +49,7 @@ void moec_gguf_model_free(moec_gguf_model *gm); /* accepts NULL */
  * file's tensor bytes, for moec_model_info. */
 const char *moec_gguf_model_weight_type(const moec_gguf_model *gm);
 int64_t moec_gguf_model_bytes(const moec_gguf_model *gm);
+/* tokenizer.ggml.add_bos_token (0 when absent, as for Hugging Face byte-level BPE). */
+int moec_gguf_model_add_bos(const moec_gguf_model *gm);
 
 #endif

@@ -225,6 +225,7 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
     if (m->gguf) { /* the file's storage type (Q8_0 is dequantized in memory) and bytes */
         m->info.weight_dtype = moec_gguf_model_weight_type(m->gguf);
         m->info.n_bytes_weights = moec_gguf_model_bytes(m->gguf);
+        m->info.add_bos_token = moec_gguf_model_add_bos(m->gguf);
     }
     *out = m;
     return MOEC_OK;

@@ -74,3 +74,34 @@ def write_all(moec, out_root, root, names=None):
 def permute_qk(w, n_head):
     """llama.cpp's convert_hf_to_gguf permutation of q/k rows (HF rotate-half → adjacent pairs)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rewrite(src, dst, edit_kv=None, edit_tensors=None):
+    """Copies a GGUF with gguf-py, after edit_kv(dict key -> (type, value, sub_type)) (which may
+    return a new architecture name) and edit_tensors(list of (name, array, type))."""
+    import gguf
+    r = gguf.GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    kvs = {}
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        t = f.types[0]
+        kvs[k] = (t, f.contents(), f.types[1] if t == gguf.GGUFValueType.ARRAY else None)
+    tensors = [(t.name, np.array(t.data), t.tensor_type) for t in r.tensors]
+    if edit_kv:
+        arch = edit_kv(kvs) or arch
+    if edit_tensors:
+        tensors = edit_tensors(tensors)
+    w = gguf.GGUFWriter(dst, arch)
+    for k, (t, v, sub) in kvs.items():
+        w.add_key_value(k, v, t, sub_type=sub)
+    for name, a, tt in tensors:
+        if tt in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            w.add_tensor(name, a)
+        else:
+            w.add_tensor(name, a, raw_dtype=tt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

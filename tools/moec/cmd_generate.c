@@ -17,7 +17,8 @@ static void usage(FILE *f) {
                "  --seed N             sampling seed (default 42)\n"
                "  -t, --threads N      threads (default: number of cores)\n"
                "  --tokenizer FILE     tokenizer.json or GGUF (default: DIR/tokenizer.json, or the GGUF itself)\n"
-               "  --bos                prepend config.json's bos_token_id to the prompt\n"
+               "  --bos                prepend config.json's bos_token_id to the prompt (a GGUF\n"
+               "                       whose tokenizer.ggml.add_bos_token is true does by default)\n"
                "  --ignore-eos         keep generating past end-of-sequence tokens\n");
 }
 
@@ -86,7 +87,7 @@ int moec_cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (moec_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids, &err)) goto fail;
-    const size_t n_prompt = n_ids + (bos && in->bos_token_id >= 0);
+    const size_t n_prompt = n_ids + ((bos || in->add_bos_token) && in->bos_token_id >= 0);
     if (n_prompt == 0) {
         fprintf(stderr, "moec generate: the prompt encodes to no tokens (give some text, or --bos)\n");
         goto done;
