@@ -4,6 +4,8 @@
 #include "core/error.h"
 #include "io/ggml_types.h"
 
+#include <cjson/cJSON.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,94 +143,130 @@ static moec_status check_unsupported(kctx *k) {
     return MOEC_OK;
 }
 
+/* GGUF metadata → the config.json Hugging Face would have written, parsed by the one config
+ * reader (moec_hparams_parse), so a GGUF model gets exactly the hparams, defaults and checks of
+ * its checkpoint. Widths, tied embeddings, biases and dense layers come from the tensors. */
 static moec_status fill_hparams(moec_gguf_model *gm, const moec_gguf_arch *ga, moec_hparams *hp, moec_error *err) {
     moec_gguf *g = &gm->g;
     kctx k = {g, {0}, err, ga->gguf_arch};
     moec_status st;
     const long width = 1L << 22;
-    memset(hp, 0, sizeof *hp);
-    hp->arch = moec_arch_find(ga->model_type);
-    MOEC_ASSERT(hp->arch);
-    if ((st = get_i32(&k, "embedding_length", 0, 0, 1, 1 << 20, &hp->n_embd))) return st;
-    if ((st = get_i32(&k, "block_count", 0, 0, 1, MOEC_MAX_LAYERS, &hp->n_layer))) return st;
-    if ((st = get_i32(&k, "attention.head_count", 0, 0, 1, 1 << 16, &hp->n_head))) return st;
-    if ((st = get_i32(&k, "attention.head_count_kv", 1, hp->n_head, 1, hp->n_head, &hp->n_head_kv))) return st;
-    if (hp->n_head % hp->n_head_kv)
-        return moec_err(err, MOEC_ERR_FORMAT, "%s: head_count %d is not a multiple of head_count_kv %d", g->path,
-                        hp->n_head, hp->n_head_kv);
-    if ((st = get_i32(&k, "attention.key_length", 1, hp->n_embd / hp->n_head, 2, 1 << 16, &hp->head_dim))) return st;
-    int32_t vlen, rot;
-    if ((st = get_i32(&k, "attention.value_length", 1, hp->head_dim, 1, 1 << 16, &vlen))) return st;
-    if (vlen != hp->head_dim)
+    const moec_arch *arch = moec_arch_find(ga->model_type);
+    MOEC_ASSERT(arch);
+    int32_t n_embd, n_layer, n_head, n_head_kv, head_dim, vlen, rot, max_pos, n_expert, n_used;
+    if ((st = get_i32(&k, "embedding_length", 0, 0, 1, 1 << 20, &n_embd))) return st;
+    if ((st = get_i32(&k, "block_count", 0, 0, 1, MOEC_MAX_LAYERS, &n_layer))) return st;
+    if ((st = get_i32(&k, "attention.head_count", 0, 0, 1, 1 << 16, &n_head))) return st;
+    if ((st = get_i32(&k, "attention.head_count_kv", 1, n_head, 1, n_head, &n_head_kv))) return st;
+    if ((st = get_i32(&k, "attention.key_length", 1, n_embd / n_head, 2, 1 << 16, &head_dim))) return st;
+    if ((st = get_i32(&k, "attention.value_length", 1, head_dim, 1, 1 << 16, &vlen))) return st;
+    if (vlen != head_dim)
         return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: attention.value_length %d != key_length %d is not supported",
-                        g->path, vlen, hp->head_dim);
-    if ((st = get_i32(&k, "rope.dimension_count", 1, hp->head_dim, 1, 1 << 16, &rot))) return st;
-    if (rot != hp->head_dim)
+                        g->path, vlen, head_dim);
+    if ((st = get_i32(&k, "rope.dimension_count", 1, head_dim, 1, 1 << 16, &rot))) return st;
+    if (rot != head_dim)
         return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: %s = %d < head dim %d (partial rotary) is not supported", g->path,
-                        k.key, rot, hp->head_dim);
-    if (hp->head_dim % 2) return moec_err(err, MOEC_ERR_FORMAT, "%s: head dim %d must be even for RoPE", g->path, hp->head_dim);
-    if ((int64_t)hp->n_head * hp->head_dim > width)
-        return moec_err(err, MOEC_ERR_FORMAT, "%s: head_count x head dim is implausibly large", g->path);
-    if ((st = get_i32(&k, "context_length", 1, 4096, 1, 1L << 30, &hp->max_pos))) return st;
-    if ((st = get_i32(&k, "expert_count", 1, 0, 0, 1 << 16, &hp->n_expert))) return st;
-    if (hp->n_expert == 0)
+                        k.key, rot, head_dim);
+    if (!arch->reads_head_dim && head_dim * n_head != n_embd)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: %s.attention.key_length %d != embedding_length / head_count for %s",
+                        g->path, ga->gguf_arch, head_dim, ga->gguf_arch);
+    if ((st = get_i32(&k, "context_length", 1, 4096, 1, 1L << 30, &max_pos))) return st;
+    if ((st = get_i32(&k, "expert_count", 1, 0, 0, 1 << 16, &n_expert))) return st;
+    if (n_expert == 0)
         return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: %s has no experts (%s.expert_count missing or 0): moec runs MoE models",
                         g->path, ga->gguf_arch, ga->gguf_arch);
-    if ((st = get_i32(&k, "expert_used_count", 0, 0, 1, hp->n_expert, &hp->n_expert_used))) return st;
-    double v;
-    if ((st = moec_gguf_get_float(g, K(&k, "rope.freq_base"), 1, 10000.0, 1e-30, 1e12, &v, err))) return st;
-    hp->rope_theta = (float)v;
-    if ((st = moec_gguf_get_float(g, K(&k, "attention.layer_norm_rms_epsilon"), 0, 0, 1e-30, 1.0, &v, err))) return st;
-    hp->rms_eps = (float)v;
-    if ((st = moec_gguf_get_float(g, K(&k, "attention.clamp_kqv"), 1, 0.0, 0.0, 1e30, &v, err))) return st;
-    if (v > 0 && !hp->arch->has_clip_qkv)
+    if ((st = get_i32(&k, "expert_used_count", 0, 0, 1, n_expert, &n_used))) return st;
+    double theta, eps, clamp;
+    if ((st = moec_gguf_get_float(g, K(&k, "rope.freq_base"), 1, 10000.0, 1e-30, 1e12, &theta, err))) return st;
+    if ((st = moec_gguf_get_float(g, K(&k, "attention.layer_norm_rms_epsilon"), 0, 0, 1e-30, 1.0, &eps, err))) return st;
+    if ((st = moec_gguf_get_float(g, K(&k, "attention.clamp_kqv"), 1, 0.0, 0.0, 1e30, &clamp, err))) return st;
+    if (clamp > 0 && !arch->has_clip_qkv)
         return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: %s for %s is not supported by moec", g->path, k.key, ga->gguf_arch);
-    hp->clip_qkv = (float)v;
     if ((st = check_unsupported(&k))) return st;
-    hp->norm_topk_prob = ga->norm_topk;
 
     const moec_gguf_tensor *emb = moec_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor 'token_embd.weight'", g->path);
     if (emb->ne[1] < 1 || emb->ne[1] > (1 << 24))
         return moec_err(err, MOEC_ERR_FORMAT, "%s: token_embd.weight has %" PRId64 " rows (vocabulary)", g->path, emb->ne[1]);
-    hp->n_vocab = (int32_t)emb->ne[1];
-    hp->tie_embeddings = moec_gguf_find_tensor(g, "output.weight") == NULL;
-    hp->qkv_bias = layer_tensor(g, 0, "attn_q.bias") != NULL;
-    hp->o_bias = layer_tensor(g, 0, "attn_output.bias") != NULL;
+    const int64_t n_vocab = emb->ne[1];
+    const int qkv_bias = layer_tensor(g, 0, "attn_q.bias") != NULL;
     /* which layers are MoE, and the FFN widths, from the tensors themselves */
-    for (int il = 0; il < hp->n_layer; il++) {
-        const moec_gguf_tensor *r = layer_tensor(g, il, "ffn_gate_inp.weight");
-        hp->layer_moe[il] = r != NULL;
-        if (!r && !hp->arch->has_dense_layers)
-            return moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor 'blk.%d.ffn_gate_inp.weight' (%s layers are all MoE)",
-                            g->path, il, ga->gguf_arch);
-        const moec_gguf_tensor *t = layer_tensor(g, il, r ? "ffn_gate_exps.weight" : "ffn_gate.weight");
-        if (!t)
-            return moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor 'blk.%d.%s'", g->path, il,
-                            r ? "ffn_gate_exps.weight" : "ffn_gate.weight");
-        if (t->ne[1] > width)
-            return moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' is implausibly wide", g->path, t->name);
-        int32_t *ff = r ? &hp->n_ff_expert : &hp->n_ff_dense;
-        if (!*ff) *ff = (int32_t)t->ne[1];
-        if (r && hp->arch->shared_expert && !hp->n_ff_shared) {
-            const moec_gguf_tensor *s = layer_tensor(g, il, "ffn_gate_shexp.weight");
-            if (s && s->ne[1] <= width) hp->n_ff_shared = (int32_t)s->ne[1];
-        }
+    int64_t ff_exp = 0, ff_dense = 0, ff_shared = 0;
+    cJSON *root = cJSON_CreateObject(), *dense = cJSON_CreateArray(), *eos = cJSON_CreateArray();
+    if (!root || !dense || !eos) {
+        cJSON_Delete(root);
+        cJSON_Delete(dense);
+        cJSON_Delete(eos);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
     }
-    /* special tokens: bos, and as end-of-generation ids eos then eot / eom when distinct */
-    hp->bos_id = -1;
-    int64_t id;
-    if ((st = moec_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 1, -1, -1, INT32_MAX, &id, err))) return st;
-    if (id >= 0 && id < hp->n_vocab) hp->bos_id = (int32_t)id;
+    cJSON_AddItemToObject(root, "mlp_only_layers", dense);
+    cJSON_AddItemToObject(root, "eos_token_id", eos);
+    for (int il = 0; il < n_layer && !st; il++) {
+        const moec_gguf_tensor *r = layer_tensor(g, il, "ffn_gate_inp.weight");
+        if (!r && !arch->has_dense_layers) {
+            st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor 'blk.%d.ffn_gate_inp.weight' (%s layers are all MoE)",
+                          g->path, il, ga->gguf_arch);
+            break;
+        }
+        const char *gate = r ? "ffn_gate_exps.weight" : "ffn_gate.weight";
+        const moec_gguf_tensor *t = layer_tensor(g, il, gate);
+        if (!t) st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing tensor 'blk.%d.%s'", g->path, il, gate);
+        else if (t->ne[1] > width) st = moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' is implausibly wide", g->path, t->name);
+        if (st) break;
+        int64_t *ff = r ? &ff_exp : &ff_dense;
+        if (!*ff) *ff = t->ne[1];
+        if (!r) cJSON_AddItemToArray(dense, cJSON_CreateNumber(il));
+        const moec_gguf_tensor *sh = r && arch->key_ff_shared ? layer_tensor(g, il, "ffn_gate_shexp.weight") : NULL;
+        if (sh && !ff_shared && sh->ne[1] <= width) ff_shared = sh->ne[1];
+    }
+    if (!st && !ff_exp) st = moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: no layer has experts", g->path);
+    /* special tokens: bos, and as end-of-generation ids eos then eot / eom */
+    int64_t bos = -1, id;
+    if (!st) st = moec_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 1, -1, -1, INT32_MAX, &bos, err);
     static const char *const eog[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                       "tokenizer.ggml.eom_token_id"};
-    for (size_t i = 0; i < sizeof eog / sizeof eog[0]; i++) {
-        if ((st = moec_gguf_get_int(g, eog[i], 1, -1, -1, INT32_MAX, &id, err))) return st;
-        int dup = 0;
-        for (int j = 0; j < hp->n_eos; j++) dup |= hp->eos_ids[j] == id;
-        if (id >= 0 && id < hp->n_vocab && !dup) hp->eos_ids[hp->n_eos++] = (int32_t)id;
+    for (size_t i = 0; i < sizeof eog / sizeof eog[0] && !st; i++) {
+        if ((st = moec_gguf_get_int(g, eog[i], 1, -1, -1, INT32_MAX, &id, err))) break;
+        if (id >= 0 && id < n_vocab) cJSON_AddItemToArray(eos, cJSON_CreateNumber((double)id));
     }
-    return MOEC_OK;
+    if (st) {
+        cJSON_Delete(root);
+        return st;
+    }
+    cJSON_AddStringToObject(root, "model_type", ga->model_type);
+    cJSON_AddNumberToObject(root, "vocab_size", (double)n_vocab);
+    cJSON_AddNumberToObject(root, "hidden_size", n_embd);
+    cJSON_AddNumberToObject(root, "num_hidden_layers", n_layer);
+    cJSON_AddNumberToObject(root, "num_attention_heads", n_head);
+    cJSON_AddNumberToObject(root, "num_key_value_heads", n_head_kv);
+    if (arch->reads_head_dim) cJSON_AddNumberToObject(root, "head_dim", head_dim);
+    cJSON_AddNumberToObject(root, "max_position_embeddings", max_pos);
+    cJSON_AddNumberToObject(root, arch->key_n_expert, n_expert);
+    cJSON_AddNumberToObject(root, "num_experts_per_tok", n_used);
+    cJSON_AddNumberToObject(root, arch->key_ff_expert, (double)ff_exp);
+    if (ff_dense) cJSON_AddNumberToObject(root, "intermediate_size", (double)ff_dense);
+    if (arch->key_ff_shared) cJSON_AddNumberToObject(root, arch->key_ff_shared, (double)ff_shared);
+    cJSON_AddNumberToObject(root, "decoder_sparse_step", 1);
+    cJSON_AddNumberToObject(root, "rope_theta", theta);
+    cJSON_AddNumberToObject(root, "rms_norm_eps", eps);
+    cJSON_AddBoolToObject(root, "tie_word_embeddings", moec_gguf_find_tensor(g, "output.weight") == NULL);
+    cJSON_AddStringToObject(root, "hidden_act", "silu");
+    if (arch->topk_norm == MOEC_TOPK_NORM_CONFIG) cJSON_AddBoolToObject(root, "norm_topk_prob", ga->norm_topk);
+    if (arch->attn_bias == MOEC_ATTN_BIAS_CONFIG_ALL) cJSON_AddBoolToObject(root, "attention_bias", qkv_bias);
+    if (arch->attn_bias == MOEC_ATTN_BIAS_QKV) cJSON_AddBoolToObject(root, "qkv_bias", qkv_bias);
+    if (clamp > 0) cJSON_AddNumberToObject(root, "clip_qkv", clamp);
+    if (bos >= 0 && bos < n_vocab) cJSON_AddNumberToObject(root, "bos_token_id", (double)bos);
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!json) return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    char where[4200];
+    snprintf(where, sizeof where, "%s (metadata as config.json)", g->path);
+    st = moec_hparams_parse(hp, json, strlen(json), where, err);
+    free(json);
+    if (!st && hp->head_dim != head_dim)
+        st = moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: head dim %d from the metadata is not what %s implies (%d)", g->path,
+                      head_dim, ga->model_type, hp->head_dim);
+    return st;
 }
 
 static int tensor_name_cmp(const void *a, const void *b) {
