@@ -74,6 +74,9 @@ typedef struct {
     int32_t n_threads;        /* threads forward passes use */
     int32_t bos_token_id;     /* -1 if none */
     int32_t n_eos, eos_token_ids[8]; /* from config.json eos_token_id (int or list) */
+    int32_t n_ctx_max;        /* longest session: max_position_embeddings (x factor for "dynamic" RoPE) */
+    const char *rope_type;    /* borrowed: "default", "linear", "dynamic", "yarn", "llama3" */
+    int32_t sliding_window;   /* 0 = none; else keys per query in the layers that use it */
     int32_t add_bos_token;    /* 1: prompts start with bos_token_id by default (GGUF tokenizer.ggml.add_bos_token) */
 } moec_model_info;
 
@@ -110,7 +113,7 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
 typedef struct moec_session moec_session;
 
 /* A session holds the KV cache for one sequence of at most n_ctx tokens
- * (0 = the model's max_position_embeddings, capped at 4096). Caller frees. */
+ * (0 = the model's max_position_embeddings, capped at 4096; at most info.n_ctx_max). Caller frees. */
 moec_status moec_session_new(moec_session **out, moec_model *model, int32_t n_ctx, moec_error *err);
 void moec_session_free(moec_session *s); /* accepts NULL */
 int32_t moec_session_n_past(const moec_session *s);
@@ -122,6 +125,15 @@ void moec_session_reset(moec_session *s);
  * logits may be NULL. Token ids are checked against the vocabulary. */
 moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits,
                                  int all_logits, moec_error *err);
+
+/* Routing of the session's forwards (per-request MoE controls).
+ * Experts per token for the following forwards: 1 <= k <= the model's num_experts_per_tok, or
+ * 0 for the model's own k (fewer experts = less compute, usually a little higher loss). */
+moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_error *err);
+/* Tokens routed to each expert by the session's forwards since creation or the last clear:
+ * [n_layer * n_expert], rows of dense layers 0. Borrowed, valid while the session lives. */
+const int64_t *moec_session_expert_counts(const moec_session *s);
+void moec_session_clear_expert_counts(moec_session *s);
 
 /* ---------------------------------------------------------------- sampler */
 

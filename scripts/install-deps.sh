@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs what moec needs on Debian/Ubuntu: the build toolchain and runtime C libraries
-# (Debian packages), and a Python venv for the tests (Debian's torch + PyPI tokenizers,
-# safetensors). Idempotent: skips what is already there.
+# (Debian packages), and two Python venvs for the tests:
+#   .venv     Debian's torch 1.13 + numpy (system site packages) + PyPI tokenizers, safetensors:
+#             the PyTorch reference tests (tests/py_test_*.py)
+#   .venv-hf  PyPI torch + transformers 5 + tokenizers, safetensors, numpy, isolated from the
+#             system packages: transformers itself as the oracle (tests/hf_test_*.py).
+#             transformers 5 needs torch >= 2.4, which Debian does not ship; PyPI's torch
+#             wheel pulls its NVIDIA runtime wheels even on CPU: ~3 GB to download, ~5.6 GB
+#             on disk. MOEC_SKIP_HF=1 skips it (then the hf_test_* tests fail, naming this).
+# Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,5 +37,18 @@ fi
 # gguf: llama.cpp's reader/writer (tests/py_test_gguf.py); needs numpy >= 1.17, so Debian's stays
 if ! .venv/bin/python -c "import gguf" 2>/dev/null; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "gguf>=0.17,<1"
+fi
+
+# transformers 5 with a torch it accepts, in its own venv (so .venv keeps Debian's torch)
+HF_PKGS="torch>=2.4 transformers>=5,<6 tokenizers>=0.22 safetensors>=0.4 numpy"
+if [ "${MOEC_SKIP_HF:-0}" != 1 ]; then
+  if [ ! -x .venv-hf/bin/python ]; then
+    /usr/bin/python3 -m venv .venv-hf
+  fi
+  if ! .venv-hf/bin/python -c "import torch, transformers, tokenizers, safetensors, numpy
+assert int(transformers.__version__.split('.')[0]) == 5" 2>/dev/null; then
+    echo "moec: installing $HF_PKGS into .venv-hf (PyPI torch: ~3 GB download, ~5.6 GB on disk)"
+    .venv-hf/bin/python -m pip install -q --disable-pip-version-check $HF_PKGS
+  fi
 fi
 echo "moec: dependencies ready"

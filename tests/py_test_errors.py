@@ -289,6 +289,85 @@ def v_sliding_window(d):
     return c["model_type"] == "mixtral" and c["sliding_window"] == 4096
 
 
+def _cfg(d):
+    return json.load(open(os.path.join(d, "config.json")))
+
+
+def b_alias_agree(d):
+    edit_config(d, lambda c: c.__setitem__("num_experts", c["num_local_experts"]))
+
+
+def v_alias_agree(d):
+    c = _cfg(d)
+    return c["num_experts"] == c["num_local_experts"]
+
+
+def b_alias_disagree(d):
+    edit_config(d, lambda c: c.__setitem__("num_experts", c["num_local_experts"] // 2))
+
+
+def v_alias_disagree(d):
+    c = _cfg(d)
+    return c["num_experts"] != c["num_local_experts"]
+
+
+def b_rope_unknown(d):
+    edit_config(d, lambda c: c.__setitem__("rope_parameters", {"rope_type": "longrope2", "rope_theta": 10000.0}))
+
+
+def v_rope_unknown(d):
+    return _cfg(d)["rope_parameters"]["rope_type"] == "longrope2"
+
+
+def b_rope_llama3_partial(d):
+    edit_config(d, lambda c: c.__setitem__("rope_parameters", {"rope_type": "llama3", "factor": 8.0}))
+
+
+def v_rope_llama3_partial(d):
+    return "low_freq_factor" not in _cfg(d)["rope_parameters"]
+
+
+def b_theta_disagree(d):
+    def f(c):
+        c["rope_theta"] = 10000.0
+        c["rope_parameters"] = {"rope_type": "default", "rope_theta": 20000.0}
+    edit_config(d, f)
+
+
+def v_theta_disagree(d):
+    c = _cfg(d)
+    return c["rope_theta"] != c["rope_parameters"]["rope_theta"]
+
+
+def b_rope_both(d):
+    def f(c):
+        c["rope_parameters"] = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+        c["rope_scaling"] = {"rope_type": "dynamic", "factor": 2.0}
+    edit_config(d, f)
+
+
+def v_rope_both(d):
+    c = _cfg(d)
+    return c["rope_parameters"]["rope_type"] != c["rope_scaling"]["rope_type"]
+
+
+def b_head_dim_bad(d):
+    edit_config(d, lambda c: c.__setitem__("head_dim", 2 * c["hidden_size"] // c["num_attention_heads"]))
+
+
+def v_head_dim_bad(d):
+    c = _cfg(d)
+    return c["head_dim"] != c["hidden_size"] // c["num_attention_heads"]
+
+
+def b_sliding_window_any(d):
+    edit_config(d, lambda c: c.__setitem__("sliding_window", 8))
+
+
+def v_sliding_window_any(d):
+    return _cfg(d)["sliding_window"] == 8
+
+
 def b_missing_shard(d):
     os.remove(os.path.join(d, MISSING_SHARD))
 
@@ -355,10 +434,26 @@ def cases(err_root):
          ("hidden_size",), False),
         ("unknown_model_type", BASE, b_model_type, v_model_type, "logits", "1,2,3", ("model_type",), False),
         ("unknown_model_type_info", BASE, b_model_type, v_model_type, "info", None, ("model_type",), False),
-        ("rope_scaling_linear", QWEN2, b_rope_scaling, v_rope_scaling, "logits", "1,2,3",
-         ("rope_scaling",), False),
-        ("mixtral_sliding_window", BASE, b_sliding_window, v_sliding_window, "logits", "1,2,3",
-         ("sliding_window",), False),
+        # scaled RoPE and sliding windows are implemented (checked against transformers in py_test_hf.py)
+        ("control_rope_scaling_linear", QWEN2, b_rope_scaling, v_rope_scaling, "logits", "1,2,3", (), True),
+        ("control_mixtral_sliding_window", BASE, b_sliding_window, v_sliding_window, "logits", "1,2,3", (), True),
+        ("control_alias_num_experts_agree", BASE, b_alias_agree, v_alias_agree, "logits", "1,2,3", (), True),
+        ("rope_type_unknown", QWEN2, b_rope_unknown, v_rope_unknown, "logits", "1,2,3",
+         (("rope_type", "longrope2"),), False),
+        ("rope_type_unknown_info", QWEN2, b_rope_unknown, v_rope_unknown, "info", None,
+         (("rope_type", "longrope2"),), False),
+        ("rope_llama3_missing_factor", QWEN2, b_rope_llama3_partial, v_rope_llama3_partial, "logits", "1,2,3",
+         (("low_freq_factor",),), False),
+        ("alias_num_experts_disagree", BASE, b_alias_disagree, v_alias_disagree, "logits", "1,2,3",
+         (("num_local_experts", "num_experts", "disagree"),), False),
+        ("alias_rope_theta_disagree", QWEN2, b_theta_disagree, v_theta_disagree, "logits", "1,2,3",
+         (("rope_theta", "disagree"),), False),
+        ("alias_rope_parameters_vs_scaling", QWEN2, b_rope_both, v_rope_both, "logits", "1,2,3",
+         (("rope_parameters", "rope_scaling", "disagree"),), False),
+        ("qwen2_head_dim_mismatch", QWEN2, b_head_dim_bad, v_head_dim_bad, "logits", "1,2,3",
+         (("head_dim", "shape"),), False),
+        ("olmoe_sliding_window", "olmoe", b_sliding_window_any, v_sliding_window_any, "logits", "1,2,3",
+         (("sliding_window",),), False),
         ("index_missing_shard", SHARDED, b_missing_shard, v_missing_shard, "logits", "1,2,3",
          ("shard", MISSING_SHARD), False),
         ("token_id_999999", BASE, b_none, v_true, "logits", "1,999999,3", ("token", "range"), False),
@@ -400,7 +495,7 @@ def main(argv=None):
     if os.path.exists(base_root):
         shutil.rmtree(base_root)
     os.makedirs(base_root)
-    for n in (BASE, SHARDED, QWEN2):
+    for n in (BASE, SHARDED, QWEN2, "olmoe"):
         make_tiny.write_model(n, base_root)
     tmp = tempfile.mkdtemp(prefix="moec_err_", dir=os.path.abspath(args.build_dir))
     moec = os.path.abspath(args.moec) if args.moec else None

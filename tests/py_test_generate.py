@@ -95,7 +95,7 @@ def main():
         ("bad --temp", ["generate", "-m", d, "-p", "hi", "--temp", "abc"], 2, b"--temp"),
         ("bad --top-p", ["generate", "-m", d, "-p", "hi", "--top-p", "0"], 2, b"--top-p"),
         ("no prompt", ["generate", "-m", d], 2, b"-p"),
-        ("too long", ["generate", "-m", d, "-p", "hi", "-n", "100000"], 1, b"max_position_embeddings"),
+        ("too long", ["generate", "-m", d, "-p", "hi", "-n", "100000"], 1, b"context"),
         ("unknown flag", ["generate", "-m", d, "-p", "hi", "--bogus"], 2, b"--bogus"),
         ("unknown command", ["frobnicate"], 2, b"frobnicate"),
         ("empty --ids", ["logits", "-m", d, "--ids", "", "-o", os.path.join(root, "x.npy")], 2, b"--ids"),

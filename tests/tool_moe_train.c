@@ -1,7 +1,7 @@
 /* tool_moe_train.c — test driver for tests/py_test_moe_train.py: reads a case file written by
  * PyTorch (inputs, parameters, and the reference outputs and gradients of Hugging Face's MoE
- * block plus the aux and z losses), runs moec_moe_forward_train / moec_moe_backward on the
- * same inputs, and compares every reference tensor in the file.
+ * block plus the aux and z losses), runs the MoE layer (moec_moe_forward / moec_moe_backward,
+ * F32 weight views, router "topk") on the same inputs, and compares every reference tensor in the file.
  *
  *   tool_moe_train CASE.bin
  *
@@ -20,7 +20,7 @@
  * in.sh_up, in.sh_down, in.sh_gate_w; references ref.y, ref.aux, ref.z, ref.counts (as
  * floats), ref.d_x, ref.d_router, ref.d_gate.<e>, ref.d_up.<e>, ref.d_down.<e>,
  * ref.d_sh_gate, ref.d_sh_up, ref.d_sh_down, ref.d_sh_gate_w. */
-#include "moe/moe_train.h"
+#include "moe/moe.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -147,56 +147,72 @@ int main(int argc, char **argv) {
     float coef[2];
     uint32_t full = 0;
     if (!read_file(argv[1], h, coef, &full)) return 1;
-    const moec_moe_cfg cfg = {.d = h[1], .n_expert = h[2], .top_k = h[3], .ff = h[4], .ff_shared = h[5],
-                              .renorm = h[6], .aux_coef = coef[0], .z_coef = coef[1]};
-    const int T = h[0], d = cfg.d, E = cfg.n_expert, ff = cfg.ff, fs = cfg.ff_shared;
-    if (T < 1 || E < 1 || E > MAX_EXPERTS) {
-        fprintf(stderr, "tool_moe_train: bad header (T %d, E %d)\n", T, E);
+    const int T = h[0], d = h[1], E = h[2], K = h[3], ff = h[4], fs = h[5];
+    if (T < 1 || E < 1 || E > MAX_EXPERTS || K < 1 || K > E) {
+        fprintf(stderr, "tool_moe_train: bad header (T %d, E %d, k %d)\n", T, E, K);
         return 1;
     }
-    moec_moe_cache *c = NULL;
+    moec_hparams hp;
+    memset(&hp, 0, sizeof hp);
+    hp.n_embd = d, hp.n_expert = E, hp.n_expert_used = K, hp.n_ff_expert = ff, hp.n_ff_shared = fs;
+    hp.n_layer = 1, hp.layer_moe[0] = 1, hp.norm_topk_prob = h[6];
+    hp.route = moec_router_cfg_default(E, K, h[6]);
+    hp.route.aux_coef = coef[0];
+    hp.route.z_coef = coef[1];
+    moec_moe_ws *c = NULL;
     moec_error err = {0};
-    if (moec_moe_cache_new(&c, &cfg, T, &err) != MOEC_OK) {
+    if (moec_moe_ws_new(&c, &hp, T, 1, &err) != MOEC_OK) {
         fprintf(stderr, "tool_moe_train: %s\n", err.msg);
         return 1;
     }
 
-    /* inputs */
+    /* inputs, as F32 weight views; gradients as the same views over zeroed buffers */
     char name[64];
-    const float *gate[MAX_EXPERTS], *up[MAX_EXPERTS], *down[MAX_EXPERTS];
+    moec_ffn experts[MAX_EXPERTS], gexperts[MAX_EXPERTS];
+    const moec_ffn *eptr[MAX_EXPERTS];
     float *dgate[MAX_EXPERTS], *dup[MAX_EXPERTS], *ddown[MAX_EXPERTS];
     const int64_t Td = (int64_t)T * d, fd = (int64_t)ff * d, sd = (int64_t)fs * d;
+#define F32(p, r, cc) ((moec_mat){(p), MOEC_DTYPE_F32, (r), (cc)})
     const float *x = need("in.x", Td), *dy = need("in.dy", Td);
-    moec_moe_params p = {.router = need("in.router", (int64_t)E * d)};
+    moec_layer L = {.is_moe = 1, .router = F32(need("in.router", (int64_t)E * d), E, d), .experts = experts,
+                    .expert_ptrs = eptr};
     for (int e = 0; e < E; e++) {
         snprintf(name, sizeof name, "in.gate.%d", e);
-        gate[e] = need(name, fd);
+        experts[e].gate = F32(need(name, fd), ff, d);
         snprintf(name, sizeof name, "in.up.%d", e);
-        up[e] = need(name, fd);
+        experts[e].up = F32(need(name, fd), ff, d);
         snprintf(name, sizeof name, "in.down.%d", e);
-        down[e] = need(name, fd);
+        experts[e].down = F32(need(name, fd), d, ff);
+        eptr[e] = &experts[e];
         dgate[e] = calloc((size_t)fd, sizeof(float));
         dup[e] = calloc((size_t)fd, sizeof(float));
         ddown[e] = calloc((size_t)fd, sizeof(float));
+        gexperts[e] = (moec_ffn){F32(dgate[e], ff, d), F32(dup[e], ff, d), F32(ddown[e], d, ff)};
     }
-    p.gate = gate, p.up = up, p.down = down;
     if (fs) {
-        p.sh_gate = need("in.sh_gate", sd);
-        p.sh_up = need("in.sh_up", sd);
-        p.sh_down = need("in.sh_down", sd);
-        p.sh_gate_w = need("in.sh_gate_w", d);
+        L.has_shared = 1;
+        L.shared = (moec_ffn){F32(need("in.sh_gate", sd), fs, d), F32(need("in.sh_up", sd), fs, d),
+                              F32(need("in.sh_down", sd), d, fs)};
+        L.shared_gate = F32(need("in.sh_gate_w", d), 1, d);
     }
     if (g_fail) return 1; /* a missing input: nothing to run */
 
     /* run: total = Σ y·dy + L_aux + L_z, as in the Python side */
     float *y = calloc((size_t)Td, sizeof *y), *dx = calloc((size_t)Td, sizeof *dx);
     float *drouter = calloc((size_t)E * d, sizeof(float)), *dsh = calloc((size_t)(3 * sd + d) + 1, sizeof(float));
-    moec_moe_grads g = {.router = drouter, .gate = dgate, .up = dup, .down = ddown};
-    if (fs) g.sh_gate = dsh, g.sh_up = dsh + sd, g.sh_down = dsh + 2 * sd, g.sh_gate_w = dsh + 3 * sd;
-    float aux = 0, z = 0;
-    int32_t counts[MAX_EXPERTS];
-    moec_moe_forward_train(y, x, T, &cfg, &p, c, &aux, &z, counts);
-    moec_moe_backward(dx, &g, dy, 1.f, 1.f, x, T, &cfg, &p, c);
+    moec_layer G = {.is_moe = 1, .router = F32(drouter, E, d), .experts = gexperts};
+    if (fs) {
+        G.has_shared = 1;
+        G.shared = (moec_ffn){F32(dsh, fs, d), F32(dsh + sd, fs, d), F32(dsh + 2 * sd, d, fs)};
+        G.shared_gate = F32(dsh + 3 * sd, 1, d);
+    }
+    const moec_moe_call call = {.losses = 1};
+    moec_moe_stats st = {0};
+    moec_moe_forward(c, &hp, &L, y, x, T, &call, &st);
+    moec_moe_backward(c, &hp, &L, &G, dx, dy, x, T, 1.f);
+    float aux = (float)st.aux, z = (float)st.z;
+    int64_t counts[MAX_EXPERTS];
+    for (int e = 0; e < E; e++) counts[e] = st.counts[e];
     printf("losses: aux %.9g z %.9g\n", aux, z);
 
     /* compare */
@@ -206,7 +222,7 @@ int main(int argc, char **argv) {
         int ok = tc->n == E;
         for (int e = 0; ok && e < E; e++) ok = tc->data[e] == (float)counts[e];
         printf("%s counts          ", ok ? "PASS" : "FAIL");
-        for (int e = 0; e < E; e++) printf(" %d", counts[e]);
+        for (int e = 0; e < E; e++) printf(" %lld", (long long)counts[e]);
         printf("\n");
         if (ok) g_pass++;
         else g_fail++;
@@ -228,10 +244,10 @@ int main(int argc, char **argv) {
         compare(name, ddown[e], fd, full);
     }
     if (fs) {
-        compare("ref.d_sh_gate", g.sh_gate, sd, full);
-        compare("ref.d_sh_up", g.sh_up, sd, full);
-        compare("ref.d_sh_down", g.sh_down, sd, full);
-        compare("ref.d_sh_gate_w", g.sh_gate_w, d, full);
+        compare("ref.d_sh_gate", dsh, sd, full);
+        compare("ref.d_sh_up", dsh + sd, sd, full);
+        compare("ref.d_sh_down", dsh + 2 * sd, sd, full);
+        compare("ref.d_sh_gate_w", dsh + 3 * sd, d, full);
     }
     /* every tensor in the file was used: a misnamed reference cannot be skipped silently */
     for (int i = 0; i < g_nt; i++)
@@ -250,7 +266,7 @@ int main(int argc, char **argv) {
     free(dx);
     free(drouter);
     free(dsh);
-    moec_moe_cache_free(c);
+    moec_moe_ws_free(c);
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "nn/ops.h"
+#include "nn/rope.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,47 +18,28 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
     const moec_hparams *hp = &m->hp;
     if (n_ctx < 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d is negative", n_ctx);
     if (n_ctx == 0) n_ctx = hp->max_pos < 4096 ? hp->max_pos : 4096;
-    if (n_ctx > hp->max_pos)
-        return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds max_position_embeddings %d", n_ctx, hp->max_pos);
+    if (n_ctx > hp->n_ctx_max)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds %s %d", n_ctx,
+                        hp->n_ctx_max > hp->max_pos ? "max_position_embeddings x rope factor" : "max_position_embeddings",
+                        hp->n_ctx_max);
     moec_session *s = calloc(1, sizeof *s);
     if (!s) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     s->m = m;
     s->n_ctx = n_ctx;
     const size_t UB = MOEC_UBATCH, d = (size_t)hp->n_embd, hd = (size_t)hp->head_dim;
-    const size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1, K = (size_t)hp->n_expert_used;
-    int32_t ff = hp->n_ff_expert;
-    if (hp->n_ff_dense > ff) ff = hp->n_ff_dense;
-    if (hp->n_ff_shared > ff) ff = hp->n_ff_shared;
-    s->ff_max = ff;
-    const size_t rows = UB * K > UB ? UB * K : UB;
-    const size_t f = sizeof(float), i32 = sizeof(int32_t);
+    const size_t kvd = (size_t)hp->n_head_kv * hd;
+    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t f = sizeof(float);
     slot slots[] = {
         {(void **)&s->k_cache, (size_t)hp->n_layer * kvd * (size_t)n_ctx * f},
         {(void **)&s->v_cache, (size_t)hp->n_layer * kvd * (size_t)n_ctx * f},
         {(void **)&s->rope_cos, (size_t)n_ctx * hd / 2 * f},
         {(void **)&s->rope_sin, (size_t)n_ctx * hd / 2 * f},
-        {(void **)&s->x, UB * d * f},
-        {(void **)&s->xn, UB * d * f},
-        {(void **)&s->q, UB * qd * f},
-        {(void **)&s->k, UB * kvd * f},
-        {(void **)&s->v, UB * kvd * f},
-        {(void **)&s->att, UB * qd * f},
-        {(void **)&s->ffn_out, UB * d * f},
         {(void **)&s->att_scratch, (size_t)m->n_threads * (size_t)n_ctx * f},
-        {(void **)&s->router, UB * E * f},
-        {(void **)&s->topk_ids, UB * K * i32},
-        {(void **)&s->topk_w, UB * K * f},
-        {(void **)&s->disp.counts, E * i32},
-        {(void **)&s->disp.offsets, (E + 1) * i32},
-        {(void **)&s->disp.row_src, UB * K * i32},
-        {(void **)&s->disp.row_of, UB * K * i32},
-        {(void **)&s->xg, rows * d * f},
-        {(void **)&s->yg, rows * d * f},
-        {(void **)&s->h_gate, rows * (size_t)ff * f},
-        {(void **)&s->h_up, rows * (size_t)ff * f},
-        {(void **)&s->items, (E + 2) * i32},
-        {(void **)&s->gate_scalar, UB * f},
+        {(void **)&s->xn, UB * d * f},
+        {(void **)&s->rstd, UB * f},
+        {(void **)&s->pos, UB * sizeof(int32_t)},
+        {(void **)&s->expert_counts, (size_t)hp->n_layer * E * sizeof(int64_t)},
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) total += (slots[i].bytes + 63) & ~(size_t)63;
@@ -71,18 +53,42 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
         *slots[i].ptr = p;
         p += (slots[i].bytes + 63) & ~(size_t)63;
     }
-    moec_rope_tables(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, hp->rope_theta);
+    memset(s->expert_counts, 0, (size_t)hp->n_layer * E * sizeof(int64_t));
+    moec_status st = moec_layer_acts_new(&s->acts, hp, -1, MOEC_UBATCH, 1, MOEC_UBATCH, 0, 0, err);
+    if (st) {
+        free(s->block);
+        free(s);
+        return st;
+    }
+    moec_rope_fill(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, &hp->rope);
     *out = s;
     return MOEC_OK;
 }
 
 void moec_session_free(moec_session *s) {
     if (!s) return;
+    moec_layer_acts_free(&s->acts);
     free(s->block);
     free(s);
 }
 
 int32_t moec_session_n_past(const moec_session *s) { return s->n_past; }
+
+moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_error *err) {
+    const moec_hparams *hp = &s->m->hp;
+    if (k < 0 || k > hp->n_expert_used)
+        return moec_err(err, MOEC_ERR_INVALID_ARG, "experts per token %d outside [1, %d] (0 = the model's)", k,
+                        hp->n_expert_used);
+    s->route_opts.k = k;
+    return MOEC_OK;
+}
+
+const int64_t *moec_session_expert_counts(const moec_session *s) { return s->expert_counts; }
+
+void moec_session_clear_expert_counts(moec_session *s) {
+    const moec_hparams *hp = &s->m->hp;
+    memset(s->expert_counts, 0, (size_t)hp->n_layer * (size_t)(hp->n_expert > 0 ? hp->n_expert : 1) * sizeof(int64_t));
+}
 void moec_session_reset(moec_session *s) { s->n_past = 0; }
 
 moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits, int all_logits,

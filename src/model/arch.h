@@ -15,7 +15,7 @@ typedef enum {
 
 typedef enum {
     MOEC_ATTN_BIAS_NONE = 0,
-    MOEC_ATTN_BIAS_QKV,       /* q, k, v always biased, o never (Qwen2) */
+    MOEC_ATTN_BIAS_QKV,       /* q, k, v biased iff config "qkv_bias" (default true), o never (Qwen2) */
     MOEC_ATTN_BIAS_CONFIG_ALL /* q, k, v, o biased iff config "attention_bias" (Qwen3, OLMoE) */
 } moec_attn_bias;
 
@@ -24,15 +24,26 @@ typedef enum {
     MOEC_TOPK_NORM_CONFIG      /* config "norm_topk_prob" decides, with a per-arch default */
 } moec_topk_norm;
 
+typedef enum {
+    MOEC_SWA_REFUSED = 0, /* a non-null "sliding_window" is refused (transformers ignores it in eager attention) */
+    MOEC_SWA_ALL,         /* "sliding_window" (gated by key_sliding_on when set) applies to every layer */
+    MOEC_SWA_LAYER_TYPES  /* per layer: config "layer_types", else transformers' default from max_window_layers */
+} moec_swa;
+
 typedef struct {
     const char *model_type;
+    const char *hf_class;       /* transformers' *ForCausalLM class ("architectures") */
+    const char *hf_defaults;    /* JSON object: transformers' defaults of the optional config fields */
     /* config.json keys */
     const char *key_n_expert;   /* "num_local_experts" / "num_experts" */
+    const char *alias_n_expert; /* the other spelling transformers' attribute_map accepts (NULL: none) */
     const char *key_ff_expert;  /* "intermediate_size" / "moe_intermediate_size" */
     const char *key_ff_shared;  /* NULL if the arch has no shared expert */
     int reads_head_dim;         /* config "head_dim" is honoured (else head_dim = hidden / heads, as HF does) */
     int has_dense_layers;       /* reads mlp_only_layers + decoder_sparse_step (+ intermediate_size for dense MLPs) */
     const char *key_sliding_on; /* NULL: a non-null "sliding_window" is in force; else the bool key that enables it */
+    moec_swa swa;               /* which layers a sliding window applies to */
+    double rope_theta_default;  /* transformers' default_theta for the config class */
     int has_clip_qkv;
     moec_qk_norm qk_norm;
     moec_attn_bias attn_bias;

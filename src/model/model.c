@@ -43,12 +43,75 @@ static moec_status find_checked(moec_model *m, const moec_tensor_spec *sp, moec_
         char have[128], want[128];
         fmt_shape(have, sizeof have, t->shape, t->n_dims);
         fmt_shape(want, sizeof want, sp->shape, sp->n_dims);
-        return moec_err(err, MOEC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s", sp->name, have,
-                        want);
+        /* attention projections: say which config fields made the shape, head_dim above all */
+        const int attn = strstr(sp->name, "self_attn.") != NULL;
+        return moec_err(err, MOEC_ERR_FORMAT, "tensor '%s' has shape %s but config.json implies %s%s", sp->name, have,
+                        want, attn ? " (from num_attention_heads / num_key_value_heads x head_dim)" : "");
     }
     t->used = 1;
     *out = t;
     return MOEC_OK;
+}
+
+void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, float *vec) {
+    moec_layer *L = sp->layer >= 0 ? &m->layers[sp->layer] : NULL;
+    switch (sp->role) {
+    case MOEC_T_EMBED: m->tok_embd = mat; break;
+    case MOEC_T_OUT_NORM: m->out_norm = vec; break;
+    case MOEC_T_LM_HEAD: m->output = mat; break;
+    case MOEC_T_ATTN_NORM: L->attn_norm = vec; break;
+    case MOEC_T_FFN_NORM: L->ffn_norm = vec; break;
+    case MOEC_T_WQ: L->wq = mat; break;
+    case MOEC_T_WK: L->wk = mat; break;
+    case MOEC_T_WV: L->wv = mat; break;
+    case MOEC_T_WO: L->wo = mat; break;
+    case MOEC_T_BQ: L->bq = vec; break;
+    case MOEC_T_BK: L->bk = vec; break;
+    case MOEC_T_BV: L->bv = vec; break;
+    case MOEC_T_BO: L->bo = vec; break;
+    case MOEC_T_Q_NORM: L->q_norm = vec; break;
+    case MOEC_T_K_NORM: L->k_norm = vec; break;
+    case MOEC_T_MLP_GATE: L->dense.gate = mat; break;
+    case MOEC_T_MLP_UP: L->dense.up = mat; break;
+    case MOEC_T_MLP_DOWN: L->dense.down = mat; break;
+    case MOEC_T_ROUTER: L->router = mat; L->is_moe = 1; break;
+    case MOEC_T_ROUTER_BIAS: L->router_bias = vec; break;
+    case MOEC_T_EXP_GATE: L->experts[sp->expert].gate = mat; break;
+    case MOEC_T_EXP_UP: L->experts[sp->expert].up = mat; break;
+    case MOEC_T_EXP_DOWN: L->experts[sp->expert].down = mat; break;
+    case MOEC_T_SH_GATE: L->shared.gate = mat; L->has_shared = 1; break;
+    case MOEC_T_SH_UP: L->shared.up = mat; break;
+    case MOEC_T_SH_DOWN: L->shared.down = mat; break;
+    case MOEC_T_SH_GATE_W: L->shared_gate = mat; break;
+    default: MOEC_ASSERT(0 && "unhandled tensor role");
+    }
+}
+
+moec_status moec_model_alloc_tables(moec_model *m, moec_error *err) {
+    const moec_hparams *hp = &m->hp;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    size_t n_exp = (size_t)hp->n_layer * (size_t)hp->n_expert;
+    m->expert_pool = calloc(n_exp + 1, sizeof *m->expert_pool);
+    m->expert_ptr_pool = calloc(n_exp + 1, sizeof *m->expert_ptr_pool);
+    if (!m->layers || !m->expert_pool || !m->expert_ptr_pool) {
+        moec_model_free_tables(m);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    for (int il = 0; il < hp->n_layer; il++) {
+        m->layers[il].experts = m->expert_pool + (size_t)il * hp->n_expert;
+        m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert;
+        for (int e = 0; e < hp->n_expert; e++) m->layers[il].expert_ptrs[e] = &m->layers[il].experts[e];
+    }
+    return MOEC_OK;
+}
+
+void moec_model_free_tables(moec_model *m) {
+    free(m->layers);
+    free(m->expert_pool);
+    free(m->expert_ptr_pool);
+    m->layers = NULL;
+    m->expert_pool = NULL;
+    m->expert_ptr_pool = NULL;
 }
 
 /* Binds every tensor of the model's spec list to its role. Vectors (norm weights, biases) are
@@ -80,36 +143,7 @@ static moec_status bind_all(moec_model *m, moec_error *err) {
             small += sp->numel;
         }
         const moec_mat mat = {t->data, t->dtype, sp->shape[0], sp->shape[1]};
-        moec_layer *L = sp->layer >= 0 ? &m->layers[sp->layer] : NULL;
-        switch (sp->role) {
-        case MOEC_T_EMBED: m->tok_embd = mat; break;
-        case MOEC_T_OUT_NORM: m->out_norm = vec; break;
-        case MOEC_T_LM_HEAD: m->output = mat; break;
-        case MOEC_T_ATTN_NORM: L->attn_norm = vec; break;
-        case MOEC_T_FFN_NORM: L->ffn_norm = vec; break;
-        case MOEC_T_WQ: L->wq = mat; break;
-        case MOEC_T_WK: L->wk = mat; break;
-        case MOEC_T_WV: L->wv = mat; break;
-        case MOEC_T_WO: L->wo = mat; break;
-        case MOEC_T_BQ: L->bq = vec; break;
-        case MOEC_T_BK: L->bk = vec; break;
-        case MOEC_T_BV: L->bv = vec; break;
-        case MOEC_T_BO: L->bo = vec; break;
-        case MOEC_T_Q_NORM: L->q_norm = vec; break;
-        case MOEC_T_K_NORM: L->k_norm = vec; break;
-        case MOEC_T_MLP_GATE: L->dense.gate = mat; break;
-        case MOEC_T_MLP_UP: L->dense.up = mat; break;
-        case MOEC_T_MLP_DOWN: L->dense.down = mat; break;
-        case MOEC_T_ROUTER: L->router = mat; L->is_moe = 1; break;
-        case MOEC_T_EXP_GATE: L->experts[sp->expert].gate = mat; break;
-        case MOEC_T_EXP_UP: L->experts[sp->expert].up = mat; break;
-        case MOEC_T_EXP_DOWN: L->experts[sp->expert].down = mat; break;
-        case MOEC_T_SH_GATE: L->shared.gate = mat; L->has_shared = 1; break;
-        case MOEC_T_SH_UP: L->shared.up = mat; break;
-        case MOEC_T_SH_DOWN: L->shared.down = mat; break;
-        case MOEC_T_SH_GATE_W: L->shared_gate = mat; break;
-        default: MOEC_ASSERT(0 && "unhandled tensor role");
-        }
+        moec_model_bind(m, sp, mat, (float *)vec);
     }
     free(specs);
     if (st) return st;
@@ -153,6 +187,9 @@ static void fill_info(moec_model *m) {
     in->bos_token_id = hp->bos_id;
     in->n_eos = hp->n_eos;
     for (int i = 0; i < hp->n_eos; i++) in->eos_token_ids[i] = hp->eos_ids[i];
+    in->n_ctx_max = hp->n_ctx_max;
+    in->rope_type = moec_rope_type_name(hp->rope.type);
+    in->sliding_window = hp->sliding_window;
     size_t bytes_by_dtype[MOEC_DTYPE_COUNT] = {0};
     int64_t total = 0;
     for (int i = 0; i < m->st.n_tensors; i++) {
@@ -195,19 +232,9 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
         moec_model_close(m);
         return st;
     }
-    const moec_hparams *hp = &m->hp;
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    size_t n_exp = (size_t)hp->n_layer * (size_t)hp->n_expert;
-    m->expert_pool = calloc(n_exp + 1, sizeof *m->expert_pool);
-    m->expert_ptr_pool = calloc(n_exp + 1, sizeof *m->expert_ptr_pool);
-    if (!m->layers || !m->expert_pool || !m->expert_ptr_pool) {
+    if ((st = moec_model_alloc_tables(m, err))) {
         moec_model_close(m);
-        return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    }
-    for (int il = 0; il < hp->n_layer; il++) {
-        m->layers[il].experts = m->expert_pool + (size_t)il * hp->n_expert;
-        m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert;
-        for (int e = 0; e < hp->n_expert; e++) m->layers[il].expert_ptrs[e] = &m->layers[il].experts[e];
+        return st;
     }
     st = bind_all(m, err);
     if (st) {
@@ -235,9 +262,7 @@ void moec_model_close(moec_model *m) {
     if (!m) return;
     moec_st_close(&m->st);
     moec_gguf_model_free(m->gguf);
-    free(m->layers);
-    free(m->expert_pool);
-    free(m->expert_ptr_pool);
+    moec_model_free_tables(m);
     free(m->small);
     free(m);
 }

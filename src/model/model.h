@@ -16,11 +16,12 @@ typedef struct {
     int is_moe;
     moec_ffn dense;                      /* dense layers only */
     moec_mat router;                     /* [E, d] */
+    float *router_bias;                  /* [E] aux-loss-free selection bias (router state), NULL if none */
     moec_ffn *experts;                   /* [E] */
     const moec_ffn **expert_ptrs;        /* [E] pointers into experts, the grouped stage's input */
     int has_shared;
     moec_ffn shared;                     /* Qwen2-MoE shared expert */
-    moec_mat shared_gate;                /* [1, d] */
+    moec_mat shared_gate;                /* [1, d]; data NULL = ungated shared expert */
 } moec_layer;
 
 struct moec_model {
@@ -37,5 +38,16 @@ struct moec_model {
     const moec_ffn **expert_ptr_pool;
     struct moec_gguf_model *gguf; /* set when opened from a GGUF file: owns what st points into */
 };
+
+/* The weight view: moec_model's tables (tok_embd, output, out_norm, layers) are filled by
+ * moec_model_bind from any source — the mmapped checkpoint, or the trainer's F32 master weights
+ * and gradients — so one forward reads them all. */
+#include "model/tensors.h"
+/* Allocates m->layers and the expert tables for m->hp (m zeroed otherwise). */
+moec_status moec_model_alloc_tables(moec_model *m, moec_error *err);
+/* Frees what moec_model_alloc_tables allocated. */
+void moec_model_free_tables(moec_model *m);
+/* Binds one tensor to its role: mat for matrices, vec (fp32) for vectors. */
+void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, float *vec);
 
 #endif

@@ -64,6 +64,8 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
         const char *mb = a->moe_block;
         const int64_t ff = hp->n_ff_expert;
         add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
+        if (hp->route.use_bias) /* aux-loss-free selection bias: a buffer, not trained by AdamW (HF DeepSeek-V3 name) */
+            add(&l, MOEC_T_ROUTER_BIAS, il, -1, hp->n_expert, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
         for (int e = 0; e < hp->n_expert; e++) {
             add(&l, MOEC_T_EXP_GATE, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_gate);
             add(&l, MOEC_T_EXP_UP, il, e, ff, d, "%s.%d.%s.experts.%d.%s.weight", p, il, mb, e, a->expert_up);
@@ -75,7 +77,8 @@ int64_t moec_model_tensor_specs(const moec_hparams *hp, moec_tensor_spec *specs)
             add(&l, MOEC_T_SH_GATE, il, -1, fs, d, "%s.%d.%s.%s.gate_proj.weight", p, il, mb, se);
             add(&l, MOEC_T_SH_UP, il, -1, fs, d, "%s.%d.%s.%s.up_proj.weight", p, il, mb, se);
             add(&l, MOEC_T_SH_DOWN, il, -1, d, fs, "%s.%d.%s.%s.down_proj.weight", p, il, mb, se);
-            add(&l, MOEC_T_SH_GATE_W, il, -1, 1, d, "%s.%d.%s.%s.weight", p, il, mb, a->shared_expert_gate);
+            if (hp->shared_gate)
+                add(&l, MOEC_T_SH_GATE_W, il, -1, 1, d, "%s.%d.%s.%s.weight", p, il, mb, a->shared_expert_gate);
         }
     }
     add(&l, MOEC_T_OUT_NORM, -1, -1, d, 0, "model.norm.weight");

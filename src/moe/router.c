@@ -1,28 +1,96 @@
-/* router.c — softmax top-k routing. */
+/* router.c — the router registry, the default routing configuration, and the shared stable
+ * top-k. The routers themselves live in routers/ (one file each); this file knows them only
+ * through the table below. Also the legacy softmax top-k, until its callers move to the
+ * registry. */
 #include "moe/router.h"
 
+#include "moe/routers/routers.h"
 #include "nn/ops.h"
 
-void moec_route_softmax_topk(float *logits, int T, int E, int k, int renorm, int32_t *ids, float *weights) {
-    for (int t = 0; t < T; t++) {
-        float *p = logits + (size_t)t * E;
-        moec_softmax(p, E);
-        int32_t *id = ids + (size_t)t * k;
-        float *w = weights + (size_t)t * k;
-        float sum = 0.f;
-        /* k passes of argmax: k is small (≤ 8–16) and E moderate; no allocation needed */
-        for (int j = 0; j < k; j++) {
-            int best = -1;
-            for (int e = 0; e < E; e++) {
-                int taken = 0;
-                for (int i = 0; i < j; i++) taken |= id[i] == e;
-                if (!taken && (best < 0 || p[e] > p[best])) best = e;
-            }
-            id[j] = best;
-            w[j] = p[best];
-            sum += p[best];
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ registry */
+
+/* Adding a router: one entry here and its name in g_router_names below. */
+static const moec_router *const g_routers[] = {
+    &moec_router_topk,
+};
+#define N_ROUTERS ((int)(sizeof g_routers / sizeof g_routers[0]))
+
+int moec_router_count(void) { return N_ROUTERS; }
+
+const moec_router *moec_router_at(int i) { return i >= 0 && i < N_ROUTERS ? g_routers[i] : NULL; }
+
+const moec_router *moec_router_find(const char *name) {
+    if (!name) return NULL;
+    for (int i = 0; i < N_ROUTERS; i++)
+        if (!strcmp(g_routers[i]->name, name)) return g_routers[i];
+    return NULL;
+}
+
+/* Kept beside the table by hand so that it is a constant (no lazily built buffer to race on);
+ * tests/test_routers.c checks it equals the table's names joined with ", ". */
+static const char g_router_names[] = "topk";
+
+const char *moec_router_list(void) { return g_router_names; }
+
+moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_topk_prob) {
+    moec_router_cfg c;
+    memset(&c, 0, sizeof c);
+    c.router = &moec_router_topk;
+    c.n_expert = n_expert;
+    c.k = k;
+    c.score = MOEC_SCORE_SOFTMAX;
+    c.topk_softmax = 0;
+    c.norm_topk_prob = norm_topk_prob;
+    c.routed_scaling = 1.f;
+    c.n_group = 1;
+    c.topk_group = 1;
+    c.group_score = MOEC_GROUP_SCORE_MAX;
+    c.use_bias = 0;
+    c.bias_rate = 1e-3f;
+    c.aux_coef = 0.01f;
+    c.aux_scope = MOEC_LBL_MICRO_BATCH;
+    c.z_coef = 0.001f;
+    c.jitter = 0.f;
+    c.capacity_factor = 0.f;
+    c.drop_policy = MOEC_DROP_POSITION;
+    return c;
+}
+
+int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T) {
+    return (int64_t)T * cfg->n_expert + 2 * (int64_t)cfg->n_expert;
+}
+
+/* ------------------------------------------------------------------ stable top-k */
+
+/* Rank key: selectable finite values first (tier 1), then masked or -inf ones (tier 0); within
+ * a tier larger values first. NaN compares false and so never displaces anything. */
+static int tier(const float *v, const uint8_t *mask, int i) {
+    return (!mask || mask[i]) && v[i] != -INFINITY && !isnan(v[i]);
+}
+
+static int better(const float *v, const uint8_t *mask, int a, int b) {
+    const int ta = tier(v, mask, a), tb = tier(v, mask, b);
+    if (ta != tb) return ta > tb;
+    return v[a] > v[b];
+}
+
+void moec_topk(const float *v, int n, int k, const uint8_t *mask, int32_t *idx) {
+    if (k > n) k = n;
+    /* insertion into a sorted list of at most k: O(n·k), no storage; scanning i upwards and
+     * moving only on a strict `better` keeps ties in index order */
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int p;
+        if (m < k) p = m++;
+        else if (better(v, mask, i, idx[k - 1])) p = k - 1;
+        else continue;
+        while (p > 0 && better(v, mask, i, idx[p - 1])) {
+            idx[p] = idx[p - 1];
+            p--;
         }
-        if (renorm)
-            for (int j = 0; j < k; j++) w[j] /= sum;
+        idx[p] = i;
     }
 }

@@ -1,15 +1,97 @@
-/* router.h — the `route` stage of the MoE layer: router logits → per-token (expert, weight)
- * pairs. Routers compute in fp32. This issue has the softmax top-k family (Mixtral, Qwen,
- * OLMoE); the router zoo of MOE_SPECS.md plugs in here as further route functions. */
+/* router.h — the router seam. Each router is one file under src/moe/routers/ exposing one
+ * moec_router (a table of functions); the registry (moe/router.c) looks routers up by the name
+ * a config.json gives ("moec_router", default "topk"). Everything after `route` — dispatch,
+ * capacity, experts, combine, balancing losses — is shared by every router.
+ *
+ * A router maps fp32 logits z [T, E] (= x · W_rᵀ) to a moec_routing, plus the per-token
+ * probabilities P [T, E] that the load-balancing losses use (balance.h). Its backward maps
+ * ∂L/∂weight [n_slots] and ∂L/∂P [T, E] back to ∂L/∂z. A stateful router (the aux-loss-free
+ * selection bias) updates its state once per optimizer step from the step's expert counts. */
 #ifndef MOEC_MOE_ROUTER_H
 #define MOEC_MOE_ROUTER_H
 
+#include "moe/routing.h"
+#include "moec.h"
+
 #include <stdint.h>
 
-/* For each of T tokens: p = softmax(logits[t]) over E experts, take the k largest p (ties go
- * to the lower expert index), and if renorm, divide them by their sum (= softmax over the
- * top-k logits). ids [T, k] in descending-weight order, weights [T, k].
- * logits [T, E] is overwritten with p. */
-void moec_route_softmax_topk(float *logits, int T, int E, int k, int renorm, int32_t *ids, float *weights);
+typedef enum { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID } moec_score_func;
+typedef enum { MOEC_GROUP_SCORE_MAX = 0, MOEC_GROUP_SCORE_TOP2_SUM } moec_group_score;
+typedef enum { MOEC_LBL_MICRO_BATCH = 0, MOEC_LBL_SEQUENCE, MOEC_LBL_GLOBAL_BATCH } moec_lbl_scope;
+typedef enum { MOEC_DROP_POSITION = 0, MOEC_DROP_PROBS } moec_drop_policy;
+
+/* Routing and balancing configuration of one model (config.json; docs/routers.md lists every
+ * key, formula, source and default). */
+typedef struct {
+    const struct moec_router *router; /* from the registry ("moec_router") */
+    int32_t n_expert, k;        /* E routed experts, k experts per token (the k_max of the slots) */
+    /* token-choice family (routers/topk.c) */
+    moec_score_func score;      /* "scoring_func": softmax (default) | sigmoid (DeepSeek-V3) */
+    int topk_softmax;           /* "moec_topk_softmax": softmax over the k selected logits
+                                   (Mixtral's formula) instead of softmax over all then top-k */
+    int norm_topk_prob;         /* "norm_topk_prob": divide the k weights by their sum */
+    float routed_scaling;       /* "routed_scaling_factor": weights × this (default 1) */
+    int32_t n_group, topk_group;/* "n_group", "topk_group": group-limited top-k (1, 1 = off) */
+    moec_group_score group_score; /* "moec_group_score": max (DeepSeek-V2) | top2_sum (V3) */
+    int use_bias;               /* "topk_method": "noaux_tc" — selection by s + b, weights by s */
+    float bias_rate;            /* "moec_bias_update_rate": u of b_i += u·sign(c̄ − c_i) (1e-3) */
+    /* balancing, capacity, noise (shared by every router; moe/moe.c, moe/balance.c) */
+    float aux_coef;             /* "router_aux_loss_coef": α, Megatron normalisation (1·α at balance) */
+    moec_lbl_scope aux_scope;   /* "moec_aux_loss_scope": micro_batch | sequence | global_batch */
+    float z_coef;               /* "router_z_loss_coef" */
+    float jitter;               /* "router_jitter_noise": router input × U(1−ε, 1+ε) in training */
+    float capacity_factor;      /* "moec_capacity_factor": 0 = dropless; C = ceil(T·k/E · CF) */
+    moec_drop_policy drop_policy; /* "moec_drop_policy": position (first C slots) | probs (top-C weights) */
+} moec_router_cfg;
+
+typedef struct moec_router {
+    const char *name; /* config.json "moec_router" */
+    const char *doc;  /* one line for `moec info` and docs/routers.md */
+    /* Checks a parsed cfg for what this router supports; one clear line on error. */
+    moec_status (*check)(const moec_router_cfg *cfg, moec_error *err);
+    /* logits [T, E] → r (r->cap >= T · k_eff), probs [T, E] for the balancing losses (may be NULL).
+     * bias [E]: the router's state (NULL when it has none). k_eff = opts->k if > 0, else cfg->k.
+     * scratch: at least moec_router_scratch_floats(cfg, T) floats. Does not allocate. */
+    void (*forward)(const moec_router_cfg *cfg, const float *bias, const float *logits, int T,
+                    const moec_route_opts *opts, moec_routing *r, float *probs, float *scratch);
+    /* Backward of the last forward on the same logits and r: dlogits [T, E] is OVERWRITTEN with
+     * ∂L/∂z given dweight [r->n_slots] (∂L/∂weight, 0 for slots without an expert) and dprobs
+     * [T, E] (∂L/∂probs; may be NULL = 0). */
+    void (*backward)(const moec_router_cfg *cfg, const float *bias, const float *logits, int T,
+                     const moec_routing *r, const float *dweight, const float *dprobs, float *dlogits,
+                     float *scratch);
+    /* Per optimizer step: state [E] updated from counts [E] (assignments per expert over the
+     * whole step, before capacity). NULL for stateless routers. */
+    void (*update)(const moec_router_cfg *cfg, float *bias, const int64_t *counts);
+    /* Size of the router state in floats (0 = none); saved in the checkpoint. */
+    int32_t (*state_size)(const moec_router_cfg *cfg);
+} moec_router;
+
+/* The registry. NULL if no router has that name. */
+const moec_router *moec_router_find(const char *name);
+/* Number of routers and the i-th one (for tests and docs). */
+int moec_router_count(void);
+const moec_router *moec_router_at(int i);
+/* Comma-separated names, for error messages. */
+const char *moec_router_list(void);
+
+/* Default configuration: router "topk", softmax, no groups, no bias, micro-batch LBL
+ * α = 0.01, z 0.001, dropless. n_expert, k and norm_topk_prob come from the model. */
+moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_topk_prob);
+
+/* Reads the routing keys of a config.json object (docs/routers.md) into cfg, starting from
+ * moec_router_cfg_default(n_expert, k, norm_topk_prob), and runs the router's check. */
+struct cJSON;
+moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const struct cJSON *root, int32_t n_expert, int32_t k,
+                                  int norm_topk_prob, const char *path, moec_error *err);
+
+/* Scratch floats a router's forward/backward needs for T tokens: T·E (one score row per token)
+ * + 2E for selection. */
+int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T);
+
+/* Stable top-k of v [n]: indices of the k largest values in descending order, ties to the
+ * lower index; entries with mask[i] == 0 (mask may be NULL) and -inf values are never
+ * chosen unless nothing else is left. Writes idx [k]. */
+void moec_topk(const float *v, int n, int k, const uint8_t *mask, int32_t *idx);
 
 #endif

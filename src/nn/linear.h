@@ -15,4 +15,11 @@ void moec_linear_forward(float *y, int ldy, const float *x, int ldx, const float
 void moec_linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy, const float *x,
                           int ldx, const float *W, int T, int K, int N);
 
+/* The linear op of the one forward: y [T, W.rows] (row stride ldy) = x [T, W.cols] (row
+ * stride ldx) · Wᵀ + b for a weight view of any dtype. F32 weights with enough rows go to sgemm
+ * (training's master weights); everything else, and every stored BF16/F16 weight, to moec's
+ * kernels (nn/matmul.h), which widen in registers. */
+#include "nn/matmul.h"
+void moec_linear(float *y, int ldy, const float *x, int ldx, const moec_mat *W, const float *b, int T);
+
 #endif

@@ -7,17 +7,6 @@
 #include <omp.h>
 #endif
 
-void moec_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps) {
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * (size_t)n;
-        float *o = out + (size_t)r * (size_t)n;
-        double ss = 0.0;
-        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
-        float s = (float)(1.0 / sqrt(ss / n + (double)eps));
-        for (int i = 0; i < n; i++) o[i] = xr[i] * s * w[i];
-    }
-}
-
 void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float theta) {
     const int half = hd / 2;
     for (int i = 0; i < half; i++) {
@@ -27,21 +16,6 @@ void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float t
             double a = (double)p * inv;
             cos_tab[(size_t)p * half + i] = (float)cos(a);
             sin_tab[(size_t)p * half + i] = (float)sin(a);
-        }
-    }
-}
-
-void moec_rope(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab, int pos0) {
-    const int half = hd / 2;
-    for (int t = 0; t < T; t++) {
-        const float *c = cos_tab + (size_t)(pos0 + t) * half, *s = sin_tab + (size_t)(pos0 + t) * half;
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + ((size_t)t * n_heads + h) * hd;
-            for (int i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * c[i] - b * s[i];
-                v[i + half] = b * c[i] + a * s[i];
-            }
         }
     }
 }
@@ -66,7 +40,7 @@ void moec_softmax(float *x, int n) {
 }
 
 void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, float *scratch) {
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch) {
     const int group = n_head / n_head_kv;
     const float scale = 1.f / sqrtf((float)hd);
     const int n_items = T * n_head;
@@ -77,10 +51,11 @@ void moec_attention(float *out, const float *q, const float *kc, const float *vc
         tid = omp_get_thread_num();
 #endif
         const int t = item / n_head, h = item % n_head, kvh = h / group;
-        const int n_keys = pos0 + t + 1;
+        const int j0 = window > 0 && pos0 + t + 1 > window ? pos0 + t + 1 - window : 0;
+        const int n_keys = pos0 + t + 1 - j0;
         float *sc = scratch + (size_t)tid * (size_t)n_ctx;
         const float *qv = q + ((size_t)t * n_head + h) * hd;
-        const float *kh = kc + (size_t)kvh * n_ctx * hd, *vh = vc + (size_t)kvh * n_ctx * hd;
+        const float *kh = kc + ((size_t)kvh * n_ctx + (size_t)j0) * hd, *vh = vc + ((size_t)kvh * n_ctx + (size_t)j0) * hd;
         float m = -INFINITY;
         for (int j = 0; j < n_keys; j++) {
             const float *kv = kh + (size_t)j * hd;

@@ -1,18 +1,15 @@
-/* ops.h — the transformer's elementwise and attention kernels (forward only for now; the
- * training issue adds the backward of each beside it). Shapes are row-major, fp32. */
+/* ops.h — the inference-side kernels: KV-cache attention, SwiGLU, softmax, RoPE tables. The
+ * ops shared with training (RMSNorm, RoPE application, batch attention) and their backward passes
+ * are in nn/ops_train.h. Shapes are row-major, fp32. */
 #ifndef MOEC_NN_OPS_H
 #define MOEC_NN_OPS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* out[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * w, rows of length n. out may alias x. */
-void moec_rmsnorm(float *out, const float *x, const float *w, int rows, int n, float eps);
-
-/* RoPE, Hugging Face rotate-half convention, in place on x [T, n_heads, hd];
- * cos/sin tables are [n_ctx, hd/2]; token t sits at position pos0 + t. */
-void moec_rope(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab, int pos0);
-/* Fills the cos/sin tables for positions [0, n_ctx). */
+/* Fills the RoPE cos/sin tables [n_ctx, hd/2] for positions [0, n_ctx) (Hugging Face
+ * rotate-half convention; moec_rope_pos in nn/ops_train.h applies them, for inference and
+ * training alike; nn/rope.h builds scaled tables). */
 void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float theta);
 
 /* out[i] = silu(gate[i]) * up[i] over n elements (SwiGLU). out may alias gate. */
@@ -25,8 +22,10 @@ void moec_softmax(float *x, int n);
  * holds positions [0, pos0+T):
  *   q    [T, n_head, hd]         out [T, n_head, hd]
  *   kc   [n_head_kv, n_ctx, hd]  vc  [n_head_kv, n_ctx, hd]
+ * window > 0: a query at position p sees keys (p - window, p] only (transformers' sliding
+ * window: itself and window - 1 before it); 0 = all of [0, p].
  * scratch: n_threads * n_ctx floats. Threads over (head, query). */
 void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, float *scratch);
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch);
 
 #endif

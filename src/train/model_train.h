@@ -1,7 +1,8 @@
 /* model_train.h — the generic MoE transformer's training forward and backward (fp32), on the
  * parameters of train/params.h: one micro-batch of B sequences × S tokens, next-token
  * cross-entropy plus each MoE layer's load-balancing and z losses. Same architecture semantics
- * as the inference forward (model/forward.c); gradients accumulate into tp->g. */
+ * as the inference forward: both drive the one decoder layer (model/layer.c); gradients
+ * accumulate into tp->g. */
 #ifndef MOEC_TRAIN_MODEL_TRAIN_H
 #define MOEC_TRAIN_MODEL_TRAIN_H
 
@@ -9,25 +10,50 @@
 
 typedef struct moec_tmodel moec_tmodel;
 
+/* Per MoE layer, per micro-batch (zeros for dense layers). */
+typedef struct {
+    int64_t tokens;      /* tokens routed */
+    int64_t assigned;    /* slots that chose an expert (before capacity) */
+    int64_t dropped;     /* of those, dropped by capacity */
+    double entropy_sum;  /* Σ_t entropy of the router's probabilities (nats) */
+} moec_tlayer_stats;
+
 typedef struct {
     double ce;        /* mean next-token cross-entropy over the valid targets */
     int64_t n_targets; /* valid targets in the micro-batch */
     double aux, z;    /* load-balancing and z losses summed over MoE layers (coefficients applied) */
     const int32_t *expert_counts; /* [n_layer, E] tokens per expert in this micro-batch (borrowed; 0 rows for dense layers) */
+    const moec_tlayer_stats *layers; /* [n_layer] (borrowed) */
 } moec_tstep;
 
-/* Workspace (activations, caches, scratch) for micro-batches of B × S tokens. */
+/* Workspace (activations, caches, scratch) for micro-batches of B × S tokens. aux_coef / z_coef
+ * >= 0 override the config's router_aux_loss_coef / router_z_loss_coef (Megatron normalisation);
+ * < 0 keeps the config's. */
 moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, float aux_coef, float z_coef,
                             moec_error *err);
 void moec_tmodel_free(moec_tmodel *m); /* accepts NULL */
 size_t moec_tmodel_bytes(const moec_tmodel *m);
+/* The hparams the model trains with (the config's, with the overrides). Borrowed. */
+const moec_hparams *moec_tmodel_hparams(const moec_tmodel *m);
+/* Global-batch LBL: counts [n_layer, E] of the whole optimizer step and its token count, used by
+ * the following steps until changed (NULL: each micro-batch's own counts). Borrowed. */
+void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_t tokens);
+/* Router jitter noise (config router_jitter_noise) for the following steps: on = 1 draws it from
+ * this seed (the trainer derives the seed from the run seed, the step and the micro-batch, so a
+ * resumed run draws the same noise); on = 0 (the default; evaluation) turns it off. */
+void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
 
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of
  * evaluation windows). Runs the forward and, if backward, the backward of
  * loss = ce + aux + z  scaled by `scale` (1/accumulation steps), adding into tp->g.
- * Token ids must be in [0, n_vocab) (checked: MOEC_ERR_INVALID_ARG). */
+ * Token ids must be in [0, n_vocab) (checked: MOEC_ERR_INVALID_ARG). A step with backward is a
+ * training step: the routing capacity factor applies to it only (evaluation is dropless). */
 moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_t *n_valid, float scale,
                              int backward, moec_tstep *out, moec_error *err);
+
+/* The logits [B·S, V] of the last step with backward = 0 (a step with backward overwrites them
+ * with their gradient). Borrowed, valid until the next step. */
+const float *moec_tmodel_logits(const moec_tmodel *m);
 
 #endif

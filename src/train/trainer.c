@@ -3,12 +3,14 @@
 #include "train/trainer.h"
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
 #include "model/hparams.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/hf_files.h"
 #include "train/model_train.h"
 #include "train/optim.h"
 #include "train/params.h"
@@ -41,8 +43,8 @@ moec_train_params moec_train_default_params(void) {
     p.eval_every = 50;
     p.save_every = 100;
     p.eval_batches = 8;
-    p.aux_coef = 0.01f;
-    p.z_coef = 0.001f;
+    p.aux_coef = -1.f; /* < 0: the config's router_aux_loss_coef / router_z_loss_coef */
+    p.z_coef = -1.f;
     p.weight_decay = 0.1f;
     p.clip = 1.0f;
     p.beta1 = 0.9f;
@@ -83,6 +85,7 @@ typedef struct {
     char *config_text;
     size_t config_len;
     char tokenizer_path[4096];
+    moec_hf_files hf; /* config.json as transformers writes it, tokenizer and generation configs */
     moec_data_reader *data;
     moec_tparams tp;
     moec_tmodel *tm;
@@ -95,6 +98,8 @@ typedef struct {
     char log_path[4096];
     int64_t *load; /* [n_layer, E] tokens per expert since the start of this process */
     int32_t *step_counts; /* [n_layer, E] tokens per expert in the current step */
+    int64_t *global_counts; /* [n_layer, E] global-batch LBL: the step's counts, from a counting pass */
+    moec_tlayer_stats *step_layers; /* [n_layer] the current step's routing statistics */
     int32_t *tokens;
     int32_t *n_valid;
 } run;
@@ -165,17 +170,22 @@ static char *state_json(const run *r) {
 static moec_status save_checkpoint(run *r, moec_error *err) {
     char *state = state_json(r);
     if (!state) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    moec_ckpt_file files[4] = {
-        {"config.json", NULL, r->config_text, r->config_len, 0},
+    const moec_hf_files *hf = &r->hf;
+    moec_ckpt_file files[6] = {
+        {"config.json", NULL, hf->config, strlen(hf->config), 0},
+        {"generation_config.json", NULL, hf->generation_config, strlen(hf->generation_config), 0},
         {"train_state.json", NULL, state, strlen(state), 0},
         {"train_log.jsonl", r->log_path, NULL, 0, 1},
-        {"tokenizer.json", r->tokenizer_path, NULL, 0, 0}, /* last: only when the data's tokenizer is known */
+        /* last two: only when the data's tokenizer is known */
+        {"tokenizer.json", r->tokenizer_path, NULL, 0, 0},
+        {"tokenizer_config.json", NULL, hf->tokenizer_config, hf->tokenizer_config ? strlen(hf->tokenizer_config) : 0, 0},
     };
     if (r->jsonl) {
         fflush(r->jsonl);
         fsync(fileno(r->jsonl));
     }
-    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] ? 4 : 3, save_state_files, r, err);
+    moec_status st = moec_ckpt_commit(r->p->out_dir, files, r->tokenizer_path[0] && hf->tokenizer_config ? 6 : 4,
+                                      save_state_files, r, err);
     free(state);
     return st;
 }
@@ -250,6 +260,8 @@ static moec_status load_state(run *r, moec_error *err) {
  * every domain; deterministic. */
 static moec_status evaluate(run *r, double *loss, moec_error *err) {
     const moec_train_params *p = r->p;
+    moec_tmodel_set_noise(r->tm, 0, 0);
+    moec_tmodel_set_global_counts(r->tm, NULL, 0);
     const int32_t n_dom = moec_data_n_domains(r->data) > 0 ? moec_data_n_domains(r->data) : 1;
     const uint64_t per_dom = ((uint64_t)p->eval_batches * (uint64_t)p->batch + (uint64_t)n_dom - 1) / (uint64_t)n_dom;
     double sum = 0.0;
@@ -296,7 +308,30 @@ static moec_status read_config(run *r, moec_error *err) {
     else return moec_err(err, MOEC_ERR_INVALID_ARG, "no model config: give --config FILE (or --init DIR)");
     moec_status st = moec_file_read_all(path, &r->config_text, &r->config_len, err);
     if (st) return st;
-    return moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err);
+    if ((st = moec_hparams_parse(&r->hp, r->config_text, r->config_len, path, err))) return st;
+    /* the training attention has no window yet; scaled RoPE needs nothing (it is a table) */
+    if (r->hp.sliding_window > 0)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: training with sliding-window attention (\"sliding_window\") is not supported; "
+                        "set it to null (or use_sliding_window to false) to train", path);
+    return MOEC_OK;
+}
+
+/* mkdir -p: creates dir and every missing parent. */
+static moec_status mkdir_parents(const char *dir, moec_error *err) {
+    char buf[4096];
+    const size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf) return moec_err(err, MOEC_ERR_INVALID_ARG, "bad output directory '%s'", dir);
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        const char c = buf[i];
+        buf[i] = '\0';
+        if (!file_exists(buf) && mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    return MOEC_OK;
 }
 
 static moec_status prepare_out_dir(run *r, moec_error *err) {
@@ -316,9 +351,7 @@ static moec_status prepare_out_dir(run *r, moec_error *err) {
         moec_status st = moec_rmtree(p->out_dir, err);
         if (st) return st;
     }
-    if (!file_exists(p->out_dir) && mkdir(p->out_dir, 0755) != 0)
-        return moec_err(err, MOEC_ERR_IO, "cannot create %s: %s", p->out_dir, strerror(errno));
-    return MOEC_OK;
+    return mkdir_parents(p->out_dir, err);
 }
 
 static void run_free(run *r) {
@@ -327,10 +360,13 @@ static void run_free(run *r) {
     moec_tparams_free(&r->tp);
     moec_data_close(r->data);
     free(r->config_text);
+    moec_hf_files_free(&r->hf);
     free(r->m1);
     free(r->m2);
     free(r->load);
     free(r->step_counts);
+    free(r->global_counts);
+    free(r->step_layers);
     free(r->tokens);
     free(r->n_valid);
 }
@@ -352,6 +388,7 @@ double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t
     (*t)++;
     for (int64_t i = 0; i < tp->n_tensors; i++) {
         const size_t o = tp->offset[i], n = (size_t)tp->specs[i].numel;
+        if (tp->specs[i].role == MOEC_T_ROUTER_BIAS) continue; /* a buffer: its router updates it (balance) */
         moec_adamw_update(tp->w + o, tp->g + o, m1 + o, m2 + o, n, *t, lr, moec_tparams_decays(tp, i), cfg);
     }
     return gnorm;
@@ -375,6 +412,94 @@ static void print_load_table(run *r, FILE *out) {
         for (int e = 0; e < hp->n_expert && e < 16; e++) fprintf(out, " %5.1f", tot > 0 ? 100.0 * (double)c[e] / tot : 0.0);
         fprintf(out, "%s  %.2f\n", hp->n_expert > 16 ? "  ..." : "", tot > 0 ? mx / (tot / hp->n_expert) : 0.0);
     }
+}
+
+/* Seed of the router jitter noise of micro-batch a of a step: a function of the run seed and
+ * the position only, so a resumed run draws the same noise. */
+static uint64_t noise_seed(uint64_t seed, int64_t step, int a) {
+    return moec_mix64(seed ^ moec_mix64(0x9e3779b97f4a7c15ull + (uint64_t)step * 1024u + (uint64_t)a));
+}
+
+/* Per-step router state updates (the aux-loss-free bias), from the step's expert counts. */
+static void update_router_state(run *r, const moec_hparams *hp) {
+    const moec_router *rt = hp->route.router;
+    if (hp->n_expert <= 0 || !rt || !rt->update) return;
+    const int E = hp->n_expert;
+    for (int il = 0; il < hp->n_layer; il++) {
+        float *state = moec_tparams_find(&r->tp, 0, MOEC_T_ROUTER_BIAS, il, -1);
+        if (!hp->layer_moe[il] || !state) continue;
+        int64_t *c64 = r->global_counts + (size_t)il * E; /* free once the step's backward is done */
+        for (int e = 0; e < E; e++) c64[e] = r->step_counts[(size_t)il * E + e];
+        rt->update(&hp->route, state, c64);
+    }
+}
+
+typedef struct {
+    double worst_imb, mean_max_vio, drop_rate, mean_entropy;
+    int unused;
+} routing_summary;
+
+/* Writes ,"imbalance":[...],"layers":[{...}] (per MoE layer: load_max_mean, load_cv, max_vio,
+ * drop_rate, gate_entropy, unused_experts) for the step's counts, and folds the running load
+ * table. Returns the progress line's summary. */
+static routing_summary write_routing_metrics(run *r, FILE *f) {
+    const moec_hparams *hp = &r->hp;
+    const int E = hp->n_expert > 0 ? hp->n_expert : 1;
+    routing_summary s = {0};
+    int n_moe = 0;
+    int64_t assigned = 0, dropped = 0;
+    char json[256];
+    fprintf(f, ",\"imbalance\":[");
+    for (int il = 0, first = 1; il < hp->n_layer; il++) {
+        if (!hp->layer_moe[il]) continue;
+        double tot = 0, mx = 0;
+        for (int e = 0; e < E; e++) {
+            tot += r->step_counts[(size_t)il * E + e];
+            mx = fmax(mx, r->step_counts[(size_t)il * E + e]);
+        }
+        fprintf(f, "%s%.3f", first ? "" : ",", tot > 0 ? mx / (tot / E) : 0.0);
+        first = 0;
+    }
+    fprintf(f, "],\"layers\":[");
+    for (int il = 0, first = 1; il < hp->n_layer; il++) {
+        if (!hp->layer_moe[il]) continue;
+        const int32_t *c = r->step_counts + (size_t)il * E;
+        double tot = 0, mx = 0, ss = 0;
+        int unused = 0;
+        for (int e = 0; e < E; e++) {
+            tot += c[e];
+            mx = fmax(mx, c[e]);
+            unused += c[e] == 0;
+            r->load[(size_t)il * E + e] += c[e];
+        }
+        const double mean = tot / E;
+        for (int e = 0; e < E; e++) ss += (c[e] - mean) * (c[e] - mean);
+        const moec_tlayer_stats *ls = &r->step_layers[il];
+        const double imb = mean > 0 ? mx / mean : 0, cv = mean > 0 ? sqrt(ss / E) / mean : 0;
+        const double vio = mean > 0 ? (mx - mean) / mean : 0; /* batch MaxVio (Wang et al. 2024, Eq. 4) */
+        const double drop = ls->assigned > 0 ? (double)ls->dropped / (double)ls->assigned : 0;
+        const double ent = ls->tokens > 0 ? ls->entropy_sum / (double)ls->tokens : 0;
+        snprintf(json, sizeof json,
+                 "%s{\"layer\":%d,\"load_max_mean\":%.4f,\"load_cv\":%.4f,\"max_vio\":%.4f,\"drop_rate\":%.5f,"
+                 "\"gate_entropy\":%.4f,\"unused_experts\":%d}",
+                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused);
+        fputs(json, f);
+        first = 0;
+        s.worst_imb = fmax(s.worst_imb, imb);
+        s.mean_max_vio += vio;
+        s.mean_entropy += ent;
+        s.unused += unused;
+        assigned += ls->assigned;
+        dropped += ls->dropped;
+        n_moe++;
+    }
+    fprintf(f, "]");
+    if (n_moe) {
+        s.mean_max_vio /= n_moe;
+        s.mean_entropy /= n_moe;
+    }
+    s.drop_rate = assigned > 0 ? (double)dropped / (double)assigned : 0;
+    return s;
 }
 
 moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
@@ -411,15 +536,34 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         if (tk && file_exists(tk) && !moec_data_check_tokenizer(r.data, tk, NULL))
             snprintf(r.tokenizer_path, sizeof r.tokenizer_path, "%s", tk);
     }
+    {
+        /* a chat template comes from the tokenizer's own tokenizer_config.json: the --init
+         * checkpoint's, else the one beside the data's tokenizer.json */
+        char tmpl[4096] = "";
+        if (p->init_dir) moec_path_join(tmpl, sizeof tmpl, p->init_dir, "tokenizer_config.json");
+        else if (r.tokenizer_path[0]) {
+            snprintf(tmpl, sizeof tmpl, "%s", r.tokenizer_path);
+            char *slash = strrchr(tmpl, '/');
+            if (slash) snprintf(slash + 1, sizeof tmpl - (size_t)(slash + 1 - tmpl), "tokenizer_config.json");
+            else snprintf(tmpl, sizeof tmpl, "tokenizer_config.json");
+        }
+        if ((st = moec_hf_files_make(&r.hf, r.config_text, r.config_len, "config.json",
+                                     r.tokenizer_path[0] ? r.tokenizer_path : NULL, (int32_t)moec_data_eot_id(r.data),
+                                     tmpl[0] ? tmpl : NULL, err)))
+            goto done;
+    }
     if ((st = prepare_out_dir(&r, err))) goto done;
     if ((st = moec_tparams_new(&r.tp, &r.hp, err))) goto done;
     r.m1 = calloc(r.tp.n_floats, sizeof(float));
     r.m2 = calloc(r.tp.n_floats, sizeof(float));
     r.load = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.load);
     r.step_counts = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.step_counts);
+    r.global_counts = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.global_counts);
+    r.step_layers = calloc((size_t)r.hp.n_layer, sizeof *r.step_layers);
     r.tokens = malloc((size_t)p->batch * (size_t)(p->seq + 1) * sizeof *r.tokens);
     r.n_valid = malloc((size_t)p->batch * sizeof *r.n_valid);
-    if (!r.m1 || !r.m2 || !r.load || !r.step_counts || !r.tokens || !r.n_valid) {
+    if (!r.m1 || !r.m2 || !r.load || !r.step_counts || !r.global_counts || !r.step_layers || !r.tokens ||
+        !r.n_valid) {
         st = moec_err(err, MOEC_ERR_OOM, "out of memory for optimizer state");
         goto done;
     }
@@ -449,7 +593,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     fprintf(out, "  steps %" PRId64 " batch %d seq %d accum %d (%d tokens/step), lr %g -> %g, warmup %" PRId64
                  ", wd %g, clip %g, aux %g, z %g, seed %" PRIu64 ", threads %d, activations %.0f MB%s\n",
             p->steps, p->batch, p->seq, p->accum, p->batch * p->seq * p->accum, (double)p->lr, (double)p->lr_min,
-            p->warmup, (double)p->weight_decay, (double)p->clip, (double)p->aux_coef, (double)p->z_coef, p->seed, nt,
+            p->warmup, (double)p->weight_decay, (double)p->clip, (double)moec_tmodel_hparams(r.tm)->route.aux_coef,
+            (double)moec_tmodel_hparams(r.tm)->route.z_coef, p->seed, nt,
             (double)moec_tmodel_bytes(r.tm) / 1e6, p->resume ? " (resumed)" : "");
     if (p->resume) fprintf(out, "  resuming at step %" PRId64 "\n", r.step);
     fflush(out);
@@ -460,6 +605,11 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     double val = NAN;
     const int E = r.hp.n_expert > 0 ? r.hp.n_expert : 1;
     const int64_t first_step = r.step;
+    const moec_hparams *thp = moec_tmodel_hparams(r.tm);
+    const int global_lbl = r.hp.n_expert > 0 && thp->route.aux_scope == MOEC_LBL_GLOBAL_BATCH && thp->route.aux_coef != 0.f &&
+                           p->accum > 1;
+    const int jitter = r.hp.n_expert > 0 && thp->route.jitter > 0.f;
+    if (global_lbl) fprintf(out, "  global-batch load balancing: a counting forward per step over its %d micro-batches\n", p->accum);
     while (r.step < p->steps) {
         if (p->stop_after > 0 && r.step - first_step >= p->stop_after) {
             if ((st = save_checkpoint(&r, err))) goto done;
@@ -472,51 +622,60 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         double ce = 0, aux = 0, z = 0;
         int32_t *cnt = r.step_counts;
         memset(cnt, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *cnt);
+        memset(r.step_layers, 0, (size_t)r.hp.n_layer * sizeof *r.step_layers);
+        if (global_lbl) { /* counting pass: the step's expert counts before any loss is formed */
+            uint64_t cur = r.cursor;
+            memset(r.global_counts, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *r.global_counts);
+            moec_tmodel_set_global_counts(r.tm, NULL, 0);
+            for (int a = 0; a < p->accum && !st; a++) {
+                moec_tstep o;
+                st = moec_data_batch(r.data, MOEC_DATA_TRAIN, p->batch, p->seq, MOEC_DATA_SHUFFLE, p->seed, r.tokens,
+                                     &cur, err);
+                moec_tmodel_set_noise(r.tm, jitter, noise_seed(p->seed, r.step, a));
+                if (!st) st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f, 0, &o, err);
+                for (size_t i = 0; !st && i < (size_t)r.hp.n_layer * (size_t)E; i++) r.global_counts[i] += o.expert_counts[i];
+            }
+            moec_tmodel_set_global_counts(r.tm, r.global_counts, (int64_t)p->accum * p->batch * p->seq);
+        }
         for (int a = 0; a < p->accum && !st; a++) {
             moec_tstep o;
             st = moec_data_batch(r.data, MOEC_DATA_TRAIN, p->batch, p->seq, MOEC_DATA_SHUFFLE, p->seed, r.tokens,
                                  &r.cursor, err);
+            moec_tmodel_set_noise(r.tm, jitter, noise_seed(p->seed, r.step, a));
             if (!st) st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f / (float)p->accum, 1, &o, err);
             if (!st) {
                 ce += o.ce / p->accum;
                 aux += o.aux / p->accum;
                 z += o.z / p->accum;
                 for (size_t i = 0; i < (size_t)r.hp.n_layer * (size_t)E; i++) cnt[i] += o.expert_counts[i];
+                for (int il = 0; il < r.hp.n_layer; il++) {
+                    moec_tlayer_stats *ls = &r.step_layers[il];
+                    ls->tokens += o.layers[il].tokens;
+                    ls->assigned += o.layers[il].assigned;
+                    ls->dropped += o.layers[il].dropped;
+                    ls->entropy_sum += o.layers[il].entropy_sum;
+                }
             }
         }
+        moec_tmodel_set_noise(r.tm, 0, 0);
         if (st) goto done;
         const float lr = moec_lr_at(r.step, p->warmup, p->steps, p->lr, p->lr_min);
         int ok = isfinite(ce) && isfinite(aux) && isfinite(z);
         double gnorm = NAN;
         if (ok) gnorm = moec_train_optimizer_step(&r.tp, r.m1, r.m2, &r.opt_t, lr, p->clip, &acfg, &ok);
+        if (ok) update_router_state(&r, thp);
         if (ok) r.n_bad = 0;
         else r.n_bad++;
         r.step++;
         const double dt = now_s() - t0;
         const double tps = (double)p->batch * p->seq * p->accum / dt;
-        /* per-layer imbalance: max/mean tokens per expert this step */
-        double worst_imb = 0;
         char jl[32], jc[32], ja[32], jz[32], jg[32];
         fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"loss\":%s,\"ce\":%s,\"aux\":%s,\"z\":%s,\"lr\":%.6g,"
-                         "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"skipped\":%s,\"imbalance\":[",
+                         "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"skipped\":%s",
                 r.step, json_num(jl, ce + aux + z), json_num(jc, ce), json_num(ja, aux), json_num(jz, z), (double)lr,
                 json_num(jg, gnorm), tps, ok ? "false" : "true");
-        int first = 1;
-        for (int il = 0; il < r.hp.n_layer; il++) {
-            if (!r.hp.layer_moe[il]) continue;
-            double tot = 0, mx = 0;
-            for (int e = 0; e < E; e++) {
-                const int32_t c = cnt[(size_t)il * E + e];
-                tot += c;
-                mx = fmax(mx, c);
-                r.load[(size_t)il * E + e] += c;
-            }
-            const double imb = tot > 0 ? mx / (tot / E) : 0;
-            worst_imb = fmax(worst_imb, imb);
-            fprintf(r.jsonl, "%s%.3f", first ? "" : ",", imb);
-            first = 0;
-        }
-        fprintf(r.jsonl, "]}\n");
+        routing_summary sum = write_routing_metrics(&r, r.jsonl);
+        fprintf(r.jsonl, "}\n");
         if (!ok) {
             fprintf(out, "\nmoec train: step %" PRId64 ": non-finite loss or gradient, update skipped (%d in a row)\n",
                     r.step, r.n_bad);
@@ -536,16 +695,20 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         if (p->progress && (tty || r.step % line_every == 0 || last)) {
             char vbuf[32] = "-";
             if (isfinite(val)) snprintf(vbuf, sizeof vbuf, "%.4f", val);
-            fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " | loss %.4f | val %s | %.0f tok/s | lr %.2e | gnorm %.3f | aux %.4f | imb %.2f %s",
-                    tty ? "\r" : "", r.step, p->steps, ce, vbuf, tps, (double)lr, gnorm, aux, worst_imb,
-                    tty && !last ? "" : "\n");
+            fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " | loss %.4f | val %s | %.0f tok/s | lr %.2e | gnorm %.3f | aux %.4f | imb %.2f | maxvio %.2f | drop %.1f%% | H %.2f | unused %d %s",
+                    tty ? "\r" : "", r.step, p->steps, ce, vbuf, tps, (double)lr, gnorm, aux, sum.worst_imb,
+                    sum.mean_max_vio, 100.0 * sum.drop_rate, sum.mean_entropy, sum.unused, tty && !last ? "" : "\n");
         }
         if ((p->save_every > 0 && r.step % p->save_every == 0) || last) {
             if ((st = save_checkpoint(&r, err))) goto done;
         }
     }
-    fprintf(out, "moec train: done, %" PRId64 " steps, val loss %.4f (ppl %.2f); checkpoint in %s\n", r.step, val,
-            exp(val), p->out_dir);
+    if (isfinite(val))
+        fprintf(out, "moec train: done, %" PRId64 " steps, val loss %.4f (ppl %.2f); checkpoint in %s\n", r.step, val,
+                exp(val), p->out_dir);
+    else
+        fprintf(out, "moec train: done, %" PRId64 " steps, no validation loss (the data has no validation tokens: "
+                     "remake it with `moec data --val-fraction F`, F > 0); checkpoint in %s\n", r.step, p->out_dir);
     print_load_table(&r, out);
 done:
     run_free(&r);

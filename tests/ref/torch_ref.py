@@ -226,6 +226,31 @@ class Reference:
         return linear(out, W(p + "o_proj.weight"), W.get(p + "o_proj.bias"))
 
     # -- sparse MoE block (HF *SparseMoeBlock.forward: loop over experts + index_add_)
+    def route(self, z, bias):
+        """Token-choice routing as MOE_SPECS.md sections 1-4 define it (written from the spec and
+        the HF / DeepSeek modeling code, not from moec): returns weights [T, k], experts [T, k]."""
+        cfg = self.cfg
+        sigmoid = cfg.get("scoring_func", "softmax") == "sigmoid"
+        s = torch.sigmoid(z) if sigmoid else torch.softmax(z, dim=-1)        # scores
+        v = s if bias is None else s + bias                                  # selection values
+        method = cfg.get("topk_method", "greedy")
+        n_group, topk_group = cfg.get("n_group", 1) or 1, cfg.get("topk_group", 1) or 1
+        if method in ("group_limited_greedy", "noaux_tc") and n_group > 1:
+            T, E = v.shape
+            g = v.view(T, n_group, E // n_group)
+            rule = cfg.get("moec_group_score", "top2_sum" if method == "noaux_tc" else "max")
+            gs = g.topk(2, dim=-1).values.sum(-1) if rule == "top2_sum" else g.max(-1).values
+            keep = torch.zeros_like(gs).scatter_(1, gs.topk(topk_group, dim=-1).indices, 1.0)
+            v = v.masked_fill(keep.repeat_interleave(E // n_group, dim=1) == 0, float("-inf"))
+        selected = torch.topk(v, self.topk, dim=-1).indices
+        if cfg.get("moec_topk_softmax", False):                   # softmax over the picks' logits
+            w = torch.softmax(torch.gather(z, 1, selected), dim=-1)
+        else:
+            w = torch.gather(s, 1, selected)                      # weights from the scores, never the bias
+            if self.norm_topk:
+                w = w / (w.sum(dim=-1, keepdim=True) + (1e-20 if sigmoid else 0.0))
+        return w * cfg.get("routed_scaling_factor", 1.0), selected
+
     def moe(self, i, x):
         W = self.W
         T = x.shape[0]
@@ -236,10 +261,8 @@ class Reference:
             p = f"model.layers.{i}.mlp."
             names = ("gate_proj", "up_proj", "down_proj")
         router_logits = linear(x, W(p + "gate.weight"))            # [T, E]
-        routing = torch.softmax(router_logits, dim=-1)               # softmax over ALL experts
-        routing_w, selected = torch.topk(routing, self.topk, dim=-1)
-        if self.norm_topk:
-            routing_w = routing_w / routing_w.sum(dim=-1, keepdim=True)
+        bias = W(p + "gate.e_score_correction_bias") if self.cfg.get("topk_method") == "noaux_tc" else None
+        routing_w, selected = self.route(router_logits, bias)
         out = torch.zeros_like(x)
         expert_mask = F.one_hot(selected, num_classes=self.E).permute(2, 1, 0)   # [E, k, T]
         for e in range(self.E):
@@ -254,7 +277,10 @@ class Reference:
             s = p + "shared_expert."
             shared = swiglu_mlp(x, W(s + "gate_proj.weight"), W(s + "up_proj.weight"),
                                 W(s + "down_proj.weight"))
-            gate = torch.sigmoid(linear(x, W(p + "shared_expert_gate.weight")))   # [T, 1]
+            if self.cfg.get("moec_shared_expert_gate", True):
+                gate = torch.sigmoid(linear(x, W(p + "shared_expert_gate.weight")))   # [T, 1]
+            else:                                        # DeepSeekMoE: shared output added unweighted
+                gate = torch.ones(T, 1)
             if "shared_expert" not in self.ablate:
                 out = out + gate * shared
         # statistics: usage and closeness to another routing decision

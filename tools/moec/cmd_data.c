@@ -10,6 +10,7 @@
 #include "train/data.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ static void usage(FILE *f) {
                "files with the same name share a domain). Documents in a file are separated by lines\n"
                "holding only the ASCII record separator 0x1E; a file without one is one document;\n"
                "documents of only whitespace are skipped. Every document ends with the end-of-text id.\n"
+               "A file with fewer than 1/F documents (F = --val-fraction) is cut at line ends into about\n"
+               "1/F pieces of similar size, so that every domain gets validation tokens.\n"
                "  -t, --tokenizer PATH   tokenizer.json (required)\n"
                "  -o, --out DIR          output directory, created if missing (required)\n"
                "  --val-fraction F       share of each domain's documents held out for validation,\n"
@@ -92,6 +95,40 @@ static int split_file(doc_list *l, const char *p, size_t n, int32_t file) {
         line = end;
     }
     return push_doc(l, p + doc, n - doc, doc, file);
+}
+
+/* A file that gives fewer documents than 1/val_fraction would hold out nothing (or nearly
+ * nothing) for validation: its documents [first, l->n) are cut at line ends into about
+ * ceil(1/val_fraction) pieces of similar size instead, so that every domain gets validation
+ * tokens. Pieces never split a line. Returns 0 on out of memory. */
+static int piece_file(doc_list *l, size_t first, double val_fraction, int32_t file) {
+    if (val_fraction <= 0.0) return 1;
+    const size_t want = (size_t)ceil(1.0 / val_fraction);
+    const size_t have = l->n - first;
+    if (have == 0 || have >= want) return 1;
+    size_t total = 0;
+    for (size_t i = first; i < l->n; i++) total += l->v[i].len;
+    const size_t target = total / want > 0 ? total / want : 1;
+    doc_text *orig = malloc(have * sizeof *orig);
+    if (!orig) return 0;
+    memcpy(orig, l->v + first, have * sizeof *orig);
+    l->n = first;
+    int ok = 1;
+    for (size_t i = 0; i < have && ok; i++) {
+        const char *p = orig[i].text;
+        const size_t n = orig[i].len;
+        size_t start = 0, pos = 0;
+        while (pos < n && ok) {
+            const char *nl = memchr(p + pos, '\n', n - pos);
+            pos = nl ? (size_t)(nl - p) + 1 : n;
+            if (pos - start >= target || pos == n) {
+                ok = push_doc(l, p + start, pos - start, orig[i].offset + start, file);
+                start = pos;
+            }
+        }
+    }
+    free(orig);
+    return ok;
 }
 
 /* "dir/bible.txt" -> "bible": the base name without its last extension. */
@@ -280,7 +317,8 @@ static int read_corpus(corpus *c, const options *o) {
         }
         c->file_dom[f] = d;
         if (moec_file_read_all(o->files[f], &c->buf[f], &c->bytes[f], &err)) return cli_fail(CMD, &err);
-        if (!split_file(&c->docs, c->buf[f], c->bytes[f], f)) {
+        const size_t first = c->docs.n;
+        if (!split_file(&c->docs, c->buf[f], c->bytes[f], f) || !piece_file(&c->docs, first, o->val_fraction, f)) {
             fprintf(stderr, "moec data: out of memory\n");
             return 1;
         }

@@ -1,65 +1,64 @@
 /* cmd_eval.c — `moec eval`: next-token loss and perplexity of a checkpoint on a data
- * directory's validation split, overall and per domain (every target counted exactly once). */
+ * directory's validation split, overall and per domain (every target counted exactly once),
+ * the expert load per domain and the global MaxVio. Runs on the inference path: the weights
+ * stay in their stored dtype (memory ≈ weights + one window's activations and KV cache). */
 #include "commands.h"
 
-#include "io/file.h"
-#include "model/hparams.h"
+#include "moec.h"
 #include "train/data.h"
-#include "train/model_train.h"
-#include "train/params.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec eval -m DIR --data DIR [options]\n"
                "  -m, --model DIR    checkpoint (HF layout)\n"
                "  --data DIR         token shards from `moec data` (made with the model's tokenizer)\n"
                "  --split S          val or train (default val)\n"
-               "  --batch N          sequences per forward (default 8)\n"
                "  --seq N            tokens per window (default 128)\n"
                "  --max-windows N    evaluate at most N windows per domain, 0 = all (default 0)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
-               "The 'all' row pools the per-domain sums: every target of the split counted once.\n");
+               "  --experts-per-token K  route each token to K experts (default: the model's)\n"
+               "The 'all' row pools the per-domain sums: every target of the split counted once.\n"
+               "Then: each domain's share of routed tokens per expert (mean over MoE layers) and the\n"
+               "global MaxVio per layer, (max load - mean load) / mean load over the whole split.\n");
 }
 
-/* Loss sum and target count over one domain's evaluation windows (domain -1 = all). */
-static moec_status eval_domain(moec_data_reader *d, moec_data_split split, int32_t dom, moec_tmodel *tm, int B, int S,
-                               uint64_t max_windows, int32_t *tok, int32_t *nv, double *sum, int64_t *count,
+/* log Σ exp(x) - x[target], in double */
+static double token_loss(const float *x, int V, int32_t target) {
+    double m = x[0];
+    for (int i = 1; i < V; i++) m = x[i] > m ? x[i] : m;
+    double s = 0;
+    for (int i = 0; i < V; i++) s += exp((double)x[i] - m);
+    return m + log(s) - (double)x[target];
+}
+
+/* Loss sum and target count over one domain's evaluation windows, one window per forward. */
+static moec_status eval_domain(moec_data_reader *d, moec_data_split split, int32_t dom, moec_session *s, int V,
+                               int S, uint64_t max_windows, int32_t *row, float *logits, double *sum, int64_t *count,
                                moec_error *err) {
     uint64_t n = moec_data_eval_n_windows(d, split, dom, S);
     if (max_windows && n > max_windows) n = max_windows;
     *sum = 0;
     *count = 0;
-    for (uint64_t w0 = 0; w0 < n; w0 += (uint64_t)B) {
-        for (int b = 0; b < B; b++) {
-            int32_t *row = tok + (size_t)b * (size_t)(S + 1);
-            if (w0 + (uint64_t)b < n) {
-                moec_status st = moec_data_eval_window(d, split, dom, S, w0 + (uint64_t)b, row, &nv[b], err);
-                if (st) return st;
-            } else {
-                memset(row, 0, (size_t)(S + 1) * sizeof *row);
-                nv[b] = 0;
-            }
-        }
-        moec_tstep o;
-        moec_status st = moec_tmodel_step(tm, tok, nv, 1.f, 0, &o, err);
+    for (uint64_t w = 0; w < n; w++) {
+        int32_t nv = 0;
+        moec_status st = moec_data_eval_window(d, split, dom, S, w, row, &nv, err);
         if (st) return st;
-        *sum += o.ce * (double)o.n_targets;
-        *count += o.n_targets;
+        if (nv < 2) continue;
+        moec_session_reset(s);
+        if ((st = moec_session_forward(s, row, nv - 1, logits, 1, err))) return st;
+        for (int t = 0; t + 1 < nv; t++) *sum += token_loss(logits + (size_t)t * V, V, row[t + 1]);
+        *count += nv - 1;
     }
     return MOEC_OK;
 }
 
 int moec_cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL;
-    long B = 8, S = 128, threads = 0, max_windows = 0;
+    long S = 128, threads = 0, max_windows = 0, k = 0;
     moec_data_split split = MOEC_DATA_VAL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -76,8 +75,8 @@ int moec_cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "moec eval: --split expects val or train, got '%s'\n", s);
                 return 2;
             }
-        } else if (!strcmp(a, "--batch") && v) {
-            if (!cli_parse_int("eval", a, argv[++i], 1, 1 << 16, &B)) return 2;
+        } else if (!strcmp(a, "--experts-per-token") && v) {
+            if (!cli_parse_int("eval", a, argv[++i], 0, 1 << 16, &k)) return 2;
         } else if (!strcmp(a, "--seq") && v) {
             if (!cli_parse_int("eval", a, argv[++i], 2, 1 << 16, &S)) return 2;
         } else if (!strcmp(a, "--max-windows") && v) {
@@ -93,44 +92,57 @@ int moec_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "moec eval: -m DIR and --data DIR are required (see moec eval --help)\n");
         return 2;
     }
-#ifdef _OPENMP
-    if (threads <= 0) threads = omp_get_num_procs();
-    omp_set_num_threads((int)threads);
-#endif
-    if (threads > 0) openblas_set_num_threads((int)threads);
     moec_error err = {0};
-    moec_hparams hp;
-    moec_tparams tp = {0};
-    moec_tmodel *tm = NULL;
+    moec_model *m = NULL;
+    moec_session *sess = NULL;
     moec_data_reader *d = NULL;
-    int32_t *tok = NULL, *nv = NULL;
+    int32_t *row = NULL;
+    float *logits = NULL;
+    double *load = NULL;
     int rc = 1;
     char tk[4096];
-    if (moec_hparams_load(&hp, model, &err) || moec_data_open(&d, data, &err) ||
-        moec_data_check_vocab(d, hp.n_vocab, &err))
+    moec_model_params mp = moec_model_default_params();
+    mp.n_threads = (int32_t)threads;
+    if (moec_model_open(&m, model, &mp, &err)) goto fail;
+    const moec_model_info *info = moec_model_get_info(m);
+    if (moec_data_open(&d, data, &err) || moec_data_check_vocab(d, info->n_vocab, &err)) goto fail;
+    if (snprintf(tk, sizeof tk, "%s/tokenizer.json", model) < (int)sizeof tk && moec_data_check_tokenizer(d, tk, &err))
         goto fail;
-    moec_path_join(tk, sizeof tk, model, "tokenizer.json");
-    if (moec_data_check_tokenizer(d, tk, &err)) goto fail;
-    if (S > hp.max_pos) S = hp.max_pos;
-    if (moec_tparams_new(&tp, &hp, &err) || moec_tparams_load(&tp, model, &err) ||
-        moec_tmodel_new(&tm, &tp, (int)B, (int)S, 0.f, 0.f, &err))
+    if (S > info->max_position_embeddings) S = info->max_position_embeddings;
+    if (moec_session_new(&sess, m, (int32_t)S, &err) ||
+        moec_session_set_experts_per_token(sess, (int32_t)k, &err))
         goto fail;
-    tok = malloc((size_t)B * (size_t)(S + 1) * sizeof *tok);
-    nv = malloc((size_t)B * sizeof *nv);
-    if (!tok || !nv) {
+    const int V = info->n_vocab, L = info->n_layer, E = info->n_expert > 0 ? info->n_expert : 1;
+    const int32_t n_dom = moec_data_n_domains(d);
+    row = malloc((size_t)(S + 1) * sizeof *row);
+    logits = malloc((size_t)S * (size_t)V * sizeof *logits);
+    load = calloc((size_t)(n_dom + 1) * (size_t)L * (size_t)E, sizeof *load);
+    if (!row || !logits || !load) {
         fprintf(stderr, "moec eval: out of memory\n");
+        goto done;
+    }
+    if (moec_data_n_tokens(d, split) == 0) {
+        fprintf(stderr, "moec eval: %s has no %s tokens: remake it with `moec data --val-fraction F`, F > 0 "
+                        "(every domain then gets validation tokens)\n", data,
+                split == MOEC_DATA_VAL ? "validation" : "training");
         goto done;
     }
     printf("%-20s %12s %10s %12s\n", "domain", "tokens", "loss", "perplexity");
     double all_sum = 0;
     int64_t all_count = 0;
-    for (int32_t dom = 0; dom <= moec_data_n_domains(d); dom++) {
-        const int last = dom == moec_data_n_domains(d);
+    for (int32_t dom = 0; dom <= n_dom; dom++) {
+        const int last = dom == n_dom;
         double sum = all_sum;
         int64_t count = all_count;
         if (!last) {
-            if (eval_domain(d, split, dom, tm, (int)B, (int)S, (uint64_t)max_windows, tok, nv, &sum, &count, &err))
+            moec_session_clear_expert_counts(sess);
+            if (eval_domain(d, split, dom, sess, V, (int)S, (uint64_t)max_windows, row, logits, &sum, &count, &err))
                 goto fail;
+            const int64_t *c = moec_session_expert_counts(sess);
+            for (size_t i = 0; i < (size_t)L * E; i++) {
+                load[(size_t)dom * L * E + i] = (double)c[i];
+                load[(size_t)n_dom * L * E + i] += (double)c[i];
+            }
             all_sum += sum;
             all_count += count;
         }
@@ -141,15 +153,60 @@ int moec_cmd_eval(int argc, char **argv) {
         }
         printf("%-20s %12lld %10.4f %12.2f\n", name, (long long)count, sum / (double)count, exp(sum / (double)count));
     }
+    if (all_count == 0) {
+        fprintf(stderr, "moec eval: no %s targets in %s (every window is shorter than 2 tokens)\n",
+                split == MOEC_DATA_VAL ? "validation" : "training", data);
+        goto done;
+    }
+    if (info->n_expert > 0) {
+        /* per domain: each expert's share of the routed tokens, mean over MoE layers */
+        printf("\nexpert load by domain (share of routed tokens, %%, mean over MoE layers):\n%-20s", "domain");
+        for (int e = 0; e < E && e < 16; e++) printf(" %5d", e);
+        printf("%s\n", E > 16 ? "  ..." : "");
+        for (int32_t dom = 0; dom <= n_dom; dom++) {
+            double share[16] = {0};
+            int n_moe = 0;
+            for (int il = 0; il < L; il++) {
+                const double *c = load + ((size_t)dom * L + il) * E;
+                double tot = 0;
+                for (int e = 0; e < E; e++) tot += c[e];
+                if (tot <= 0) continue;
+                n_moe++;
+                for (int e = 0; e < E && e < 16; e++) share[e] += c[e] / tot;
+            }
+            printf("%-20s", dom == n_dom ? "all" : moec_data_domain_name(d, dom));
+            for (int e = 0; e < E && e < 16; e++) printf(" %5.1f", n_moe ? 100.0 * share[e] / n_moe : 0.0);
+            printf("%s\n", E > 16 ? "  ..." : "");
+        }
+        /* global MaxVio (Wang et al. 2024): loads over the whole split, per layer and mean */
+        printf("\nglobal MaxVio by layer:");
+        double mean_vio = 0;
+        int n_moe = 0;
+        for (int il = 0; il < L; il++) {
+            const double *c = load + ((size_t)n_dom * L + il) * E;
+            double tot = 0, mx = 0;
+            for (int e = 0; e < E; e++) {
+                tot += c[e];
+                mx = c[e] > mx ? c[e] : mx;
+            }
+            if (tot <= 0) continue;
+            const double vio = (mx - tot / E) / (tot / E);
+            printf(" %d:%.3f", il, vio);
+            mean_vio += vio;
+            n_moe++;
+        }
+        printf("\nglobal MaxVio (mean over MoE layers): %.4f\n", n_moe ? mean_vio / n_moe : 0.0);
+    }
     rc = 0;
     goto done;
 fail:
     rc = cli_fail("eval", &err);
 done:
-    free(tok);
-    free(nv);
-    moec_tmodel_free(tm);
-    moec_tparams_free(&tp);
+    free(row);
+    free(logits);
+    free(load);
+    moec_session_free(sess);
+    moec_model_close(m);
     moec_data_close(d);
     return rc;
 }

@@ -19,12 +19,13 @@ static void usage(FILE *f) {
                "  --tokenizer FILE     tokenizer.json or GGUF (default: DIR/tokenizer.json, or the GGUF itself)\n"
                "  --bos                prepend config.json's bos_token_id to the prompt (a GGUF\n"
                "                       whose tokenizer.ggml.add_bos_token is true does by default)\n"
-               "  --ignore-eos         keep generating past end-of-sequence tokens\n");
+               "  --ignore-eos         keep generating past end-of-sequence tokens\n"
+               "  --experts-per-token K  route each token to K experts, 1..num_experts_per_tok (default: the model's)\n");
 }
 
 int moec_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *tok_path = NULL;
-    long n_predict = 64, top_k = 40, threads = 0, seed = 42;
+    long n_predict = 64, top_k = 40, threads = 0, seed = 42, moe_k = 0;
     double temp = 0.8, top_p = 0.95;
     int bos = 0, ignore_eos = 0;
     for (int i = 1; i < argc; i++) {
@@ -51,6 +52,8 @@ int moec_cmd_generate(int argc, char **argv) {
             if (!cli_parse_int("generate", a, argv[++i], 0, 0x7fffffffL, &seed)) return 2;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             if (!cli_parse_int("generate", a, argv[++i], 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--experts-per-token") && v) {
+            if (!cli_parse_int("generate", a, argv[++i], 1, 1 << 16, &moe_k)) return 2;
         } else if (!strcmp(a, "--bos")) bos = 1;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else {
@@ -102,12 +105,13 @@ int moec_cmd_generate(int argc, char **argv) {
     if (n_prompt > n_ids) prompt_ids[o++] = in->bos_token_id;
     memcpy(prompt_ids + o, ids, n_ids * sizeof *ids);
     long ctx = (long)n_prompt + n_predict;
-    if (ctx > in->max_position_embeddings) {
-        fprintf(stderr, "moec generate: prompt (%zu tokens) + -n %ld exceeds max_position_embeddings %d\n", n_prompt,
-                n_predict, in->max_position_embeddings);
+    if (ctx > in->n_ctx_max) {
+        fprintf(stderr, "moec generate: prompt (%zu tokens) + -n %ld exceeds the model's context %d\n", n_prompt,
+                n_predict, in->n_ctx_max);
         goto done;
     }
-    if (moec_session_new(&s, m, (int32_t)ctx, &err)) goto fail;
+    if (moec_session_new(&s, m, (int32_t)ctx, &err) || moec_session_set_experts_per_token(s, (int32_t)moe_k, &err))
+        goto fail;
     moec_sampler_params sp = {(float)temp, (int32_t)top_k, (float)top_p, (uint64_t)seed};
     if (moec_sampler_new(&smp, &sp, in->n_vocab, &err)) goto fail;
     fprintf(stderr, "moec generate: %s (%s), %d threads, prompt %zu tokens, temp %g top-k %ld top-p %g seed %ld\n",

@@ -53,6 +53,9 @@ int moec_cmd_info(int argc, char **argv) {
     printf("hidden:         %d, vocab %d, max positions %d\n", in->n_embd, in->n_vocab, in->max_position_embeddings);
     printf("attention:      %d heads, %d KV heads, head_dim %d, rope_theta %g%s%s\n", in->n_head, in->n_head_kv,
            in->head_dim, (double)in->rope_theta, in->qk_norm ? ", QK-norm" : "", in->attention_bias ? ", qkv bias" : "");
+    if (strcmp(in->rope_type, "default") || in->sliding_window)
+        printf("long context:   rope %s, context up to %d, sliding window %d (0 = none)\n", in->rope_type,
+               in->n_ctx_max, in->sliding_window);
     printf("experts:        %d routed, top-%d, expert ff %d%s\n", in->n_expert, in->n_expert_used, in->n_ff_expert,
            in->norm_topk_prob ? ", top-k weights renormalised" : ", top-k weights not renormalised");
     if (in->shared_expert) printf("shared expert:  ff %d, sigmoid-gated\n", in->n_ff_shared);

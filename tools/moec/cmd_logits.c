@@ -15,12 +15,13 @@ static void usage(FILE *f) {
                "  -o, --out FILE     output .npy, float32 [T, V] (required)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
                "  --step             feed the ids one at a time through the KV cache (decode path)\n"
-               "                     instead of one prefill (default: prefill)\n");
+               "                     instead of one prefill (default: prefill)\n"
+               "  --experts-per-token K  route each token to K experts, 1..num_experts_per_tok (default: the model's)\n");
 }
 
 int moec_cmd_logits(int argc, char **argv) {
     const char *model = NULL, *ids_s = NULL, *out = NULL;
-    long threads = 0;
+    long threads = 0, moe_k = 0;
     int step = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -33,6 +34,8 @@ int moec_cmd_logits(int argc, char **argv) {
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && v) out = argv[++i];
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             if (!cli_parse_int("logits", a, argv[++i], 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--experts-per-token") && v) {
+            if (!cli_parse_int("logits", a, argv[++i], 1, 1 << 16, &moe_k)) return 2;
         } else if (!strcmp(a, "--step")) step = 1;
         else {
             fprintf(stderr, "moec logits: unknown or incomplete option '%s' (see moec logits --help)\n", a);
@@ -55,7 +58,9 @@ int moec_cmd_logits(int argc, char **argv) {
     int rc = 1;
     if (moec_model_open(&m, model, &mp, &err)) goto fail;
     const moec_model_info *info = moec_model_get_info(m);
-    if (moec_session_new(&s, m, n < info->max_position_embeddings ? n : info->max_position_embeddings, &err)) goto fail;
+    if (moec_session_new(&s, m, n < info->n_ctx_max ? n : info->n_ctx_max, &err) ||
+        moec_session_set_experts_per_token(s, (int32_t)moe_k, &err))
+        goto fail;
     logits = malloc((size_t)n * (size_t)info->n_vocab * sizeof(float));
     if (!logits) {
         fprintf(stderr, "moec logits: out of memory for %d x %d logits\n", n, info->n_vocab);

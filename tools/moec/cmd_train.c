@@ -26,8 +26,9 @@ static void usage(FILE *f, const moec_train_params *d) {
             "  --warmup N         linear warmup steps (default %lld)\n"
             "  --weight-decay X   AdamW decoupled weight decay, matrices only (default %g)\n"
             "  --clip X           global gradient-norm clip, 0 = off (default %g)\n"
-            "  --aux-coef X       load-balancing loss coefficient, Switch form, 1.0 at balance (default %g)\n"
-            "  --z-coef X         router z-loss coefficient (default %g)\n"
+            "  --aux-coef X       load-balancing loss coefficient alpha, Switch form, alpha at balance\n"
+            "                     (default: k x config.json's router_aux_loss_coef; transformers' 0.001 when absent)\n"
+            "  --z-coef X         router z-loss coefficient (default: config.json's router_z_loss_coef, else 0.001)\n"
             "  --seed N           seed for initialisation and data order (default %llu)\n"
             "  -t, --threads N    threads (default: number of cores)\n"
             "  --eval-every N     validate every N steps, 0 = at the end only (default %lld)\n"
@@ -36,8 +37,7 @@ static void usage(FILE *f, const moec_train_params *d) {
             "  --stop-after N     checkpoint and stop after N steps of this invocation (time-boxed runs)\n"
             "  --no-progress      no live progress line\n",
             (long long)d->steps, d->batch, d->seq, d->accum, (double)d->lr, (long long)d->warmup,
-            (double)d->weight_decay, (double)d->clip, (double)d->aux_coef, (double)d->z_coef,
-            (unsigned long long)d->seed, (long long)d->eval_every, d->eval_batches, (long long)d->save_every);
+            (double)d->weight_decay, (double)d->clip, (unsigned long long)d->seed, (long long)d->eval_every, d->eval_batches, (long long)d->save_every);
 }
 
 int moec_cmd_train(int argc, char **argv) {

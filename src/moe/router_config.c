@@ -1,0 +1,117 @@
+/* router_config.c — config.json → moec_router_cfg. Hugging Face's key names where HF has the
+ * concept (scoring_func, topk_method, n_group, topk_group, routed_scaling_factor,
+ * norm_topk_prob, router_jitter_noise, router_aux_loss_coef, router_z_loss_coef), moec_* keys
+ * for the rest; every key, formula and default is in docs/routers.md. */
+#include "core/error.h"
+#include "moe/router.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    const cJSON *root;
+    const char *path;
+    moec_error *err;
+} reader;
+
+static const cJSON *item(const reader *r, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(r->root, key);
+    return j && !cJSON_IsNull(j) ? j : NULL;
+}
+
+static moec_status num(const reader *r, const char *key, double lo, double hi, float *out) {
+    const cJSON *j = item(r, key);
+    if (!j) return MOEC_OK;
+    if (!cJSON_IsNumber(j) || !(j->valuedouble >= lo && j->valuedouble <= hi))
+        return moec_err(r->err, MOEC_ERR_FORMAT, "%s: \"%s\" must be a number in [%g, %g]", r->path, key, lo, hi);
+    *out = (float)j->valuedouble;
+    return MOEC_OK;
+}
+
+static moec_status integer(const reader *r, const char *key, long lo, long hi, int32_t *out) {
+    const cJSON *j = item(r, key);
+    if (!j) return MOEC_OK;
+    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || j->valuedouble < (double)lo ||
+        j->valuedouble > (double)hi)
+        return moec_err(r->err, MOEC_ERR_FORMAT, "%s: \"%s\" must be an integer in [%ld, %ld]", r->path, key, lo, hi);
+    *out = (int32_t)j->valuedouble;
+    return MOEC_OK;
+}
+
+static moec_status boolean(const reader *r, const char *key, int *out) {
+    const cJSON *j = item(r, key);
+    if (!j) return MOEC_OK;
+    if (!cJSON_IsBool(j)) return moec_err(r->err, MOEC_ERR_FORMAT, "%s: \"%s\" must be true or false", r->path, key);
+    *out = cJSON_IsTrue(j);
+    return MOEC_OK;
+}
+
+/* String key with a fixed set of values; *out = index into names. */
+static moec_status choice(const reader *r, const char *key, const char *const *names, int n, int *out) {
+    const cJSON *j = item(r, key);
+    if (!j) return MOEC_OK;
+    if (cJSON_IsString(j))
+        for (int i = 0; i < n; i++)
+            if (!strcmp(j->valuestring, names[i])) {
+                *out = i;
+                return MOEC_OK;
+            }
+    char list[256] = "";
+    for (int i = 0; i < n; i++) {
+        strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+    }
+    return moec_err(r->err, MOEC_ERR_FORMAT, "%s: \"%s\" must be one of: %s", r->path, key, list);
+}
+
+moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32_t n_expert, int32_t k,
+                                  int norm_topk_prob, const char *path, moec_error *err) {
+    *cfg = moec_router_cfg_default(n_expert, k, norm_topk_prob);
+    reader r = {root, path, err};
+    moec_status st;
+    const cJSON *name = item(&r, "moec_router");
+    if (name) {
+        const moec_router *rt = cJSON_IsString(name) ? moec_router_find(name->valuestring) : NULL;
+        if (!rt)
+            return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: \"moec_router\" must name a router (one of: %s)", path,
+                            moec_router_list());
+        cfg->router = rt;
+    }
+    static const char *const scores[] = {"softmax", "sigmoid"};
+    static const char *const methods[] = {"greedy", "group_limited_greedy", "noaux_tc"};
+    static const char *const gscores[] = {"max", "top2_sum"};
+    static const char *const scopes[] = {"micro_batch", "sequence", "global_batch"};
+    static const char *const drops[] = {"position", "probs"};
+    int score = cfg->score, method = 0, gscore = -1, scope = cfg->aux_scope, drop = cfg->drop_policy;
+    if ((st = choice(&r, "scoring_func", scores, 2, &score))) return st;
+    if ((st = choice(&r, "topk_method", methods, 3, &method))) return st;
+    if ((st = choice(&r, "moec_group_score", gscores, 2, &gscore))) return st;
+    if ((st = choice(&r, "moec_aux_loss_scope", scopes, 3, &scope))) return st;
+    if ((st = choice(&r, "moec_drop_policy", drops, 2, &drop))) return st;
+    cfg->score = (moec_score_func)score;
+    cfg->aux_scope = (moec_lbl_scope)scope;
+    cfg->drop_policy = (moec_drop_policy)drop;
+    cfg->use_bias = method == 2;
+    /* group scores: DeepSeek-V2 (group_limited_greedy) takes the max, V3 (noaux_tc) the top-2 sum */
+    cfg->group_score = gscore >= 0 ? (moec_group_score)gscore
+                                   : method == 2 ? MOEC_GROUP_SCORE_TOP2_SUM : MOEC_GROUP_SCORE_MAX;
+    if ((st = boolean(&r, "moec_topk_softmax", &cfg->topk_softmax))) return st;
+    if ((st = num(&r, "routed_scaling_factor", 1e-6, 1e6, &cfg->routed_scaling))) return st;
+    if ((st = integer(&r, "n_group", 1, n_expert, &cfg->n_group))) return st;
+    if ((st = integer(&r, "topk_group", 1, n_expert, &cfg->topk_group))) return st;
+    if (method == 0 && (cfg->n_group > 1 || cfg->topk_group > 1) && item(&r, "topk_method"))
+        return moec_err(err, MOEC_ERR_FORMAT,
+                        "%s: \"n_group\"/\"topk_group\" need \"topk_method\" \"group_limited_greedy\" or \"noaux_tc\"",
+                        path);
+    if (method == 0) cfg->n_group = cfg->topk_group = 1;
+    if ((st = num(&r, "moec_bias_update_rate", 0.0, 1.0, &cfg->bias_rate))) return st;
+    /* HF's key in HF's normalisation (k at balance): α here (1 at balance) = k · coefficient */
+    float hf_aux = -1.f;
+    if ((st = num(&r, "router_aux_loss_coef", 0.0, 1e3, &hf_aux))) return st;
+    if (hf_aux >= 0.f) cfg->aux_coef = hf_aux * (float)k;
+    if ((st = num(&r, "router_z_loss_coef", 0.0, 1e3, &cfg->z_coef))) return st;
+    if ((st = num(&r, "router_jitter_noise", 0.0, 0.999, &cfg->jitter))) return st;
+    if ((st = num(&r, "moec_capacity_factor", 0.0, 1e6, &cfg->capacity_factor))) return st;
+    return cfg->router->check ? cfg->router->check(cfg, err) : MOEC_OK;
+}

@@ -1,0 +1,39 @@
+/* routing.h — the routing result: what the `route` stage hands to dispatch and combine, what
+ * routing traces record, and what per-request routing options act on.
+ *
+ * A flat list of slots. Slot s sends token[s] to expert[s] with combine weight weight[s].
+ * Nothing here assumes k slots per token: a token may own 0..k_max slots, an expert-choice
+ * router may list slots expert by expert, and expert[s] == MOEC_NO_EXPERT marks a slot that
+ * carries no expert (the router gave the token fewer experts, or capacity dropped it). A slot
+ * without an expert contributes nothing to its token's output (the token keeps its residual)
+ * and receives no gradient.
+ *
+ * Token-choice routers write slot s = t·k + j for j < k (k = the effective k of the call, see
+ * moec_route_opts), in descending-score order within a token. */
+#ifndef MOEC_MOE_ROUTING_H
+#define MOEC_MOE_ROUTING_H
+
+#include <stdint.h>
+
+#define MOEC_NO_EXPERT (-1)
+
+typedef struct {
+    int32_t T, E;     /* tokens and experts of the call */
+    int32_t n_slots;  /* slots in use, <= cap */
+    int32_t cap;      /* slots allocated (token-choice: T_max · k_max) */
+    int32_t *token;   /* [cap] token of each slot, in [0, T) */
+    int32_t *expert;  /* [cap] expert in [0, E), or MOEC_NO_EXPERT */
+    float *weight;    /* [cap] combine weight (ignored where expert < 0) */
+    int32_t *chosen;  /* [cap] the router's choice before capacity dropping (== expert when
+                         nothing was dropped); what load-balancing counts and bias updates see */
+} moec_routing;
+
+/* Per-request options of the route stage (inference controls, also usable in training).
+ * Zeroed = the model's defaults. */
+typedef struct {
+    int32_t k;                   /* > 0: experts per token for this call, <= the router's k_max */
+    const uint8_t *expert_mask;  /* [E] 0 = expert not selectable; NULL = all (routers that
+                                    support masks honour it; see docs/routers.md) */
+} moec_route_opts;
+
+#endif
