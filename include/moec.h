@@ -51,8 +51,10 @@ typedef struct {
 moec_model_params moec_model_default_params(void);
 
 /* Opens a Hugging Face checkpoint directory (config.json + model.safetensors or shards with
- * model.safetensors.index.json). Weights are mmapped read-only. On success *out owns the
- * model (free with moec_model_close). */
+ * model.safetensors.index.json), or a GGUF file (llama.cpp's format: architectures llama with
+ * experts, qwen2moe, qwen3moe, olmoe; tensors F32, F16, BF16 or Q8_0, Q8_0 dequantized to F32
+ * in memory). Weights are mmapped read-only. On success *out owns the model (free with
+ * moec_model_close). */
 moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_params *params,
                             moec_error *err);
 void moec_model_close(moec_model *model); /* accepts NULL */
@@ -77,10 +79,36 @@ typedef struct {
     int32_t sliding_window;   /* 0 = none; else keys per query in the layers that use it */
     char routing[192];        /* how tokens pick experts, e.g. "topk: softmax over all experts, top-2, renormalised" */
     int32_t shared_expert_gated; /* 1: the shared expert is sigmoid-gated (Qwen2-MoE), 0: added unweighted */
+    int32_t add_bos_token;    /* 1: prompts start with bos_token_id by default (GGUF tokenizer.ggml.add_bos_token) */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */
 const moec_model_info *moec_model_get_info(const moec_model *model);
+
+/* ---------------------------------------------------------------- GGUF export */
+
+typedef enum {
+    MOEC_EXPORT_F32 = 0,
+    MOEC_EXPORT_F16,
+    MOEC_EXPORT_BF16,
+    MOEC_EXPORT_Q8_0
+} moec_export_type;
+
+typedef struct {
+    moec_export_type type;     /* matrices; norms, biases and routers stay F32 (as llama.cpp's converter) */
+    const char *tokenizer_pre; /* tokenizer.ggml.pre; NULL: detected from tokenizer.json */
+    int32_t no_tokenizer;      /* 1: write no vocabulary (tokenizer.ggml.model = "none") */
+} moec_gguf_export_params;
+
+moec_gguf_export_params moec_gguf_export_default_params(void); /* BF16, detect, with tokenizer */
+
+/* Writes the Hugging Face checkpoint in model_dir (with its tokenizer.json) as a GGUF file that
+ * llama.cpp loads: metadata and tensor names as llama.cpp's convert_hf_to_gguf.py writes them
+ * (see docs/formats.md). A model llama.cpp cannot express (dense layers, a top-k normalisation
+ * its architecture does not use, ...) is MOEC_ERR_UNSUPPORTED naming the reason. The file is
+ * written atomically. */
+moec_status moec_export_gguf(const char *model_dir, const char *out_path, const moec_gguf_export_params *params,
+                             moec_error *err);
 
 /* ---------------------------------------------------------------- session (KV cache) */
 
@@ -131,7 +159,8 @@ int32_t moec_sampler_sample(moec_sampler *s, const float *logits);
 typedef struct moec_tokenizer moec_tokenizer;
 
 /* Loads a Hugging Face tokenizer.json (BPE: byte-level as GPT-2/Qwen/OLMoE, or SentencePiece
- * style with byte fallback as Mixtral; see docs/tokenizer.md). Caller frees. A loaded tokenizer
+ * style with byte fallback as Mixtral; see docs/tokenizer.md), or the vocabulary of a GGUF file
+ * (tokenizer.ggml.*, byte-level BPE "gpt2" models; see docs/formats.md). Caller frees. A loaded tokenizer
  * is read-only: encode/decode may be called from several threads at once. */
 moec_status moec_tokenizer_load(moec_tokenizer **out, const char *path, moec_error *err);
 void moec_tokenizer_free(moec_tokenizer *tok); /* accepts NULL */

@@ -34,6 +34,10 @@ fi
 if ! .venv/bin/python -c "import tokenizers, safetensors" 2>/dev/null; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "tokenizers>=0.15" "safetensors>=0.4"
 fi
+# gguf: llama.cpp's reader/writer (tests/py_test_gguf.py); needs numpy >= 1.17, so Debian's stays
+if ! .venv/bin/python -c "import gguf" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check "gguf>=0.17,<1"
+fi
 
 # transformers 5 with a torch it accepts, in its own venv (so .venv keeps Debian's torch)
 HF_PKGS="torch>=2.4 transformers>=5,<6 tokenizers>=0.22 safetensors>=0.4 numpy"

@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include "core/error.h"
+#include "model/gguf_model.h"
 #include "model/tensors.h"
 
 #include <errno.h>
@@ -233,12 +234,18 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
     struct stat sb;
     if (stat(dir, &sb) != 0)
         return moec_err(err, MOEC_ERR_IO, "cannot open model directory %s: %s", dir, strerror(errno));
-    if (!S_ISDIR(sb.st_mode))
-        return moec_err(err, MOEC_ERR_IO, "model path %s is not a directory (give the checkpoint directory)", dir);
+    const int is_gguf = S_ISREG(sb.st_mode); /* a file is read as GGUF; its parser names what is wrong */
+    if (!S_ISDIR(sb.st_mode) && !is_gguf)
+        return moec_err(err, MOEC_ERR_IO, "model path %s is neither a directory nor a file (give the checkpoint directory or a .gguf)", dir);
     moec_model *m = calloc(1, sizeof *m);
     if (!m) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    moec_status st = moec_hparams_load(&m->hp, dir, err);
-    if (!st) st = moec_st_open_dir(&m->st, dir, err);
+    moec_status st;
+    if (is_gguf) {
+        st = moec_gguf_model_load(&m->gguf, &m->hp, &m->st, dir, err);
+    } else {
+        st = moec_hparams_load(&m->hp, dir, err);
+        if (!st) st = moec_st_open_dir(&m->st, dir, err);
+    }
     if (st) {
         moec_model_close(m);
         return st;
@@ -266,6 +273,11 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
 #endif
     m->n_threads = nt;
     fill_info(m);
+    if (m->gguf) { /* the file's storage type (Q8_0 is dequantized in memory) and bytes */
+        m->info.weight_dtype = moec_gguf_model_weight_type(m->gguf);
+        m->info.n_bytes_weights = moec_gguf_model_bytes(m->gguf);
+        m->info.add_bos_token = moec_gguf_model_add_bos(m->gguf);
+    }
     *out = m;
     return MOEC_OK;
 }
@@ -273,6 +285,7 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
 void moec_model_close(moec_model *m) {
     if (!m) return;
     moec_st_close(&m->st);
+    moec_gguf_model_free(m->gguf);
     moec_model_free_tables(m);
     free(m->small);
     free(m);

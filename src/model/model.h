@@ -36,6 +36,7 @@ struct moec_model {
     float *small;        /* one allocation: fp32 copies of every norm weight and bias */
     moec_ffn *expert_pool;
     const moec_ffn **expert_ptr_pool;
+    struct moec_gguf_model *gguf; /* set when opened from a GGUF file: owns what st points into */
 };
 
 /* The weight view: moec_model's tables (tok_embd, output, out_norm, layers) are filled by

@@ -13,6 +13,8 @@
 #include "text/jsonutil.h"
 #include "text/normalize.h"
 #include "text/pretokenize.h"
+#include "text/tokenizer_gguf.h"
+#include "io/gguf.h"
 #include "text/utf8.h"
 
 #include <errno.h>
@@ -239,7 +241,9 @@ moec_status moec_tokenizer_load(moec_tokenizer **out, const char *path, moec_err
     *out = NULL;
     char *data = NULL;
     size_t len = 0;
-    moec_status st = read_file(path, &data, &len, err);
+    /* a GGUF file's vocabulary is turned into tokenizer.json text, then loaded like one */
+    moec_status st = moec_gguf_is_gguf_file(path) ? tk_gguf_tokenizer_json(path, &data, &len, err)
+                                                  : read_file(path, &data, &len, err);
     if (st) return st;
     size_t bad = tk_utf8_validate(data, len);
     if (bad != len) {

@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec bench -m DIR [options]\n"
-               "  -m, --model DIR    Hugging Face checkpoint directory (required)\n"
+               "  -m, --model DIR    Hugging Face checkpoint directory or GGUF file (required)\n"
                "  -p N               prefill tokens (default 128; 0 = skip)\n"
                "  -n N               decode tokens (default 32; 0 = skip)\n"
                "  -r N               repetitions (default 3)\n"

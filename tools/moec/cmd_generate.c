@@ -8,7 +8,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec generate -m DIR -p TEXT [options]\n"
-               "  -m, --model DIR      Hugging Face checkpoint directory (required)\n"
+               "  -m, --model DIR      Hugging Face checkpoint directory or GGUF file (required)\n"
                "  -p, --prompt TEXT    prompt text (required)\n"
                "  -n, --n-predict N    tokens to generate (default 64)\n"
                "  --temp X             temperature, 0 = greedy (default 0.8)\n"
@@ -16,8 +16,9 @@ static void usage(FILE *f) {
                "  --top-p X            nucleus sampling mass, 1 = off (default 0.95)\n"
                "  --seed N             sampling seed (default 42)\n"
                "  -t, --threads N      threads (default: number of cores)\n"
-               "  --tokenizer FILE     tokenizer.json (default: DIR/tokenizer.json)\n"
-               "  --bos                prepend config.json's bos_token_id to the prompt\n"
+               "  --tokenizer FILE     tokenizer.json or GGUF (default: DIR/tokenizer.json, or the GGUF itself)\n"
+               "  --bos                prepend config.json's bos_token_id to the prompt (a GGUF\n"
+               "                       whose tokenizer.ggml.add_bos_token is true does by default)\n"
                "  --ignore-eos         keep generating past end-of-sequence tokens\n"
                "  --experts-per-token K  route each token to K experts, 1..num_experts_per_tok (default: the model's)\n");
 }
@@ -65,9 +66,9 @@ int moec_cmd_generate(int argc, char **argv) {
         return 2;
     }
     char tok_default[4096];
-    if (!tok_path) {
+    if (!tok_path) { /* a GGUF file carries its vocabulary */
         snprintf(tok_default, sizeof tok_default, "%s/tokenizer.json", model);
-        tok_path = tok_default;
+        tok_path = cli_is_gguf(model) ? model : tok_default;
     }
     moec_error err = {0};
     moec_model_params mp = moec_model_default_params();
@@ -89,7 +90,7 @@ int moec_cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (moec_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids, &err)) goto fail;
-    const size_t n_prompt = n_ids + (bos && in->bos_token_id >= 0);
+    const size_t n_prompt = n_ids + ((bos || in->add_bos_token) && in->bos_token_id >= 0);
     if (n_prompt == 0) {
         fprintf(stderr, "moec generate: the prompt encodes to no tokens (give some text, or --bos)\n");
         goto done;

@@ -6,7 +6,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec info -m DIR\n"
-               "  -m, --model DIR    Hugging Face checkpoint directory (required)\n");
+               "  -m, --model DIR    Hugging Face checkpoint directory or GGUF file (required)\n");
 }
 
 /* 1234567 -> "1,234,567" */

@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec logits -m DIR --ids 1,2,3 -o OUT.npy [options]\n"
-               "  -m, --model DIR    Hugging Face checkpoint directory (required)\n"
+               "  -m, --model DIR    Hugging Face checkpoint directory or GGUF file (required)\n"
                "  --ids LIST         comma-separated token ids (required)\n"
                "  -o, --out FILE     output .npy, float32 [T, V] (required)\n"
                "  -t, --threads N    threads (default: number of cores)\n"

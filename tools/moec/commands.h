@@ -14,6 +14,7 @@ int moec_cmd_tokenizer(int argc, char **argv);
 int moec_cmd_data(int argc, char **argv);
 int moec_cmd_train(int argc, char **argv);
 int moec_cmd_eval(int argc, char **argv);
+int moec_cmd_export(int argc, char **argv);
 
 /* Shared CLI helpers (cli_util.c). */
 /* Prints "moec <cmd>: <what>" plus an optional hint line on stderr; returns exit code 1. */
@@ -26,5 +27,7 @@ int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n);
 
 /* Monotonic clock in seconds, for tokens/s. */
 double cli_now_s(void);
+/* 1 if path is a regular file starting with the GGUF magic. */
+int cli_is_gguf(const char *path);
 
 #endif

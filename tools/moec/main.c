@@ -23,6 +23,7 @@ static const command commands[] = {
     {"data", moec_cmd_data, "tokenize text files into train/val token shards"},
     {"train", moec_cmd_train, "train an MoE model from scratch or from a checkpoint"},
     {"eval", moec_cmd_eval, "validation loss and perplexity of a checkpoint, overall and per domain"},
+    {"export", moec_cmd_export, "write a checkpoint as a GGUF file for llama.cpp (moec export gguf ...)"},
 };
 
 static void usage(FILE *f) {
