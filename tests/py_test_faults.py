@@ -213,7 +213,7 @@ def test_truncate(moec, root, ref):
 
 # ----------------------------------------------------------------------------- 4. memory
 def test_memory(moec, root, data, asan):
-    huge = dict(SMALL, vocab_size=16777216, hidden_size=1 << 20)
+    huge = dict(SMALL, vocab_size=16777216, hidden_size=1 << 20, head_dim=64)  # head_dim: hidden/heads is out of range
     p = os.path.join(root, "huge.json")
     json.dump(huge, open(p, "w"))
     t0 = time.time()
