@@ -65,6 +65,46 @@ def safetensors_seeds():
     }
 
 
+def gguf_bytes(kvs, tensors, alignment=32):
+    """GGUF v3 bytes. kvs = [(key, type, value)] with type in u32/i32/f32/bool/str/arr_str/arr_i32;
+    tensors = [(name, dims (fastest first), ggml type, data bytes)]."""
+    def s(x):
+        b = x.encode()
+        return struct.pack("<Q", len(b)) + b
+    enc = {"u32": (4, lambda v: struct.pack("<I", v)), "i32": (5, lambda v: struct.pack("<i", v)),
+           "f32": (6, lambda v: struct.pack("<f", v)), "bool": (7, lambda v: struct.pack("<?", v)),
+           "str": (8, s),
+           "arr_str": (9, lambda v: struct.pack("<IQ", 8, len(v)) + b"".join(s(x) for x in v)),
+           "arr_i32": (9, lambda v: struct.pack("<IQ", 5, len(v)) + b"".join(struct.pack("<i", x) for x in v))}
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    for key, typ, val in kvs:
+        code, f = enc[typ]
+        out += s(key) + struct.pack("<I", code) + f(val)
+    offs, off = [], 0
+    for name, dims, gtype, data in tensors:
+        offs.append(off)
+        out += s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", gtype, off)
+        off += (len(data) + alignment - 1) // alignment * alignment
+    out += b"\0" * (-len(out) % alignment)
+    for (name, dims, gtype, data), o in zip(tensors, offs):
+        out += data + b"\0" * (-len(data) % alignment)
+    return out
+
+
+def gguf_seeds():
+    q8 = struct.pack("<e", 0.5) + bytes(range(32))  # one Q8_0 block: f16 scale + 32 int8
+    kvs = [("general.architecture", "str", "llama"), ("general.alignment", "u32", 32),
+           ("llama.block_count", "u32", 1), ("llama.rope.freq_base", "f32", 10000.0),
+           ("tokenizer.ggml.add_bos_token", "bool", True), ("tokenizer.ggml.tokens", "arr_str", ["a", "b", "<s>"]),
+           ("tokenizer.ggml.token_type", "arr_i32", [1, 1, 3])]
+    tensors = [("token_embd.weight", [4, 2], 0, f32(*range(8))),  # F32 [2, 4]
+               ("output_norm.weight", [8], 1, struct.pack("<8e", *[1.0] * 8)),  # F16
+               ("blk.0.ffn_down_exps.weight", [32, 1, 1], 8, q8)]  # Q8_0, 3-D
+    return {"three_types": gguf_bytes(kvs, tensors), "empty": gguf_bytes([], []),
+            "metadata_only": gguf_bytes(kvs, [])}
+
+
 def index_input(weight_map, shards):
     parts = [json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}).encode()] + shards
     return SEP.join(parts)
@@ -217,7 +257,7 @@ def main():
     try:
         tok, data = moec_tokenizer_and_data(os.path.abspath(args.moec), tmp)
         if args.out:
-            sets = {"safetensors": safetensors_seeds(), "st_index": st_index_seeds(),
+            sets = {"safetensors": safetensors_seeds(), "st_index": st_index_seeds(), "gguf": gguf_seeds(),
                     "config": dict(config_seeds(), **config_regressions()), "tokenizer_load": tokenizer_seeds(tok),
                     "tokenizer_text": tokenizer_text_seeds(), "data": data_seeds(data),
                     "train_state": dict(state_seeds(), **state_regressions()), "cli_args": cli_seeds()}
@@ -226,6 +266,7 @@ def main():
         if args.regressions:
             index_empty = index_input({}, [])
             sets = {"safetensors": {"good_three_dtypes": safetensors_seeds()["f32_bf16_f16"]},
+                    "gguf": {"good_three_types": gguf_seeds()["three_types"]},
                     "st_index": {"good_two_shards": st_index_seeds()["two_shards"],
                                  "bug_empty_weight_map": index_empty},
                     "config": dict(config_regressions(), good_qwen3_tiny=config_seeds()["preset_qwen3-tiny"]),
