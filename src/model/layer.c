@@ -2,6 +2,7 @@
 #include "model/layer.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "moe/experts.h"
 #include "nn/linear.h"
 #include "nn/ops.h"
@@ -54,7 +55,7 @@ static int layer_spans(fspan *tab, moec_layer_acts *a, const moec_hparams *hp, i
 }
 
 size_t moec_layer_acts_bytes(const moec_layer_acts *a) {
-    return a && a->x ? ((size_t *)a->x)[-1] + moec_moe_ws_bytes(a->moe) : 0;
+    return a && a->mem ? a->bytes + moec_moe_ws_bytes(a->moe) : 0;
 }
 
 moec_status moec_layer_acts_new(moec_layer_acts *a, const moec_hparams *hp, int il, int T, int B, int S, int keep,
@@ -62,22 +63,23 @@ moec_status moec_layer_acts_new(moec_layer_acts *a, const moec_hparams *hp, int 
     memset(a, 0, sizeof *a);
     fspan tab[32];
     const int n = layer_spans(tab, a, hp, il, T, B, S, with_probs);
-    size_t total = 64; /* a header line holds the byte count */
+    size_t total = 64; /* room to align the base */
     for (int i = 0; i < n; i++) {
         if (tab[i].n > (SIZE_MAX / 8) / sizeof(float))
             return moec_err(err, MOEC_ERR_INVALID_ARG, "layer activations overflow for %d tokens", T);
         total += (tab[i].n * sizeof(float) + 63) & ~(size_t)63;
     }
-    char *mem = aligned_alloc(64, total);
-    if (!mem) return moec_err(err, MOEC_ERR_OOM, "out of memory for activations (%d tokens, %zu MB)", T, total >> 20);
-    memset(mem, 0, total);
-    char *p = mem + 64;
-    ((size_t *)p)[-1] = total;
+    moec_status cst = moec_mem_check(total, "layer activations", err);
+    if (cst) return cst;
+    /* calloc: zeroed without touching the pages up front (large blocks come from mmap) */
+    a->mem = calloc(1, total);
+    if (!a->mem) return moec_err(err, MOEC_ERR_OOM, "out of memory for activations (%d tokens, %zu MB)", T, total >> 20);
+    a->bytes = total;
+    char *p = (char *)(((uintptr_t)a->mem + 63) & ~(uintptr_t)63);
     for (int i = 0; i < n; i++) {
         *tab[i].ptr = tab[i].n ? (float *)p : NULL;
         p += (tab[i].n * sizeof(float) + 63) & ~(size_t)63;
     }
-    MOEC_ASSERT(a->x == (float *)(mem + 64));
     if (!a->qn) a->qn = a->q;
     if (!a->kn) a->kn = a->k;
     if (!a->vc) a->vc = a->v;
@@ -86,8 +88,7 @@ moec_status moec_layer_acts_new(moec_layer_acts *a, const moec_hparams *hp, int 
     if (moe) {
         moec_status st = moec_moe_ws_new(&a->moe, hp, T, keep, err);
         if (st) {
-            free(mem);
-            memset(a, 0, sizeof *a);
+            moec_layer_acts_free(a);
             return st;
         }
     }
@@ -95,8 +96,8 @@ moec_status moec_layer_acts_new(moec_layer_acts *a, const moec_hparams *hp, int 
 }
 
 void moec_layer_acts_free(moec_layer_acts *a) {
-    if (!a || !a->x) return;
-    free((char *)a->x - 64);
+    if (!a) return;
+    free(a->mem);
     moec_moe_ws_free(a->moe);
     memset(a, 0, sizeof *a);
 }

@@ -31,6 +31,8 @@ typedef struct {
     float *ffn_out;         /* [T, d] */
     float *hg, *hu, *h;     /* dense MLP [T, ff_dense]: gate, up, silu(gate)·up */
     moec_moe_ws *moe;       /* MoE layers */
+    void *mem;              /* the one allocation the arrays above point into */
+    size_t bytes;
 } moec_layer_acts;
 
 /* How a call sees positions and the past. */

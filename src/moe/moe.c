@@ -4,6 +4,7 @@
 #include "moe/moe.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "moe/experts.h"
 #include "nn/linear.h"
 #include "nn/ops.h"
@@ -135,6 +136,11 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
     if (!ok) {
         free(w);
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: size overflows for %d tokens", max_T);
+    }
+    moec_status cst = moec_mem_check(total, "MoE workspace", err);
+    if (cst) {
+        free(w);
+        return cst;
     }
     w->mem = aligned_alloc(64, total ? total : 64);
     if (!w->mem) {

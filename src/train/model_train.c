@@ -4,6 +4,7 @@
 #include "train/model_train.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "model/layer.h"
 #include "nn/linear.h"
 #include "nn/ops.h"
@@ -114,11 +115,21 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
     m->counts = calloc((size_t)hp->n_layer * E, sizeof *m->counts);
     m->lstats = calloc((size_t)hp->n_layer, sizeof *m->lstats);
     if (!m->acts || !m->counts || !m->lstats) goto oom;
-    for (int il = 0; il < hp->n_layer; il++)
+    for (int il = 0; il < hp->n_layer; il++) {
         if ((st = moec_layer_acts_new(&m->acts[il], hp, il, m->BS, B, S, 1, 1, err))) {
             moec_tmodel_free(m);
             return st;
         }
+        /* every layer's activations are alike: refuse a run whose layers cannot all fit before
+         * the next ones are allocated and touched (each allocation is checked on its own too) */
+        size_t all = 0;
+        if (il == 0 && (!moec_size_muladd(&all, moec_layer_acts_bytes(&m->acts[0]), (size_t)hp->n_layer) ||
+                        (st = moec_mem_check(all, "training activations", err)))) {
+            if (!st) st = moec_err(err, MOEC_ERR_OOM, "training activations: size overflows");
+            moec_tmodel_free(m);
+            return st;
+        }
+    }
     const size_t V = (size_t)hp->n_vocab, ff = (size_t)hp->n_ff_dense, wide = qd > d ? qd : d;
     moec_layer_grad_scratch *g = &m->gs;
     if (!(m->x_final = falloc(m, BS * d)) || !(m->xnf = falloc(m, BS * d)) || !(m->rstdf = falloc(m, BS)) ||
