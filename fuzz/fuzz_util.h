@@ -35,17 +35,33 @@ static inline int fz_split(const uint8_t *data, size_t size, const uint8_t **par
     return n;
 }
 
+static char fz_dir_path[128];
+
+/* Removes the private directory at exit (a crash leaves it, with the files that crashed). */
+static inline void fz_dir_remove(void) {
+    static const char *names[] = {"tokenizer.json", "meta.json", "train-00000.bin", "val-00000.bin",
+                                  "model.safetensors.index.json", "model-00001-of-00003.safetensors",
+                                  "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"};
+    char path[512];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", fz_dir_path, names[i]);
+        unlink(path);
+    }
+    rmdir(fz_dir_path);
+}
+
 /* A private directory, made once per process (under /dev/shm when it exists: no disk I/O). */
 static inline const char *fz_dir(void) {
-    static char dir[128];
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "%s/moec-fuzz-XXXXXX", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-        if (!mkdtemp(dir)) {
+    if (!fz_dir_path[0]) {
+        snprintf(fz_dir_path, sizeof fz_dir_path, "%s/moec-fuzz-XXXXXX",
+                 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+        if (!mkdtemp(fz_dir_path)) {
             perror("mkdtemp");
             abort();
         }
+        atexit(fz_dir_remove);
     }
-    return dir;
+    return fz_dir_path;
 }
 
 /* Writes (or, with len == SIZE_MAX, removes) dir/name. */
