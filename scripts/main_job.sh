@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-300}
-bash scripts/install-deps.sh
+MOEC_SKIP_HF=1 bash scripts/install-deps.sh   # the demo needs no transformers (make test installs it)
 make build >/dev/null
 M=build/moec
 OUT=demo
