@@ -4,7 +4,6 @@
 #include "core/error.h"
 #include "infer/session.h"
 #include "nn/linear.h"
-#include "nn/ops.h"
 #include "nn/ops_train.h"
 
 #include <string.h>

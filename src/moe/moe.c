@@ -27,6 +27,7 @@ struct moec_moe_ws {
     int keep, max_T, d, E, k_max, ff, fs, ff_max;
     int T;             /* tokens of the pending forward (keep); 0 = none */
     int k_eff;         /* experts per token of the pending forward (the call's k) */
+    int jittered;      /* the pending forward's router input was x ⊙ noise (xr), not x */
     int losses;        /* the pending forward computed losses */
     moec_moe_call call;
     size_t bytes;
@@ -315,15 +316,14 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
 
     /* route: fp32 logits, optionally of a jittered input */
     const float *xin = x;
-    if (w->noise && call->jitter_rng) {
+    w->jittered = w->noise && call->jitter_rng;
+    if (w->jittered) {
         const float eps = rc->jitter;
         for (size_t i = 0; i < (size_t)T * d; i++) {
             w->noise[i] = 1.f - eps + 2.f * eps * moec_rng_uniform(call->jitter_rng);
             w->xr[i] = x[i] * w->noise[i];
         }
         xin = w->xr;
-    } else if (w->noise) {
-        for (size_t i = 0; i < (size_t)T * d; i++) w->noise[i] = 1.f;
     }
     moec_linear(w->logits, E, xin, d, &L->router, NULL, T);
     moec_route_opts opts = call->opts ? *call->opts : (moec_route_opts){0};
@@ -411,8 +411,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
         for (int e = 0; e < E; e++) assigned += w->counts[e];
         st->n_assigned = assigned;
         st->n_dropped = assigned - R;
-        double ent = 0;
-        for (size_t i = 0; i < (size_t)T * E; i++) {
+        double ent = 0; /* a training metric: not worth T·E logs per inference step */
+        for (size_t i = 0; call->losses && i < (size_t)T * E; i++) {
             const double p = w->probs[i];
             if (p > 0) ent -= p * log(p);
         }
@@ -455,18 +455,14 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
                          w->rscratch);
     if (z_on) moec_zloss_backward(rc->z_coef, w->logits, w->lse, T, E, dloss, w->dlogits);
     {
-        const float *xin = w->noise ? w->xr : x;
-        if (w->noise && xin == w->xr)
-            for (size_t i = 0; i < (size_t)T * d; i++) w->xr[i] = x[i] * w->noise[i];
-        float *dxr = NULL;
-        if (dx && w->noise) {
-            dxr = w->xr; /* reuse: ∂/∂x̃ then ⊙ noise into dx (xr is not needed after dW_r) */
-        }
+        /* xr (the jittered input) is still the forward's: dW_r needs it, then it is free scratch */
+        const float *xin = w->jittered ? w->xr : x;
         moec_linear_backward(NULL, 0, G ? grad_of(&G->router) : NULL, NULL, w->dlogits, E, xin, d, f32(&L->router), T,
                              d, E);
-        if (dx && !w->noise) {
+        if (dx && !w->jittered) {
             moec_linear_backward(dx, d, NULL, NULL, w->dlogits, E, NULL, d, f32(&L->router), T, d, E);
         } else if (dx) {
+            float *dxr = w->xr; /* ∂/∂x̃, then ⊙ noise into dx */
             memset(dxr, 0, (size_t)T * d * sizeof(float));
             moec_linear_backward(dxr, d, NULL, NULL, w->dlogits, E, NULL, d, f32(&L->router), T, d, E);
             for (size_t i = 0; i < (size_t)T * d; i++) dx[i] += dxr[i] * w->noise[i];

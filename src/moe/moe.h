@@ -56,7 +56,7 @@ typedef struct {
     const int64_t *counts;    /* [E] the router's choices per expert, before capacity (borrowed) */
     int64_t n_assigned;       /* slots that chose an expert */
     int64_t n_dropped;        /* of those, dropped by capacity */
-    double entropy_sum;       /* Σ over tokens of the entropy of probs (nats) */
+    double entropy_sum;       /* Σ over tokens of the entropy of probs (nats); 0 unless call->losses */
     const moec_routing *routing; /* the slots of this call (borrowed, valid until the next call) */
 } moec_moe_stats;
 
