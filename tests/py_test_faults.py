@@ -39,21 +39,13 @@ SMALL = {"model_type": "mixtral", "vocab_size": 300, "hidden_size": 32, "interme
          "tie_word_embeddings": False}
 KILLS = 24
 STEPS = 40
-passed = failed = 0
-
-
-def check(ok, label, detail=""):
-    global passed, failed
-    passed += bool(ok)
-    failed += not ok
-    print(f"{'PASS' if ok else 'FAIL'} {label} {detail}", flush=True)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+import checks  # noqa: E402
+from checks import check, summary  # noqa: E402
 
 
 def run(cmd, timeout=300, **kw):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(cmd, None, "", f"timed out after {timeout}s")
+    return checks.run(cmd, timeout=timeout, **kw)
 
 
 def one_line(r):
@@ -255,8 +247,7 @@ def main():
     test_truncate(moec, root, ref)
     test_memory(moec, root, data, asan)
     shutil.rmtree(root, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -34,21 +34,13 @@ import time
 
 CRASH = ("AddressSanitizer", "LeakSanitizer", "runtime error", "Segmentation", "core dumped", "Assertion",
          "Aborted")
-passed = failed = 0
-
-
-def check(ok, label, detail=""):
-    global passed, failed
-    passed += bool(ok)
-    failed += not ok
-    print(f"{'PASS' if ok else 'FAIL'} {label} {detail}", flush=True)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref"))
+import checks  # noqa: E402
+from checks import check, summary  # noqa: E402
 
 
 def run(cmd, timeout=120, **kw):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(cmd, None, "", f"timed out after {timeout}s")
+    return checks.run(cmd, timeout=timeout, **kw)
 
 
 def refused(label, r, needles, code=1, max_s=None, t=None):
@@ -285,8 +277,7 @@ def main():
     test_train_state(moec, root, data, cfg)
     test_meta(moec, root, data, cfg)
     shutil.rmtree(root, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":
