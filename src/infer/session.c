@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "nn/ops.h"
+#include "moe/router.h"
 #include "nn/rope.h"
 
 #include <stdlib.h>
@@ -17,6 +18,11 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
     *out = NULL;
     const moec_hparams *hp = &m->hp;
     if (n_ctx < 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d is negative", n_ctx);
+    /* a non-causal router (expert choice) cannot decode without a causal decode router (issue 10) */
+    if (hp->n_expert > 0) {
+        moec_status rs = moec_router_check_servable(&hp->route, err);
+        if (rs) return rs;
+    }
     if (n_ctx == 0) n_ctx = hp->max_pos < 4096 ? hp->max_pos : 4096;
     if (n_ctx > hp->n_ctx_max)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds %s %d", n_ctx,

@@ -32,6 +32,7 @@ struct moec_tmodel {
     int64_t global_tokens;
     moec_rng noise;
     int noise_on;
+    int64_t route_step; /* optimizer step of the following steps (moec_tmodel_set_step) */
     void **allocs;
     int n_allocs;
     size_t bytes;
@@ -162,6 +163,8 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
     m->global_tokens = tokens;
 }
 
+void moec_tmodel_set_step(moec_tmodel *m, int64_t step) { m->route_step = step; }
+
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
     if (on) moec_rng_seed(&m->noise, seed);
     m->noise_on = on;
@@ -192,7 +195,7 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
         const moec_moe_call call = {.losses = 1, .seq_len = S,
                                     .global_counts = m->global_counts ? m->global_counts + (size_t)il * E : NULL,
                                     .global_tokens = m->global_tokens, .jitter_rng = m->noise_on ? &m->noise : NULL,
-                                    .train = backward};
+                                    .train = backward, .token_ids = m->inp, .step = m->route_step};
         const moec_layer_ctx c = {.T = BS, .pos = m->pos, .rope_cos = m->rope_cos, .rope_sin = m->rope_sin,
                                   .keep = 1, .B = B, .S = S, .moe_call = &call};
         moec_moe_stats st = {0};

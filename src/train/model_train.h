@@ -42,6 +42,9 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
  * this seed (the trainer derives the seed from the run seed, the step and the micro-batch, so a
  * resumed run draws the same noise); on = 0 (the default; evaluation) turns it off. */
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
+/* The optimizer step the following steps belong to (routers with a schedule: EvoMoE's τ). 0 by
+ * default; the trainer sets it each step, so a resumed run continues the schedule exactly. */
+void moec_tmodel_set_step(moec_tmodel *m, int64_t step);
 
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of

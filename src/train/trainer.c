@@ -513,7 +513,7 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
     routing_summary s = {0};
     int n_moe = 0;
     int64_t assigned = 0, dropped = 0;
-    char json[256];
+    char json[320];
     fprintf(f, ",\"imbalance\":[");
     for (int il = 0, first = 1; il < hp->n_layer; il++) {
         if (!hp->layer_moe[il]) continue;
@@ -544,10 +544,12 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
         const double vio = mean > 0 ? (mx - mean) / mean : 0; /* batch MaxVio (Wang et al. 2024, Eq. 4) */
         const double drop = ls->assigned > 0 ? (double)ls->dropped / (double)ls->assigned : 0;
         const double ent = ls->tokens > 0 ? ls->entropy_sum / (double)ls->tokens : 0;
+        /* mean experts per token: slots that chose a real expert (before capacity) per token */
+        const double ept = ls->tokens > 0 ? (double)ls->assigned / (double)ls->tokens : 0;
         snprintf(json, sizeof json,
                  "%s{\"layer\":%d,\"load_max_mean\":%.4f,\"load_cv\":%.4f,\"max_vio\":%.4f,\"drop_rate\":%.5f,"
-                 "\"gate_entropy\":%.4f,\"unused_experts\":%d}",
-                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused);
+                 "\"gate_entropy\":%.4f,\"unused_experts\":%d,\"experts_per_token\":%.4f}",
+                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused, ept);
         fputs(json, f);
         first = 0;
         s.worst_imb = fmax(s.worst_imb, imb);
@@ -696,7 +698,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     const moec_hparams *thp = moec_tmodel_hparams(r.tm);
     const int global_lbl = r.hp.n_expert > 0 && thp->route.aux_scope == MOEC_LBL_GLOBAL_BATCH && thp->route.aux_coef != 0.f &&
                            p->accum > 1;
-    const int jitter = r.hp.n_expert > 0 && thp->route.jitter > 0.f;
+    /* the per-micro-batch random stream: router jitter, or a stochastic router (EvoMoE's Gumbel noise) */
+    const int jitter = r.hp.n_expert > 0 && (thp->route.jitter > 0.f || (thp->route.router && thp->route.router->stochastic));
     if (global_lbl) fprintf(out, "  global-batch load balancing: a counting forward per step over its %d micro-batches\n", p->accum);
     while (r.step < p->steps) {
         if (p->stop_after > 0 && r.step - first_step >= p->stop_after) {
@@ -708,6 +711,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const double t0 = now_s();
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
         double ce = 0, aux = 0, z = 0;
+        moec_tmodel_set_step(r.tm, r.step); /* routing schedules (EvoMoE τ) follow the optimizer step */
         int32_t *cnt = r.step_counts;
         memset(cnt, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *cnt);
         memset(r.step_layers, 0, (size_t)r.hp.n_layer * sizeof *r.step_layers);
