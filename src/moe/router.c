@@ -101,9 +101,9 @@ const moec_router *moec_router_for_call(const moec_router_cfg *cfg, int causal) 
 moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *err) {
     if (!cfg->router || !cfg->router->non_causal || cfg->decode_router) return MOEC_OK;
     return moec_err(err, MOEC_ERR_UNSUPPORTED,
-                    "router %s is not causal (a token's experts depend on later tokens): this checkpoint can be "
-                    "trained and evaluated but not decoded; set \"moec_decode_router\": \"topk\" in its config.json "
-                    "to decode with token choice over the same router weights",
+                    "router %s is not causal (a token's experts depend on later tokens): moec can train this "
+                    "checkpoint but not decode it (generate, logits, eval, serve); set \"moec_decode_router\": \"topk\" "
+                    "in its config.json to decode with token choice over the same router weights",
                     cfg->router->name);
 }
 
@@ -150,6 +150,24 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
         }                                                                                          \
     } while (0)
     ADD("%s: ", c->router ? c->router->name : "?");
+    const char *nm = c->router ? c->router->name : "";
+    if (!strcmp(nm, "expert_choice"))
+        ADD("each expert takes its top ceil(T*%g/%d) tokens; decodes with %s", (double)c->ec_capacity, c->n_expert,
+            c->decode_router ? c->decode_router->name : "nothing (training only)");
+    else if (!strcmp(nm, "topp"))
+        ADD("fewest experts with softmax mass > %g (at most %d), entropy loss %g", (double)c->top_p, c->k,
+            (double)c->entropy_coef);
+    else if (!strcmp(nm, "moge"))
+        ADD("top-%d in each of %d groups", c->k / (c->n_group > 0 ? c->n_group : 1), c->n_group);
+    else if (!strcmp(nm, "hash"))
+        ADD("fixed random token-id table (seed %llu)", (unsigned long long)c->hash_seed);
+    else if (!strcmp(nm, "evomoe"))
+        ADD("Gumbel gate, tau %g -> %g over %lld steps (%s), hard from step %lld; serves top-%d", (double)c->tau_max,
+            (double)c->tau_min, (long long)c->tau_steps, c->tau_linear ? "linear" : "exp", (long long)c->hard_after, c->k);
+    if (strcmp(nm, "topk")) {
+        if (o >= cap) buf[cap - 1] = 0;
+        return;
+    }
     if (c->topk_softmax) ADD("softmax over the top-%d logits", c->k);
     else ADD("%s, top-%d%s", c->score == MOEC_SCORE_SIGMOID ? "sigmoid scores" : "softmax over all experts", c->k,
              c->norm_topk_prob ? ", renormalised" : "");

@@ -45,7 +45,13 @@ static moec_status ec_check(const moec_router_cfg *c, moec_error *err) {
     return MOEC_OK;
 }
 
-static void ec_defaults(moec_router_cfg *c) { c->aux_coef = 0.f; /* §6: aux loss = 0 */ }
+/* §6: no load-balancing loss. Decoding through a token-choice router weights its picks by the
+ * raw scores, as expert-choice training weights them (not renormalised, whatever the model type
+ * says: Mixtral's would renormalise). */
+static void ec_defaults(moec_router_cfg *c) {
+    c->aux_coef = 0.f;
+    c->norm_topk_prob = 0;
+}
 
 static int64_t ec_max_slots(const moec_router_cfg *c, int T) { return (int64_t)c->n_expert * ec_capacity(c, T); }
 
