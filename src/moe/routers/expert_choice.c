@@ -45,7 +45,8 @@ static moec_status ec_check(const moec_router_cfg *c, moec_error *err) {
     return MOEC_OK;
 }
 
-/* §6: no load-balancing loss. Decoding through a token-choice router weights its picks by the
+/* §6: no load-balancing loss (when the config has no router_aux_loss_coef; the model type's
+ * template supplies one for Mixtral-style configs, so the preset sets 0 explicitly). Decoding through a token-choice router weights its picks by the
  * raw scores, as expert-choice training weights them (not renormalised, whatever the model type
  * says: Mixtral's would renormalise). */
 static void ec_defaults(moec_router_cfg *c) {
