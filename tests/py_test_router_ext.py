@@ -6,12 +6,13 @@ expert_choice, topp, moge, hash and evomoe, shrunk to a tiny model (hidden 32, 2
 For each: `moec train` 30 steps (loss falls: mean CE of the last 5 steps at least 0.3 nats below
 the first 5), the JSONL carries the per-layer routing metrics with `experts_per_token`, and the
 scheme's own signature shows in them (expert choice: exactly c experts per token and MaxVio 0;
-hash: 1 expert, entropy 0; MoGE: k; top-p: between 1 and E and not constant; EvoMoE: dense in its
+hash and THOR: 1 expert, entropy 0, THOR's consistency loss on; MoGE: k; top-p: between 1 and E and not constant; EvoMoE: dense in its
 soft phase, exactly 1 from the hard switch). Then the checkpoint is served: `moec logits` equals
 the independent PyTorch reference (tests/ref/torch_ref.py route_served, written from
-MOE_SPECS.md) within 1e-4 * max|logit|, and `moec generate` runs. An expert-choice checkpoint
+MOE_SPECS.md) within 1e-4 * max|logit|, and `moec generate` runs. THOR serves one random expert per layer for the sequence: the logits equal the reference
+with exactly one of the E^L expert choices. An expert-choice checkpoint
 without "moec_decode_router" is refused by logits and generate with one line naming the key.
-EvoMoE (schedule + Gumbel noise) resumes mid-schedule bit-identically: 15 steps + --resume ==
+EvoMoE (schedule + Gumbel noise) and THOR (two streams) resume mid-run bit-identically: 15 steps + --resume ==
 30 steps. Ends with `N passed, M failed`; exits 1 on any failure."""
 import argparse
 import json
@@ -33,7 +34,7 @@ from py_test_router_presets import make_corpus, log_steps  # noqa: E402
 STEPS = 30
 TINY = dict(vocab_size=1024, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
             head_dim=16)
-PRESETS = ("expert-choice", "top-p", "moge", "hash", "evomoe")
+PRESETS = ("expert-choice", "top-p", "moge", "hash", "evomoe", "thor")
 
 
 def train(moec, cfg, data, out, *extra, steps=STEPS):
@@ -51,7 +52,7 @@ def signature(name, conf, steps):
         check(np.all(ept == conf["moec_ec_capacity"]) and vio == 0.0,
               f"{name}: exactly c = {conf['moec_ec_capacity']} experts per token, MaxVio 0",
               f"ept {np.unique(ept)}, max MaxVio {vio}")
-    elif name == "hash":
+    elif name in ("hash", "thor"):
         ent = max(l["gate_entropy"] for s in steps for l in s["layers"])
         check(np.all(ept == 1.0) and ent == 0.0, f"{name}: 1 expert per token, gate entropy 0",
               f"ept {np.unique(ept)}, entropy {ent}")
@@ -60,6 +61,10 @@ def signature(name, conf, steps):
     elif name == "top-p":
         check(np.all((ept >= 1) & (ept <= E)) and len(np.unique(ept)) > 3,
               f"{name}: a dynamic 1..{E} experts per token", f"ept range {ept.min():.3f}..{ept.max():.3f}")
+    if name == "thor":
+        aux = [s["aux"] for s in steps]
+        check(all(a > 0 for a in aux), f"{name}: the consistency loss is on (aux > 0 every step)",
+              f"aux {min(aux):.4g}..{max(aux):.4g}")
     elif name == "evomoe":
         hard = conf["moec_hard_gumbel_after"]
         soft, after = ept[:hard], ept[hard:]   # JSONL step s is optimizer step s - 1
@@ -112,6 +117,20 @@ def main():
             r = run([moec, "logits", "-m", out, "--ids", ",".join(map(str, ids)), "-o", lo])
             if r.returncode != 0:
                 check(False, f"{name}: moec logits", r.stderr.strip()[-300:])
+            elif name == "thor":   # random experts when serving: one per layer for the sequence
+                import itertools
+                got = np.load(lo)
+                W = torch_ref.load_weights(out)
+                L, E = conf["num_hidden_layers"], conf["num_local_experts"]
+                rels = {}
+                for combo in itertools.product(range(E), repeat=L):
+                    ref = torch_ref.Reference(conf, W)
+                    ref.thor_experts = combo
+                    rels[combo] = float(np.abs(got - ref.forward(ids).numpy()).max() / np.abs(got).max())
+                order = sorted(rels, key=rels.get)
+                check(rels[order[0]] <= 1e-4 and rels[order[1]] > 2e-3,
+                      f"{name}: logits == the reference with one expert per layer {order[0]} (and no other)",
+                      f"best rel {rels[order[0]]:.2e}, next {rels[order[1]]:.2e}")
             else:
                 got = np.load(lo)
                 ref = torch_ref.reference_logits(out, ids)
@@ -142,7 +161,7 @@ def main():
                     check(r.returncode == 1 and len(err) == 1 and "moec_decode_router" in err[0] and
                           "not causal" in err[0], f"expert choice without a decode router: moec {cmd[0]} refuses",
                           f"rc {r.returncode}: {r.stderr.strip()[-300:]}")
-            if name == "evomoe":          # resume mid-schedule (soft phase, tau still falling)
+            if name in ("evomoe", "thor"):  # resume mid-schedule (noise streams, the tau schedule)
                 half = os.path.join(root, name + "-half")
                 r1 = train(moec, cfg, data, half, "--overwrite", "--stop-after", str(STEPS // 3))
                 r2 = train(moec, cfg, data, half, "--resume")

@@ -314,7 +314,7 @@ typedef struct {
  * them (semantics, finite differences) and fails for a registry router it does not cover. */
 static const router_row g_rows[] = {
     {"topk", topk_cases},
-    {"expert_choice", NULL}, {"topp", NULL}, {"moge", NULL}, {"hash", NULL}, {"evomoe", NULL},
+    {"expert_choice", NULL}, {"topp", NULL}, {"moge", NULL}, {"hash", NULL}, {"thor", NULL}, {"evomoe", NULL},
 };
 
 static void test_registry(void) {

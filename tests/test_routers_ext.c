@@ -515,6 +515,31 @@ static void test_evomoe(void) {
     CHECK(c.router->check(&c, &err) != MOEC_OK, "evomoe: τ_min > τ_max refused");
 }
 
+/* ------------------------------------------------------------------ THOR (§12; more in test_thor.c) */
+
+static void test_thor_router(void) {
+    const int E = 8, T = 32;
+    moec_router_cfg c = cfg_of("thor", E, 1);
+    c.aux_coef = 0.f;
+    moec_error err = {0};
+    CHECK(c.router->check(&c, &err) == MOEC_OK, "thor check: %s", err.msg);
+    static float z[MAXT * MAXE], probs[MAXT * MAXE], dl[MAXT * MAXE], dw[MAXS];
+    static routing_buf rb;
+    random_logits(z, T * E, 3.f);
+    moec_rng rng;
+    moec_rng_seed(&rng, 1);
+    moec_route_opts o = {.rng = &rng, .train = 1};
+    route(&c, z, T, &o, &rb, probs);
+    int bad = 0;
+    for (int t = 0; t < T; t++) bad += rb.r.expert[t] != rb.r.expert[0] || rb.r.token[t] != t || probs[t * E + rb.r.expert[0]] != 1.f;
+    CHECK(rb.r.n_slots == T && bad == 0, "thor: one shared expert per training call, one-hot P");
+    for (int i = 0; i < T; i++) dw[i] = 1.f;
+    c.router->backward(&c, NULL, z, T, &rb.r, dw, probs, dl, g_scratch);
+    double mx = 0;
+    for (int i = 0; i < T * E; i++) mx = fmax(mx, fabs(dl[i]));
+    CHECK(mx == 0.0, "thor: no gradient into the router logits");
+}
+
 /* ------------------------------------------------------------------ registry coverage */
 
 static const struct {
@@ -522,7 +547,7 @@ static const struct {
     void (*test)(void);
 } g_tests[] = {
     {"expert_choice", test_expert_choice}, {"topp", test_topp}, {"moge", test_moge},
-    {"hash", test_hash},                   {"evomoe", test_evomoe},
+    {"hash", test_hash},                   {"evomoe", test_evomoe}, {"thor", test_thor_router},
 };
 
 int main(void) {

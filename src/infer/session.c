@@ -67,6 +67,8 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
         return st;
     }
     moec_rope_fill(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, &hp->rope);
+    moec_rng_seed(&s->serve_rng, 0x7407); /* fixed: a fresh session serves reproducibly */
+    moec_rng_seed(&s->seq_rng, moec_rng_u64(&s->serve_rng));
     *out = s;
     return MOEC_OK;
 }
@@ -95,7 +97,10 @@ void moec_session_clear_expert_counts(moec_session *s) {
     const moec_hparams *hp = &s->m->hp;
     memset(s->expert_counts, 0, (size_t)hp->n_layer * (size_t)(hp->n_expert > 0 ? hp->n_expert : 1) * sizeof(int64_t));
 }
-void moec_session_reset(moec_session *s) { s->n_past = 0; }
+void moec_session_reset(moec_session *s) {
+    s->n_past = 0;
+    moec_rng_seed(&s->seq_rng, moec_rng_u64(&s->serve_rng)); /* a new sequence draws its own (THOR) */
+}
 
 moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits, int all_logits,
                                  moec_error *err) {

@@ -337,6 +337,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     opts.step = call->step;
     opts.train = call->train;
     opts.rng = call->jitter_rng;
+    opts.serve_rng = call->serve_rng;
+    opts.seq_rng = call->seq_rng;
     const moec_router *rt = moec_router_for_call(rc, call->causal);
     MOEC_ASSERT(!call->causal || !rt->non_causal); /* refused before: moec_router_check_servable */
     w->router = rt;

@@ -52,6 +52,7 @@ typedef struct {
     const int32_t *token_ids;    /* [T] token ids of the call (hash routing); NULL = unknown */
     int64_t step;                /* optimizer step of a training call (EvoMoE's τ schedule) */
     int causal;                  /* decoding (forward.c): a non-causal router runs its decode router */
+    moec_rng *serve_rng, *seq_rng; /* random serving rules (THOR), see moec_route_opts */
 } moec_moe_call;
 
 /* What a call reports (for metrics, traces and the trainer). */

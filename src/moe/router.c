@@ -17,7 +17,7 @@
 /* Adding a router: one entry here and its name in g_router_names below. */
 static const moec_router *const g_routers[] = {
     &moec_router_topk, &moec_router_expert_choice, &moec_router_topp, &moec_router_moge,
-    &moec_router_hash, &moec_router_evomoe,
+    &moec_router_hash, &moec_router_thor, &moec_router_evomoe,
 };
 #define N_ROUTERS ((int)(sizeof g_routers / sizeof g_routers[0]))
 
@@ -34,7 +34,7 @@ const moec_router *moec_router_find(const char *name) {
 
 /* Kept beside the table by hand so that it is a constant (no lazily built buffer to race on);
  * tests/test_routers.c checks it equals the table's names joined with ", ". */
-static const char g_router_names[] = "topk, expert_choice, topp, moge, hash, evomoe";
+static const char g_router_names[] = "topk, expert_choice, topp, moge, hash, thor, evomoe";
 
 const char *moec_router_list(void) { return g_router_names; }
 
@@ -70,6 +70,7 @@ moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_to
     c.tau_linear = 0;
     c.hard_after = -1;
     c.thor_level = 0;
+    c.consistency_alpha = 1.f; /* THOR code default (the IWSLT script: 5) */
     return c;
 }
 
@@ -161,6 +162,9 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
         ADD("top-%d in each of %d groups", c->k / (c->n_group > 0 ? c->n_group : 1), c->n_group);
     else if (!strcmp(nm, "hash"))
         ADD("fixed random token-id table (seed %llu)", (unsigned long long)c->hash_seed);
+    else if (!strcmp(nm, "thor"))
+        ADD("one uniform expert per layer per pass, consistency alpha %g; serves a random expert per %s",
+            (double)c->consistency_alpha, c->thor_level ? "sequence" : "token");
     else if (!strcmp(nm, "evomoe"))
         ADD("Gumbel gate, tau %g -> %g over %lld steps (%s), hard from step %lld; serves top-%d", (double)c->tau_max,
             (double)c->tau_min, (long long)c->tau_steps, c->tau_linear ? "linear" : "exp", (long long)c->hard_after, c->k);

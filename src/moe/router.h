@@ -55,6 +55,7 @@ typedef struct {
     int tau_linear;             /* EvoMoE: "moec_tau_schedule": exp (0) | linear (1) */
     int64_t hard_after;         /* EvoMoE: "moec_hard_gumbel_after": soft before this step, hard from it (-1: hard) */
     int thor_level;             /* THOR: "moec_thor_inference": 0 token | 1 sequence */
+    float consistency_alpha;    /* THOR: "moec_consistency_alpha" α of the two-pass consistency loss */
 } moec_router_cfg;
 
 typedef struct moec_router {
@@ -92,6 +93,8 @@ typedef struct moec_router {
     void (*defaults)(moec_router_cfg *cfg);
     int non_causal; /* a token's routing depends on other tokens: training only (decode_router to serve) */
     int stochastic; /* draws random numbers in training: the caller passes opts->rng (resume-exact seed) */
+    int two_pass;   /* training runs each micro-batch twice with independent streams and adds the
+                       consistency loss α·(symmetric KL of the two passes' next-token distributions) (THOR) */
 } moec_router;
 
 /* The registry. NULL if no router has that name. */

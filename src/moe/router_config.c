@@ -139,6 +139,9 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     cfg->hard_after = hard;
     static const char *const tau_sched[] = {"exp", "linear"};
     if ((st = choice(&r, "moec_tau_schedule", tau_sched, 2, &cfg->tau_linear))) return st;
+    static const char *const thor_levels[] = {"token", "sequence"};
+    if ((st = choice(&r, "moec_thor_inference", thor_levels, 2, &cfg->thor_level))) return st;
+    if ((st = num(&r, "moec_consistency_alpha", 0.0, 1e3, &cfg->consistency_alpha))) return st;
     if (cfg->router->check && (st = cfg->router->check(cfg, err))) return st;
     if (cfg->decode_router && cfg->decode_router->check && (st = cfg->decode_router->check(cfg, err))) return st;
     return MOEC_OK;

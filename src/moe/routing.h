@@ -42,6 +42,10 @@ typedef struct {
     int64_t step;                /* optimizer step of a training call (schedules: EvoMoE τ) */
     int train;                   /* a training step */
     moec_rng *rng;               /* random stream of a training call (stochastic routers); NULL otherwise */
+    moec_rng *serve_rng;         /* serving/evaluation stream of routers whose serving rule is random
+                                    (THOR): continues over the tokens; NULL = none */
+    moec_rng *seq_rng;           /* the same for per-sequence draws: a decode session passes a copy of
+                                    its sequence's state each chunk, so layer i draws alike in every chunk */
 } moec_route_opts;
 
 #endif

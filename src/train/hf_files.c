@@ -131,7 +131,8 @@ static int same_route(const moec_router_cfg *a, const moec_router_cfg *b) {
            a->decode_router == b->decode_router && a->top_p == b->top_p && a->entropy_coef == b->entropy_coef &&
            a->ec_capacity == b->ec_capacity && a->hash_seed == b->hash_seed && a->tau_max == b->tau_max &&
            a->tau_min == b->tau_min && a->tau_steps == b->tau_steps && a->tau_linear == b->tau_linear &&
-           a->hard_after == b->hard_after && a->thor_level == b->thor_level;
+           a->hard_after == b->hard_after && a->thor_level == b->thor_level &&
+           a->consistency_alpha == b->consistency_alpha;
 }
 
 /* The hyper-parameters that decide the computation: what a rewritten config must preserve. */

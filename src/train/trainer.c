@@ -106,6 +106,7 @@ typedef struct {
     moec_data_reader *data;
     moec_tparams tp;
     moec_tmodel *tm;
+    moec_tmodel *tm2; /* the second pass of a two-pass router (THOR), on the same parameters; NULL otherwise */
     float *m1, *m2; /* AdamW moments [n_floats] */
     int64_t step;    /* optimizer steps taken (attempted, including skipped ones) */
     int64_t opt_t;   /* successful AdamW updates (bias-correction step) */
@@ -422,6 +423,7 @@ static moec_status prepare_out_dir(run *r, moec_error *err) {
 static void run_free(run *r) {
     if (r->jsonl) fclose(r->jsonl);
     moec_tmodel_free(r->tm);
+    moec_tmodel_free(r->tm2);
     moec_tparams_free(&r->tp);
     moec_data_close(r->data);
     free(r->config_text);
@@ -670,6 +672,9 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         moec_tparams_init(&r.tp, p->seed, std);
     }
     if ((st = moec_tmodel_new(&r.tm, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err))) goto done;
+    if (r.hp.n_expert > 0 && moec_tmodel_hparams(r.tm)->route.router->two_pass &&
+        (st = moec_tmodel_new(&r.tm2, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err)))
+        goto done;
     moec_path_join(r.log_path, sizeof r.log_path, p->out_dir, "train_log.jsonl");
     r.jsonl = fopen(r.log_path, "a");
     if (!r.jsonl) {
@@ -734,7 +739,14 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             st = moec_data_batch(r.data, MOEC_DATA_TRAIN, p->batch, p->seq, MOEC_DATA_SHUFFLE, p->seed, r.tokens,
                                  &r.cursor, err);
             moec_tmodel_set_noise(r.tm, jitter, noise_seed(p->seed, r.step, a));
-            if (!st) st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f / (float)p->accum, 1, &o, err);
+            if (r.tm2) { /* THOR: a second pass with its own stream, and the consistency loss */
+                moec_tmodel_set_step(r.tm2, r.step);
+                moec_tmodel_set_noise(r.tm2, 1, moec_mix64(noise_seed(p->seed, r.step, a) ^ 0x2d2d2d2dull));
+                if (!st) st = moec_tmodel_pair_step(r.tm, r.tm2, r.tokens, 1.f / (float)p->accum,
+                                                    thp->route.consistency_alpha, 1, &o, err);
+            } else if (!st) {
+                st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f / (float)p->accum, 1, &o, err);
+            }
             if (!st) {
                 ce += o.ce / p->accum;
                 aux += o.aux / p->accum;

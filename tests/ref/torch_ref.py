@@ -291,6 +291,9 @@ class Reference:
             seed = mix(cfg.get("moec_hash_seed", 0))
             sel = torch.tensor([[mix(seed ^ int(t)) % E] for t in self.ids], dtype=torch.long)
             return torch.ones(sel.shape), sel
+        if name == "thor":                 # serving draws experts at random: the caller fixes them
+            e = self.thor_experts[self.cur_layer]                 # [layer] → expert for every token
+            return torch.ones(z.shape[0], 1), torch.full((z.shape[0], 1), e, dtype=torch.long)
         if name == "evomoe":               # serving: top-k of softmax, raw weights (top1gating)
             w, sel = torch.topk(p, self.topk, dim=-1)
             return w * scale, sel
@@ -307,6 +310,7 @@ class Reference:
             names = ("gate_proj", "up_proj", "down_proj")
         router_logits = linear(x, W(p + "gate.weight"))            # [T, E]
         bias = W(p + "gate.e_score_correction_bias") if self.cfg.get("topk_method") == "noaux_tc" else None
+        self.cur_layer = i
         if self.cfg.get("moec_router", "topk") != "topk":            # issue 10's routers (below)
             routing_w, selected = self.route_served(router_logits)
         else:

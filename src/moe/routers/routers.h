@@ -11,6 +11,7 @@ extern const moec_router moec_router_expert_choice; /* routers/expert_choice.c: 
 extern const moec_router moec_router_topp;          /* routers/topp.c: dynamic top-p (§8) */
 extern const moec_router moec_router_moge;          /* routers/moge.c: grouped experts (§11) */
 extern const moec_router moec_router_hash;          /* routers/hash.c: fixed id → expert table (§12) */
+extern const moec_router moec_router_thor;          /* routers/thor.c: stochastic experts (§12) */
 extern const moec_router moec_router_evomoe;        /* routers/evomoe.c: dense-to-sparse gate (§13) */
 
 /* Shared by the routers (routers/common.c): s = softmax(z) of one token, fp32 with a double sum;
