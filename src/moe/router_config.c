@@ -120,7 +120,8 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     if (dec) {
         const moec_router *rt = cJSON_IsString(dec) ? moec_router_find(dec->valuestring) : NULL;
         if (!rt || rt->non_causal)
-            return moec_err(err, MOEC_ERR_FORMAT, "%s: \"moec_decode_router\" must name a causal router (one of: %s)", path,
+            return moec_err(err, MOEC_ERR_FORMAT,
+                            "%s: \"moec_decode_router\" must name a causal router (\"topk\"; registered: %s)", path,
                             moec_router_list());
         cfg->decode_router = rt;
     }
