@@ -546,7 +546,7 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
         const double vio = mean > 0 ? (mx - mean) / mean : 0; /* batch MaxVio (Wang et al. 2024, Eq. 4) */
         const double drop = ls->assigned > 0 ? (double)ls->dropped / (double)ls->assigned : 0;
         const double ent = ls->tokens > 0 ? ls->entropy_sum / (double)ls->tokens : 0;
-        /* mean experts per token: slots that chose a real expert (before capacity) per token */
+        /* mean experts per token: slots that chose an expert (before capacity) per token (issue10-api.md) */
         const double ept = ls->tokens > 0 ? (double)ls->assigned / (double)ls->tokens : 0;
         snprintf(json, sizeof json,
                  "%s{\"layer\":%d,\"load_max_mean\":%.4f,\"load_cv\":%.4f,\"max_vio\":%.4f,\"drop_rate\":%.5f,"
