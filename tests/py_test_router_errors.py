@@ -32,6 +32,22 @@ CASES = [  # (what, overrides, word the message must contain)
     ("unknown drop policy", {"moec_drop_policy": "random"}, "moec_drop_policy"),
     ("capacity factor as a string", {"moec_capacity_factor": "1.25"}, "moec_capacity_factor"),
     ("topk softmax with sigmoid scores", {"scoring_func": "sigmoid", "moec_topk_softmax": True}, "softmax"),
+    # issue 10's routers (route)
+    ("top-p threshold of 1", {"moec_router": "topp", "moec_top_p": 1.0}, "moec_top_p"),
+    ("top-p threshold as a string", {"moec_router": "topp", "moec_top_p": "0.4"}, "moec_top_p"),
+    ("non-causal decode router", {"moec_router": "expert_choice", "moec_decode_router": "expert_choice"},
+     "moec_decode_router"),
+    ("unknown decode router", {"moec_router": "expert_choice", "moec_decode_router": "nope"}, "moec_decode_router"),
+    ("expert choice with a capacity factor", {"moec_router": "expert_choice", "moec_capacity_factor": 1.25},
+     "moec_capacity_factor"),
+    ("moge groups not dividing k", {"moec_router": "moge", "n_group": 4}, "n_group"),
+    ("hash with two experts per token", {"moec_router": "hash", "router_aux_loss_coef": 0.0}, "num_experts_per_tok"),
+    ("hash with an LBL", {"moec_router": "hash", "num_experts_per_tok": 1, "router_aux_loss_coef": 0.01},
+     "router_aux_loss_coef"),
+    ("thor with two experts per token", {"moec_router": "thor", "router_aux_loss_coef": 0.0}, "num_experts_per_tok"),
+    ("evomoe tau_min above tau_max", {"moec_router": "evomoe", "moec_tau_min": 3.0, "moec_tau_max": 2.0}, "moec_tau_min"),
+    ("evomoe unknown schedule", {"moec_router": "evomoe", "moec_tau_schedule": "cosine"}, "moec_tau_schedule"),
+    ("evomoe negative tau steps", {"moec_router": "evomoe", "moec_tau_steps": 0}, "moec_tau_steps"),
 ]
 
 

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "nn/ops.h"
+#include "moe/router.h"
 #include "nn/rope.h"
 
 #include <stdlib.h>
@@ -17,6 +18,11 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
     *out = NULL;
     const moec_hparams *hp = &m->hp;
     if (n_ctx < 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d is negative", n_ctx);
+    /* a non-causal router (expert choice) cannot decode without a causal decode router (issue 10) */
+    if (hp->n_expert > 0) {
+        moec_status rs = moec_router_check_servable(&hp->route, err);
+        if (rs) return rs;
+    }
     if (n_ctx == 0) n_ctx = hp->max_pos < 4096 ? hp->max_pos : 4096;
     if (n_ctx > hp->n_ctx_max)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "context size %d exceeds %s %d", n_ctx,
@@ -61,6 +67,8 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
         return st;
     }
     moec_rope_fill(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, &hp->rope);
+    moec_rng_seed(&s->serve_rng, 0x7407); /* fixed: a fresh session serves reproducibly */
+    moec_rng_seed(&s->seq_rng, moec_rng_u64(&s->serve_rng));
     *out = s;
     return MOEC_OK;
 }
@@ -89,7 +97,10 @@ void moec_session_clear_expert_counts(moec_session *s) {
     const moec_hparams *hp = &s->m->hp;
     memset(s->expert_counts, 0, (size_t)hp->n_layer * (size_t)(hp->n_expert > 0 ? hp->n_expert : 1) * sizeof(int64_t));
 }
-void moec_session_reset(moec_session *s) { s->n_past = 0; }
+void moec_session_reset(moec_session *s) {
+    s->n_past = 0;
+    moec_rng_seed(&s->seq_rng, moec_rng_u64(&s->serve_rng)); /* a new sequence draws its own (THOR) */
+}
 
 moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n, float *logits, int all_logits,
                                  moec_error *err) {

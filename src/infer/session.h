@@ -19,6 +19,8 @@ struct moec_session {
     int32_t *pos;               /* [UB] positions of the chunk */
     moec_layer_acts acts;       /* one set of layer activations for MOEC_UBATCH tokens, shared by all layers */
     moec_route_opts route_opts; /* per-request routing options (k, expert mask) */
+    moec_rng serve_rng;         /* random serving rules (THOR): continues over the session's tokens */
+    moec_rng seq_rng;           /* ... per sequence: its state at the sequence's start (reset) */
     int64_t *expert_counts;     /* [n_layer, E] tokens routed to each expert since the last reset of counts */
     void *block;                /* the single allocation the cache, tables and scratch point into */
 };

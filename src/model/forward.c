@@ -26,7 +26,10 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
                     m->tok_embd.dtype, (size_t)d);
         s->pos[t] = s->n_past + t;
     }
-    const moec_moe_call call = {.opts = &s->route_opts};
+    /* decoding: causal routing; per-sequence random draws (THOR) repeat in every chunk */
+    moec_rng seq = s->seq_rng;
+    const moec_moe_call call = {.opts = &s->route_opts, .token_ids = ids, .causal = 1, .serve_rng = &s->serve_rng,
+                                .seq_rng = &seq};
     const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
     const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
     for (int il = 0; il < hp->n_layer; il++) {

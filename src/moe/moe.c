@@ -29,6 +29,7 @@ struct moec_moe_ws {
     int k_eff;         /* experts per token of the pending forward (the call's k) */
     int jittered;      /* the pending forward's router input was x ⊙ noise (xr), not x */
     int losses;        /* the pending forward computed losses */
+    const moec_router *router; /* the router the pending forward ran (the model's or its decode router) */
     moec_moe_call call;
     size_t bytes;
     void *mem;
@@ -85,7 +86,8 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
     if (!rc->router || rc->n_expert != hp->n_expert)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: routing config is not this model's (%s, %d experts vs %d)",
                         rc->router ? rc->router->name : "no router", rc->n_expert, hp->n_expert);
-    if ((int64_t)max_T * rc->k > INT32_MAX / 2 || (int64_t)max_T * hp->n_expert > INT32_MAX / 2)
+    const int64_t max_slots = moec_router_max_slots(rc, max_T); /* the router's bound (router.h) */
+    if (max_slots > INT32_MAX / 2 || max_slots < 1 || (int64_t)max_T * hp->n_expert > INT32_MAX / 2)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: %d tokens x %d experts is too large", max_T,
                         hp->n_expert);
     moec_moe_ws *w = calloc(1, sizeof *w);
@@ -98,7 +100,7 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
     w->ff = hp->n_ff_expert;
     w->fs = hp->n_ff_shared;
     w->ff_max = w->ff > w->fs ? w->ff : w->fs;
-    const size_t T = (size_t)max_T, E = (size_t)w->E, N = T * (size_t)w->k_max, d = (size_t)w->d;
+    const size_t T = (size_t)max_T, E = (size_t)w->E, N = (size_t)max_slots, d = (size_t)w->d;
     const size_t ffm = (size_t)w->ff_max, fs = (size_t)w->fs, F = sizeof(float), I = sizeof(int32_t);
     size_t Nd = 0, Nff = 0, Tfs = 0, Td = 0, TE = 0;
     const int64_t rs = moec_router_scratch_floats(rc, max_T);
@@ -329,7 +331,18 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     moec_route_opts opts = call->opts ? *call->opts : (moec_route_opts){0};
     if (opts.k <= 0 || opts.k > w->k_max) opts.k = opts.k > w->k_max ? w->k_max : 0;
     w->k_eff = opts.k > 0 ? opts.k : rc->k; /* f_i = c_i / (N·k) uses the k this call routes with */
-    rc->router->forward(rc, L->router_bias, w->logits, T, &opts, &w->r, w->probs, w->rscratch);
+    /* the call's context for the routers (routing.h) */
+    opts.token_ids = call->token_ids;
+    opts.seq_len = call->seq_len;
+    opts.step = call->step;
+    opts.train = call->train;
+    opts.rng = call->jitter_rng;
+    opts.serve_rng = call->serve_rng;
+    opts.seq_rng = call->seq_rng;
+    const moec_router *rt = moec_router_for_call(rc, call->causal);
+    MOEC_ASSERT(!call->causal || !rt->non_causal); /* refused before: moec_router_check_servable */
+    w->router = rt;
+    rt->forward(rc, L->router_bias, w->logits, T, &opts, &w->r, w->probs, w->rscratch);
     moec_routing *r = &w->r;
     MOEC_ASSERT(r->n_slots >= 0 && r->n_slots <= r->cap);
 
@@ -341,6 +354,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
         aux = moec_lbl_forward(&lc, w->probs, r, T, E);
     }
     if (call->losses && rc->z_coef != 0.f) z = moec_zloss_forward(rc->z_coef, w->logits, T, E, w->lse);
+    double router_loss = 0; /* the router's own loss (top-p: routing entropy), counted in aux */
+    if (call->losses && rt->loss) router_loss = rt->loss(rc, w->probs, T, 0.f, NULL);
 
     /* dispatch (+ capacity), gather */
     int64_t C = 0;
@@ -404,7 +419,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     }
 
     if (st) {
-        st->aux = aux;
+        st->aux = aux + router_loss;
+        st->router_loss = router_loss;
         st->z = z;
         st->counts = w->counts;
         int64_t assigned = 0;
@@ -445,14 +461,16 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     }
 
     /* router backward: weights and balancing loss → logits, + z-loss; then the router matmul */
-    const int aux_on = w->losses && rc->aux_coef != 0.f, z_on = w->losses && rc->z_coef != 0.f;
-    if (aux_on) {
-        memset(w->dprobs, 0, (size_t)T * E * sizeof(float));
+    const int lbl_on = w->losses && rc->aux_coef != 0.f, z_on = w->losses && rc->z_coef != 0.f;
+    const int own_on = w->losses && w->router->loss, aux_on = lbl_on || own_on;
+    if (aux_on) memset(w->dprobs, 0, (size_t)T * E * sizeof(float));
+    if (lbl_on) {
         const moec_lbl_cfg lc = lbl_cfg(w, rc, &w->call, T);
         moec_lbl_backward(&lc, r, T, E, dloss, w->dprobs);
     }
-    rc->router->backward(rc, L->router_bias, w->logits, T, r, w->dweight, aux_on ? w->dprobs : NULL, w->dlogits,
-                         w->rscratch);
+    if (own_on) w->router->loss(rc, w->probs, T, dloss, w->dprobs);
+    w->router->backward(rc, L->router_bias, w->logits, T, r, w->dweight, aux_on ? w->dprobs : NULL, w->dlogits,
+                        w->rscratch);
     if (z_on) moec_zloss_backward(rc->z_coef, w->logits, w->lse, T, E, dloss, w->dlogits);
     {
         /* xr (the jittered input) is still the forward's: dW_r needs it, then it is free scratch */

@@ -48,6 +48,11 @@ typedef struct {
     int train;                   /* a training step: the capacity factor applies (inference and
                                     evaluation are dropless, so a token's output never depends on
                                     the other tokens of its batch) */
+    /* the routers' call context (router.h, routing.h; issue 10) */
+    const int32_t *token_ids;    /* [T] token ids of the call (hash routing); NULL = unknown */
+    int64_t step;                /* optimizer step of a training call (EvoMoE's τ schedule) */
+    int causal;                  /* decoding (forward.c): a non-causal router runs its decode router */
+    moec_rng *serve_rng, *seq_rng; /* random serving rules (THOR), see moec_route_opts */
 } moec_moe_call;
 
 /* What a call reports (for metrics, traces and the trainer). */
@@ -58,6 +63,7 @@ typedef struct {
     int64_t n_dropped;        /* of those, dropped by capacity */
     double entropy_sum;       /* Σ over tokens of the entropy of probs (nats); 0 unless call->losses */
     const moec_routing *routing; /* the slots of this call (borrowed, valid until the next call) */
+    double router_loss;       /* the router's own loss (top-p: entropy), coefficient applied; included in aux */
 } moec_moe_stats;
 
 /* y [T, d] = MoE(x [T, d]) with the weights of layer L (L->is_moe). Overwrites y (no alias

@@ -3,6 +3,8 @@
  * through the table below. */
 #include "moe/router.h"
 
+#include "core/error.h"
+
 #include "moe/routers/routers.h"
 #include "nn/ops.h"
 
@@ -14,7 +16,8 @@
 
 /* Adding a router: one entry here and its name in g_router_names below. */
 static const moec_router *const g_routers[] = {
-    &moec_router_topk,
+    &moec_router_topk, &moec_router_expert_choice, &moec_router_topp, &moec_router_moge,
+    &moec_router_hash, &moec_router_thor, &moec_router_evomoe,
 };
 #define N_ROUTERS ((int)(sizeof g_routers / sizeof g_routers[0]))
 
@@ -31,7 +34,7 @@ const moec_router *moec_router_find(const char *name) {
 
 /* Kept beside the table by hand so that it is a constant (no lazily built buffer to race on);
  * tests/test_routers.c checks it equals the table's names joined with ", ". */
-static const char g_router_names[] = "topk";
+static const char g_router_names[] = "topk, expert_choice, topp, moge, hash, thor, evomoe";
 
 const char *moec_router_list(void) { return g_router_names; }
 
@@ -56,11 +59,53 @@ moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_to
     c.jitter = 0.f;
     c.capacity_factor = 0.f;
     c.drop_policy = MOEC_DROP_POSITION;
+    c.decode_router = NULL;
+    c.top_p = 0.4f;          /* Dynamic_MoE top_p_threshold */
+    c.entropy_coef = 1e-4f;  /* β [MEM] */
+    c.ec_capacity = (float)k; /* expert choice: c = k, the compute of top-k */
+    c.hash_seed = 0;
+    c.tau_max = 1.f;         /* EvoMoE code defaults */
+    c.tau_min = 0.5f;
+    c.tau_steps = 1;
+    c.tau_linear = 0;
+    c.hard_after = -1;
+    c.thor_level = 0;
+    c.consistency_alpha = 1.f; /* THOR code default (the IWSLT script: 5) */
     return c;
 }
 
-int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T) {
+static int64_t scratch_of(const moec_router *rt, const moec_router_cfg *cfg, int T) {
+    if (rt && rt->scratch_floats) return rt->scratch_floats(cfg, T);
     return (int64_t)T * cfg->n_expert + 2 * (int64_t)cfg->n_expert;
+}
+
+static int64_t slots_of(const moec_router *rt, const moec_router_cfg *cfg, int T) {
+    if (rt && rt->max_slots) return rt->max_slots(cfg, T);
+    return (int64_t)T * cfg->k;
+}
+
+int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T) {
+    const int64_t a = scratch_of(cfg->router, cfg, T), b = cfg->decode_router ? scratch_of(cfg->decode_router, cfg, T) : 0;
+    return a > b ? a : b;
+}
+
+int64_t moec_router_max_slots(const moec_router_cfg *cfg, int T) {
+    const int64_t a = slots_of(cfg->router, cfg, T), b = cfg->decode_router ? slots_of(cfg->decode_router, cfg, T) : 0;
+    return a > b ? a : b;
+}
+
+const moec_router *moec_router_for_call(const moec_router_cfg *cfg, int causal) {
+    if (causal && cfg->router && cfg->router->non_causal && cfg->decode_router) return cfg->decode_router;
+    return cfg->router;
+}
+
+moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *err) {
+    if (!cfg->router || !cfg->router->non_causal || cfg->decode_router) return MOEC_OK;
+    return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                    "router %s is not causal (a token's experts depend on later tokens): moec can train this "
+                    "checkpoint but not decode it (generate, logits, eval, serve); set \"moec_decode_router\": \"topk\" "
+                    "in its config.json to decode with token choice over the same router weights",
+                    cfg->router->name);
 }
 
 /* ------------------------------------------------------------------ stable top-k */
@@ -106,6 +151,27 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
         }                                                                                          \
     } while (0)
     ADD("%s: ", c->router ? c->router->name : "?");
+    const char *nm = c->router ? c->router->name : "";
+    if (!strcmp(nm, "expert_choice"))
+        ADD("each expert takes its top ceil(T*%g/%d) tokens; decodes with %s", (double)c->ec_capacity, c->n_expert,
+            c->decode_router ? c->decode_router->name : "nothing (training only)");
+    else if (!strcmp(nm, "topp"))
+        ADD("fewest experts with softmax mass > %g (at most %d), entropy loss %g", (double)c->top_p, c->k,
+            (double)c->entropy_coef);
+    else if (!strcmp(nm, "moge"))
+        ADD("top-%d in each of %d groups", c->k / (c->n_group > 0 ? c->n_group : 1), c->n_group);
+    else if (!strcmp(nm, "hash"))
+        ADD("fixed random token-id table (seed %llu)", (unsigned long long)c->hash_seed);
+    else if (!strcmp(nm, "thor"))
+        ADD("one uniform expert per layer per pass, consistency alpha %g; serves a random expert per %s",
+            (double)c->consistency_alpha, c->thor_level ? "sequence" : "token");
+    else if (!strcmp(nm, "evomoe"))
+        ADD("Gumbel gate, tau %g -> %g over %lld steps (%s), hard from step %lld; serves top-%d", (double)c->tau_max,
+            (double)c->tau_min, (long long)c->tau_steps, c->tau_linear ? "linear" : "exp", (long long)c->hard_after, c->k);
+    if (strcmp(nm, "topk")) {
+        if (o >= cap) buf[cap - 1] = 0;
+        return;
+    }
     if (c->topk_softmax) ADD("softmax over the top-%d logits", c->k);
     else ADD("%s, top-%d%s", c->score == MOEC_SCORE_SIGMOID ? "sigmoid scores" : "softmax over all experts", c->k,
              c->norm_topk_prob ? ", renormalised" : "");

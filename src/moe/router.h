@@ -43,6 +43,19 @@ typedef struct {
     float jitter;               /* "router_jitter_noise": router input × U(1−ε, 1+ε) in training */
     float capacity_factor;      /* "moec_capacity_factor": 0 = dropless; C = ceil(T·k/E · CF) */
     moec_drop_policy drop_policy; /* "moec_drop_policy": position (first C slots) | probs (top-C weights) */
+    /* serving a non-causal router (expert choice): the causal router decoding uses instead */
+    const struct moec_router *decode_router; /* "moec_decode_router" (NULL = none: serving is refused) */
+    /* per-router parameters (docs/routers.md; each router's `defaults` sets its own) */
+    float top_p;                /* top-p (routers/topp.c): "moec_top_p" threshold p, in (0, 1) */
+    float entropy_coef;         /* top-p: "moec_entropy_loss_coef" β of β·mean_t H(P_t) */
+    float ec_capacity;          /* expert choice: "moec_ec_capacity" c, C = ceil(T·c/E) tokens per expert */
+    uint64_t hash_seed;         /* hash: "moec_hash_seed" of the fixed id → expert table */
+    float tau_max, tau_min;     /* EvoMoE: "moec_tau_max", "moec_tau_min" */
+    int64_t tau_steps;          /* EvoMoE: "moec_tau_steps" D of the schedule */
+    int tau_linear;             /* EvoMoE: "moec_tau_schedule": exp (0) | linear (1) */
+    int64_t hard_after;         /* EvoMoE: "moec_hard_gumbel_after": soft before this step, hard from it (-1: hard) */
+    int thor_level;             /* THOR: "moec_thor_inference": 0 token | 1 sequence */
+    float consistency_alpha;    /* THOR: "moec_consistency_alpha" α of the two-pass consistency loss */
 } moec_router_cfg;
 
 typedef struct moec_router {
@@ -66,6 +79,22 @@ typedef struct moec_router {
     void (*update)(const moec_router_cfg *cfg, float *bias, const int64_t *counts);
     /* Size of the router state in floats (0 = none); saved in the checkpoint. */
     int32_t (*state_size)(const moec_router_cfg *cfg);
+    /* ---- optional (NULL / 0 = the token-choice behaviour above); /work issue 10 seam ---- */
+    /* Slots a routing of T tokens may use (NULL: T · cfg->k). */
+    int64_t (*max_slots)(const moec_router_cfg *cfg, int T);
+    /* Scratch floats for T tokens (NULL: T·E + 2E). A training workspace keeps the scratch
+     * untouched between a forward and its backward: a router may keep there what its backward
+     * needs (EvoMoE: the Gumbel noise and τ). */
+    int64_t (*scratch_floats)(const moec_router_cfg *cfg, int T);
+    /* The router's own loss on probs [T, E] (top-p: the routing entropy), coefficient applied.
+     * dprobs == NULL: returns it; else dprobs += dscale · ∂L/∂probs (returns 0). */
+    double (*loss)(const moec_router_cfg *cfg, const float *probs, int T, float dscale, float *dprobs);
+    /* Sets this router's defaults in cfg (after moec_router_cfg_default, before the keys). */
+    void (*defaults)(moec_router_cfg *cfg);
+    int non_causal; /* a token's routing depends on other tokens: training only (decode_router to serve) */
+    int stochastic; /* draws random numbers in training: the caller passes opts->rng (resume-exact seed) */
+    int two_pass;   /* training runs each micro-batch twice with independent streams and adds the
+                       consistency loss α·(symmetric KL of the two passes' next-token distributions) (THOR) */
 } moec_router;
 
 /* The registry. NULL if no router has that name. */
@@ -89,9 +118,17 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const struct cJSON *root
 /* One line describing cfg's routing (for `moec info`), written into buf (NUL-terminated). */
 void moec_router_describe(const moec_router_cfg *cfg, char *buf, size_t cap);
 
-/* Scratch floats a router's forward/backward needs for T tokens: T·E (one score row per token)
- * + 2E for selection. */
+/* Scratch floats a router's forward/backward needs for T tokens: the router's scratch_floats, or
+ * T·E (one score row per token) + 2E for selection; the max with the decode router's. */
 int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T);
+/* Slots a routing of T tokens may use: the router's max_slots, or T·k; the max with the decode
+ * router's. What a MoE workspace sizes its slot arrays with. */
+int64_t moec_router_max_slots(const moec_router_cfg *cfg, int T);
+/* The router a call runs: the decode router when the call decodes causally and the router is not
+ * causal, else cfg->router. */
+const struct moec_router *moec_router_for_call(const moec_router_cfg *cfg, int causal);
+/* Refuses (one line) serving cfg causally: a non-causal router without a decode router. */
+moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *err);
 
 /* Stable top-k of v [n]: indices of the k largest values in descending order, ties to the
  * lower index; entries with mask[i] == 0 (mask may be NULL) and -inf values are never

@@ -78,6 +78,7 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
                             moec_router_list());
         cfg->router = rt;
     }
+    if (cfg->router->defaults) cfg->router->defaults(cfg);
     static const char *const scores[] = {"softmax", "sigmoid"};
     static const char *const methods[] = {"greedy", "group_limited_greedy", "noaux_tc"};
     static const char *const gscores[] = {"max", "top2_sum"};
@@ -100,11 +101,12 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     if ((st = num(&r, "routed_scaling_factor", 1e-6, 1e6, &cfg->routed_scaling))) return st;
     if ((st = integer(&r, "n_group", 1, n_expert, &cfg->n_group))) return st;
     if ((st = integer(&r, "topk_group", 1, n_expert, &cfg->topk_group))) return st;
-    if (method == 0 && (cfg->n_group > 1 || cfg->topk_group > 1) && item(&r, "topk_method"))
+    const int topk_family = cfg->router == moec_router_find("topk");
+    if (topk_family && method == 0 && (cfg->n_group > 1 || cfg->topk_group > 1) && item(&r, "topk_method"))
         return moec_err(err, MOEC_ERR_FORMAT,
                         "%s: \"n_group\"/\"topk_group\" need \"topk_method\" \"group_limited_greedy\" or \"noaux_tc\"",
                         path);
-    if (method == 0) cfg->n_group = cfg->topk_group = 1;
+    if (method == 0 && topk_family) cfg->n_group = cfg->topk_group = 1; /* moge reads n_group as its own */
     if ((st = num(&r, "moec_bias_update_rate", 0.0, 1.0, &cfg->bias_rate))) return st;
     /* HF's key in HF's normalisation (k at balance): α here (1 at balance) = k · coefficient */
     float hf_aux = -1.f;
@@ -113,5 +115,35 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     if ((st = num(&r, "router_z_loss_coef", 0.0, 1e3, &cfg->z_coef))) return st;
     if ((st = num(&r, "router_jitter_noise", 0.0, 0.999, &cfg->jitter))) return st;
     if ((st = num(&r, "moec_capacity_factor", 0.0, 1e6, &cfg->capacity_factor))) return st;
-    return cfg->router->check ? cfg->router->check(cfg, err) : MOEC_OK;
+    /* the issue-10 routers' own keys (docs/routers.md); read for every router, used by their own */
+    const cJSON *dec = item(&r, "moec_decode_router");
+    if (dec) {
+        const moec_router *rt = cJSON_IsString(dec) ? moec_router_find(dec->valuestring) : NULL;
+        if (!rt || rt->non_causal)
+            return moec_err(err, MOEC_ERR_FORMAT,
+                            "%s: \"moec_decode_router\" must name a causal router (\"topk\"; registered: %s)", path,
+                            moec_router_list());
+        cfg->decode_router = rt;
+    }
+    if ((st = num(&r, "moec_top_p", 0.0, 1.0, &cfg->top_p))) return st;
+    if ((st = num(&r, "moec_entropy_loss_coef", 0.0, 1e3, &cfg->entropy_coef))) return st;
+    if ((st = num(&r, "moec_ec_capacity", 0.0, 1e6, &cfg->ec_capacity))) return st;
+    int32_t seed_i = (int32_t)cfg->hash_seed;
+    if ((st = integer(&r, "moec_hash_seed", 0, 2147483647L, &seed_i))) return st;
+    cfg->hash_seed = (uint64_t)seed_i;
+    if ((st = num(&r, "moec_tau_max", 1e-6, 1e6, &cfg->tau_max))) return st;
+    if ((st = num(&r, "moec_tau_min", 1e-6, 1e6, &cfg->tau_min))) return st;
+    int32_t steps = (int32_t)cfg->tau_steps, hard = (int32_t)cfg->hard_after;
+    if ((st = integer(&r, "moec_tau_steps", 1, 2147483647L, &steps))) return st;
+    if ((st = integer(&r, "moec_hard_gumbel_after", -1, 2147483647L, &hard))) return st;
+    cfg->tau_steps = steps;
+    cfg->hard_after = hard;
+    static const char *const tau_sched[] = {"exp", "linear"};
+    if ((st = choice(&r, "moec_tau_schedule", tau_sched, 2, &cfg->tau_linear))) return st;
+    static const char *const thor_levels[] = {"token", "sequence"};
+    if ((st = choice(&r, "moec_thor_inference", thor_levels, 2, &cfg->thor_level))) return st;
+    if ((st = num(&r, "moec_consistency_alpha", 0.0, 1e3, &cfg->consistency_alpha))) return st;
+    if (cfg->router->check && (st = cfg->router->check(cfg, err))) return st;
+    if (cfg->decode_router && cfg->decode_router->check && (st = cfg->decode_router->check(cfg, err))) return st;
+    return MOEC_OK;
 }

@@ -13,6 +13,8 @@
 #ifndef MOEC_MOE_ROUTING_H
 #define MOEC_MOE_ROUTING_H
 
+#include "core/rng.h"
+
 #include <stdint.h>
 
 #define MOEC_NO_EXPERT (-1)
@@ -34,6 +36,16 @@ typedef struct {
     int32_t k;                   /* > 0: experts per token for this call, <= the router's k_max */
     const uint8_t *expert_mask;  /* [E] 0 = expert not selectable; NULL = all (routers that
                                     support masks honour it; see docs/routers.md) */
+    /* the call's context, filled by the MoE layer from its moec_moe_call (not by requests) */
+    const int32_t *token_ids;    /* [T] token ids of the call (hash routing); NULL = unknown */
+    int32_t seq_len;             /* tokens per sequence (batch mode), 0 = T is one sequence */
+    int64_t step;                /* optimizer step of a training call (schedules: EvoMoE τ) */
+    int train;                   /* a training step */
+    moec_rng *rng;               /* random stream of a training call (stochastic routers); NULL otherwise */
+    moec_rng *serve_rng;         /* serving/evaluation stream of routers whose serving rule is random
+                                    (THOR): continues over the tokens; NULL = none */
+    moec_rng *seq_rng;           /* the same for per-sequence draws: a decode session passes a copy of
+                                    its sequence's state each chunk, so layer i draws alike in every chunk */
 } moec_route_opts;
 
 #endif

@@ -126,7 +126,13 @@ static int same_route(const moec_router_cfg *a, const moec_router_cfg *b) {
            a->routed_scaling == b->routed_scaling && a->n_group == b->n_group && a->topk_group == b->topk_group &&
            a->group_score == b->group_score && a->use_bias == b->use_bias && a->bias_rate == b->bias_rate &&
            a->aux_coef == b->aux_coef && a->aux_scope == b->aux_scope && a->z_coef == b->z_coef &&
-           a->jitter == b->jitter && a->capacity_factor == b->capacity_factor && a->drop_policy == b->drop_policy;
+           a->jitter == b->jitter && a->capacity_factor == b->capacity_factor && a->drop_policy == b->drop_policy &&
+           /* issue 10's routers (route) */
+           a->decode_router == b->decode_router && a->top_p == b->top_p && a->entropy_coef == b->entropy_coef &&
+           a->ec_capacity == b->ec_capacity && a->hash_seed == b->hash_seed && a->tau_max == b->tau_max &&
+           a->tau_min == b->tau_min && a->tau_steps == b->tau_steps && a->tau_linear == b->tau_linear &&
+           a->hard_after == b->hard_after && a->thor_level == b->thor_level &&
+           a->consistency_alpha == b->consistency_alpha;
 }
 
 /* The hyper-parameters that decide the computation: what a rewritten config must preserve. */

@@ -32,6 +32,9 @@ struct moec_tmodel {
     int64_t global_tokens;
     moec_rng noise;
     int noise_on;
+    int64_t route_step; /* optimizer step of the following steps (moec_tmodel_set_step) */
+    moec_rng serve_rng; /* evaluation draws of random serving rules (THOR), reseeded every step */
+    float *pair_p;      /* [2V] the pair step's softmax rows (moec_tmodel_pair_step) */
     void **allocs;
     int n_allocs;
     size_t bytes;
@@ -61,6 +64,7 @@ void moec_tmodel_free(moec_tmodel *m) {
     free(m->counts);
     free(m->lstats);
     free(m->pos); /* inp and tgt live in the same block */
+    free(m->pair_p);
     free(m);
 }
 
@@ -162,12 +166,16 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
     m->global_tokens = tokens;
 }
 
+void moec_tmodel_set_step(moec_tmodel *m, int64_t step) { m->route_step = step; }
+
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
     if (on) moec_rng_seed(&m->noise, seed);
     m->noise_on = on;
 }
 
 /* ------------------------------------------------------------------ the step */
+
+static void backward_from_logits(moec_tmodel *m, float scale);
 
 moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_t *n_valid, float scale,
                              int backward, moec_tstep *out, moec_error *err) {
@@ -189,10 +197,13 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
     double aux = 0, z = 0;
     moec_embedding_forward(m->acts[0].x, moec_tparams_find(tp, 0, MOEC_T_EMBED, -1, -1), m->inp, BS, d);
     for (int il = 0; il < hp->n_layer; il++) {
+        if (il == 0) moec_rng_seed(&m->serve_rng, 0x7407 + (uint64_t)m->route_step); /* reproducible evaluation */
         const moec_moe_call call = {.losses = 1, .seq_len = S,
                                     .global_counts = m->global_counts ? m->global_counts + (size_t)il * E : NULL,
                                     .global_tokens = m->global_tokens, .jitter_rng = m->noise_on ? &m->noise : NULL,
-                                    .train = backward};
+                                    .train = backward, .token_ids = m->inp, .step = m->route_step,
+                                    .serve_rng = m->noise_on ? NULL : &m->serve_rng,
+                                    .seq_rng = m->noise_on ? NULL : &m->serve_rng};
         const moec_layer_ctx c = {.T = BS, .pos = m->pos, .rope_cos = m->rope_cos, .rope_sin = m->rope_sin,
                                   .keep = 1, .B = B, .S = S, .moe_call = &call};
         moec_moe_stats st = {0};
@@ -223,6 +234,16 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
         out->layers = m->lstats;
     }
     if (!backward) return MOEC_OK;
+    backward_from_logits(m, scale);
+    return MOEC_OK;
+}
+
+/* The backward of the last forward, from m->logits holding ∂ℓ/∂logits; dloss scales the MoE
+ * layers' own losses (aux, z). */
+static void backward_from_logits(moec_tmodel *m, float scale) {
+    const moec_hparams *hp = &m->hp;
+    moec_tparams *tp = m->tp;
+    const int B = m->B, S = m->S, BS = m->BS, d = hp->n_embd, V = hp->n_vocab;
     const float *w_out = (const float *)m->wv.output.data;
     float *gw_out = (float *)m->gv.output.data;
     memset(m->gs.dxn, 0, (size_t)BS * d * sizeof(float));
@@ -235,5 +256,75 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
         moec_layer_backward(hp, &m->wv.layers[il], &m->gv.layers[il], il, &m->acts[il], &c, m->dx, &m->gs, scale);
     }
     moec_embedding_backward(moec_tparams_find(tp, 1, MOEC_T_EMBED, -1, -1), m->dx, m->inp, BS, d);
+}
+
+/* ------------------------------------------------------------------ two passes (THOR) */
+
+/* One row's ½·CE gradient and (α/4)·∂symKL/∂logits for both passes, in place; returns the row's
+ * symmetric KL Σ_v (p1 − p2)(ln p1 − ln p2) and adds −ln p1[tgt], −ln p2[tgt] to ce1, ce2.
+ *   ∂/∂l1 Σ (p1 − p2)(ln p1 − ln p2) = p1 ⊙ (a − Σ p1·a) + p1 − p2,  a = ln p1 − ln p2, and
+ *   symmetrically for l2 with −a. */
+static double pair_row(float *l1, float *l2, int tgt, int V, double g_ce, double g_kl, float *p1, float *p2,
+                       double *ce1, double *ce2) {
+    float m1 = l1[0], m2 = l2[0];
+    for (int v = 1; v < V; v++) m1 = l1[v] > m1 ? l1[v] : m1, m2 = l2[v] > m2 ? l2[v] : m2;
+    double s1 = 0, s2 = 0;
+    for (int v = 0; v < V; v++) s1 += exp((double)l1[v] - m1), s2 += exp((double)l2[v] - m2);
+    const double ls1 = m1 + log(s1), ls2 = m2 + log(s2);
+    double kl = 0, pa1 = 0, pa2 = 0;
+    for (int v = 0; v < V; v++) {
+        const double lp1 = l1[v] - ls1, lp2 = l2[v] - ls2, q1 = exp(lp1), q2 = exp(lp2), a = lp1 - lp2;
+        p1[v] = (float)q1;
+        p2[v] = (float)q2;
+        kl += (q1 - q2) * a;
+        pa1 += q1 * a;
+        pa2 -= q2 * a;
+    }
+    *ce1 -= l1[tgt] - ls1;
+    *ce2 -= l2[tgt] - ls2;
+    /* p1, p2 keep exp(ln p) in float for the CE and KL gradients; a is recomputed in double */
+    for (int v = 0; v < V; v++) { /* l1[v], l2[v] are read before they are overwritten */
+        const double q1 = p1[v], q2 = p2[v], a = (l1[v] - ls1) - (l2[v] - ls2);
+        const double k1 = q1 * (a - pa1) + q1 - q2, k2 = q2 * (-a - pa2) + q2 - q1;
+        l1[v] = (float)(g_ce * (q1 - (v == tgt)) + g_kl * k1);
+        l2[v] = (float)(g_ce * (q2 - (v == tgt)) + g_kl * k2);
+    }
+    return kl;
+}
+
+moec_status moec_tmodel_pair_step(moec_tmodel *m1, moec_tmodel *m2, const int32_t *tokens, float scale, float alpha,
+                                  int backward, moec_tstep *out, moec_error *err) {
+    const moec_hparams *hp = &m1->hp;
+    const int BS = m1->BS, V = hp->n_vocab;
+    MOEC_ASSERT(m2->BS == BS && m2->hp.n_vocab == V && m1->tp == m2->tp);
+    if (!m1->pair_p && !(m1->pair_p = malloc(2 * (size_t)V * sizeof(float))))
+        return moec_err(err, MOEC_ERR_OOM, "out of memory for the consistency loss");
+    moec_tstep o1, o2;
+    moec_status st = moec_tmodel_step(m1, tokens, NULL, scale, 0, &o1, err);
+    if (!st) st = moec_tmodel_step(m2, tokens, NULL, scale, 0, &o2, err);
+    if (st) return st;
+    int64_t n = 0;
+    for (int t = 0; t < BS; t++) n += m1->tgt[t] >= 0;
+    const double g_ce = n ? 0.5 * scale / (double)n : 0, g_kl = n ? 0.25 * alpha * scale / (double)n : 0;
+    double ce1 = 0, ce2 = 0, kl = 0;
+    for (int t = 0; t < BS; t++) {
+        float *l1 = m1->logits + (size_t)t * V, *l2 = m2->logits + (size_t)t * V;
+        if (m1->tgt[t] < 0) {
+            memset(l1, 0, (size_t)V * sizeof *l1);
+            memset(l2, 0, (size_t)V * sizeof *l2);
+            continue;
+        }
+        kl += pair_row(l1, l2, m1->tgt[t], V, g_ce, g_kl, m1->pair_p, m1->pair_p + V, &ce1, &ce2);
+    }
+    if (out) {
+        *out = o1;
+        out->ce = n ? 0.5 * (ce1 + ce2) / (double)n : 0;
+        out->aux = 0.5 * (o1.aux + o2.aux) + (n ? 0.25 * alpha * kl / (double)n : 0);
+        out->z = 0.5 * (o1.z + o2.z);
+    }
+    if (backward) {
+        backward_from_logits(m1, 0.5f * scale);
+        backward_from_logits(m2, 0.5f * scale);
+    }
     return MOEC_OK;
 }

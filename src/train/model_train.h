@@ -42,6 +42,18 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
  * this seed (the trainer derives the seed from the run seed, the step and the micro-batch, so a
  * resumed run draws the same noise); on = 0 (the default; evaluation) turns it off. */
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
+/* The optimizer step the following steps belong to (routers with a schedule: EvoMoE's τ). 0 by
+ * default; the trainer sets it each step, so a resumed run continues the schedule exactly. */
+void moec_tmodel_set_step(moec_tmodel *m, int64_t step);
+
+/* THOR's two passes (router two_pass; routers/thor.c): the same micro-batch through m1 and m2
+ * (two workspaces on the same parameters, each with its own noise stream, set by the caller) and
+ *   loss = ½(CE1 + CE2) + (α/4) · mean over valid targets of Σ_v (p1 − p2)(ln p1 − ln p2)
+ *          + ½(aux1 + aux2) + ½(z1 + z2),
+ * half THOR's CE1 + CE2 + α·½·symKL. With backward, adds scale · ∂loss into tp->g (both passes).
+ * out: m1's routing statistics, ce = ½(CE1 + CE2), aux includes the consistency term. */
+moec_status moec_tmodel_pair_step(moec_tmodel *m1, moec_tmodel *m2, const int32_t *tokens, float scale, float alpha,
+                                  int backward, moec_tstep *out, moec_error *err);
 
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of

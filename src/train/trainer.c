@@ -106,6 +106,7 @@ typedef struct {
     moec_data_reader *data;
     moec_tparams tp;
     moec_tmodel *tm;
+    moec_tmodel *tm2; /* the second pass of a two-pass router (THOR), on the same parameters; NULL otherwise */
     float *m1, *m2; /* AdamW moments [n_floats] */
     int64_t step;    /* optimizer steps taken (attempted, including skipped ones) */
     int64_t opt_t;   /* successful AdamW updates (bias-correction step) */
@@ -422,6 +423,7 @@ static moec_status prepare_out_dir(run *r, moec_error *err) {
 static void run_free(run *r) {
     if (r->jsonl) fclose(r->jsonl);
     moec_tmodel_free(r->tm);
+    moec_tmodel_free(r->tm2);
     moec_tparams_free(&r->tp);
     moec_data_close(r->data);
     free(r->config_text);
@@ -513,7 +515,7 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
     routing_summary s = {0};
     int n_moe = 0;
     int64_t assigned = 0, dropped = 0;
-    char json[256];
+    char json[320];
     fprintf(f, ",\"imbalance\":[");
     for (int il = 0, first = 1; il < hp->n_layer; il++) {
         if (!hp->layer_moe[il]) continue;
@@ -544,10 +546,12 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
         const double vio = mean > 0 ? (mx - mean) / mean : 0; /* batch MaxVio (Wang et al. 2024, Eq. 4) */
         const double drop = ls->assigned > 0 ? (double)ls->dropped / (double)ls->assigned : 0;
         const double ent = ls->tokens > 0 ? ls->entropy_sum / (double)ls->tokens : 0;
+        /* mean experts per token: slots that chose an expert (before capacity) per token (issue10-api.md) */
+        const double ept = ls->tokens > 0 ? (double)ls->assigned / (double)ls->tokens : 0;
         snprintf(json, sizeof json,
                  "%s{\"layer\":%d,\"load_max_mean\":%.4f,\"load_cv\":%.4f,\"max_vio\":%.4f,\"drop_rate\":%.5f,"
-                 "\"gate_entropy\":%.4f,\"unused_experts\":%d}",
-                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused);
+                 "\"gate_entropy\":%.4f,\"unused_experts\":%d,\"experts_per_token\":%.4f}",
+                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused, ept);
         fputs(json, f);
         first = 0;
         s.worst_imb = fmax(s.worst_imb, imb);
@@ -668,6 +672,9 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         moec_tparams_init(&r.tp, p->seed, std);
     }
     if ((st = moec_tmodel_new(&r.tm, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err))) goto done;
+    if (r.hp.n_expert > 0 && moec_tmodel_hparams(r.tm)->route.router->two_pass &&
+        (st = moec_tmodel_new(&r.tm2, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err)))
+        goto done;
     moec_path_join(r.log_path, sizeof r.log_path, p->out_dir, "train_log.jsonl");
     r.jsonl = fopen(r.log_path, "a");
     if (!r.jsonl) {
@@ -696,7 +703,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     const moec_hparams *thp = moec_tmodel_hparams(r.tm);
     const int global_lbl = r.hp.n_expert > 0 && thp->route.aux_scope == MOEC_LBL_GLOBAL_BATCH && thp->route.aux_coef != 0.f &&
                            p->accum > 1;
-    const int jitter = r.hp.n_expert > 0 && thp->route.jitter > 0.f;
+    /* the per-micro-batch random stream: router jitter, or a stochastic router (EvoMoE's Gumbel noise) */
+    const int jitter = r.hp.n_expert > 0 && (thp->route.jitter > 0.f || (thp->route.router && thp->route.router->stochastic));
     if (global_lbl) fprintf(out, "  global-batch load balancing: a counting forward per step over its %d micro-batches\n", p->accum);
     while (r.step < p->steps) {
         if (p->stop_after > 0 && r.step - first_step >= p->stop_after) {
@@ -708,6 +716,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const double t0 = now_s();
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
         double ce = 0, aux = 0, z = 0;
+        moec_tmodel_set_step(r.tm, r.step); /* routing schedules (EvoMoE τ) follow the optimizer step */
         int32_t *cnt = r.step_counts;
         memset(cnt, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *cnt);
         memset(r.step_layers, 0, (size_t)r.hp.n_layer * sizeof *r.step_layers);
@@ -730,7 +739,14 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             st = moec_data_batch(r.data, MOEC_DATA_TRAIN, p->batch, p->seq, MOEC_DATA_SHUFFLE, p->seed, r.tokens,
                                  &r.cursor, err);
             moec_tmodel_set_noise(r.tm, jitter, noise_seed(p->seed, r.step, a));
-            if (!st) st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f / (float)p->accum, 1, &o, err);
+            if (r.tm2) { /* THOR: a second pass with its own stream, and the consistency loss */
+                moec_tmodel_set_step(r.tm2, r.step);
+                moec_tmodel_set_noise(r.tm2, 1, moec_mix64(noise_seed(p->seed, r.step, a) ^ 0x2d2d2d2dull));
+                if (!st) st = moec_tmodel_pair_step(r.tm, r.tm2, r.tokens, 1.f / (float)p->accum,
+                                                    thp->route.consistency_alpha, 1, &o, err);
+            } else if (!st) {
+                st = moec_tmodel_step(r.tm, r.tokens, NULL, 1.f / (float)p->accum, 1, &o, err);
+            }
             if (!st) {
                 ce += o.ce / p->accum;
                 aux += o.aux / p->accum;

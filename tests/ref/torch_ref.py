@@ -251,6 +251,54 @@ class Reference:
                 w = w / (w.sum(dim=-1, keepdim=True) + (1e-20 if sigmoid else 0.0))
         return w * cfg.get("routed_scaling_factor", 1.0), selected
 
+    # -- issue 10's routers as SERVED (decoding), written from MOE_SPECS.md sections 6, 8, 11, 12,
+    # 13 and docs/routers.md, not from moec's C. Returns weights [T, n], experts [T, n]; a weight
+    # of 0 marks a padding slot (top-p's unselected experts).
+    def route_served(self, z):
+        cfg = self.cfg
+        name = cfg["moec_router"]
+        scale = cfg.get("routed_scaling_factor", 1.0)
+        E = z.shape[1]
+        p = torch.softmax(z, dim=-1)
+        if name == "expert_choice":        # not causal: decoding is token-choice top-k, raw scores
+            if cfg.get("moec_decode_router") != "topk":
+                raise ValueError("an expert-choice checkpoint without moec_decode_router cannot decode")
+            w, sel = torch.topk(p, self.topk, dim=-1)
+            return w * scale, sel
+        if name == "topp":                 # fewest experts whose mass exceeds p (strict >), raw weights
+            ps, idx = torch.sort(p, dim=-1, descending=True, stable=True)
+            c = torch.cumsum(ps, dim=-1)
+            thr = torch.argmax((c > cfg.get("moec_top_p", 0.4)).to(torch.int64), dim=-1)  # first crossing
+            keep = torch.arange(E)[None, :] <= thr[:, None]
+            keep &= torch.arange(E)[None, :] < self.topk                   # the cap k
+            return ps * keep * scale, idx
+        if name == "moge":                 # top-(k/G) inside each of G contiguous groups
+            G = cfg["n_group"]
+            n, kg = E // G, self.topk // G
+            v, i = p.view(-1, G, n).topk(kg, dim=-1)
+            sel = (i + (torch.arange(G) * n)[None, :, None]).reshape(z.shape[0], -1)
+            return v.reshape(z.shape[0], -1) * scale, sel
+        if name == "hash":                 # H[id] = mix64(mix64(seed) ^ id) mod E, weight 1
+            M = (1 << 64) - 1
+
+            def mix(x):
+                x ^= x >> 30
+                x = (x * 0xbf58476d1ce4e5b9) & M
+                x ^= x >> 27
+                x = (x * 0x94d049bb133111eb) & M
+                return x ^ (x >> 31)
+
+            seed = mix(cfg.get("moec_hash_seed", 0))
+            sel = torch.tensor([[mix(seed ^ int(t)) % E] for t in self.ids], dtype=torch.long)
+            return torch.ones(sel.shape), sel
+        if name == "thor":                 # serving draws experts at random: the caller fixes them
+            e = self.thor_experts[self.cur_layer]                 # [layer] → expert for every token
+            return torch.ones(z.shape[0], 1), torch.full((z.shape[0], 1), e, dtype=torch.long)
+        if name == "evomoe":               # serving: top-k of softmax, raw weights (top1gating)
+            w, sel = torch.topk(p, self.topk, dim=-1)
+            return w * scale, sel
+        raise ValueError(f"reference has no router {name}")
+
     def moe(self, i, x):
         W = self.W
         T = x.shape[0]
@@ -262,7 +310,11 @@ class Reference:
             names = ("gate_proj", "up_proj", "down_proj")
         router_logits = linear(x, W(p + "gate.weight"))            # [T, E]
         bias = W(p + "gate.e_score_correction_bias") if self.cfg.get("topk_method") == "noaux_tc" else None
-        routing_w, selected = self.route(router_logits, bias)
+        self.cur_layer = i
+        if self.cfg.get("moec_router", "topk") != "topk":            # issue 10's routers (below)
+            routing_w, selected = self.route_served(router_logits)
+        else:
+            routing_w, selected = self.route(router_logits, bias)
         out = torch.zeros_like(x)
         expert_mask = F.one_hot(selected, num_classes=self.E).permute(2, 1, 0)   # [E, k, T]
         for e in range(self.E):
@@ -305,6 +357,7 @@ class Reference:
         if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= V:
             raise ValueError(f"token ids must be in [0, {V})")
         T = ids.numel()
+        self.ids = ids                                            # hash routing reads the token ids
         self.stats = {"tokens_per_expert": [], "min_router_gap": float("inf"), "moe_layers": []}
         h = W("model.embed_tokens.weight")[ids]                   # [T, H]
         cos, sin = rope_cos_sin(self.hd, self.theta, T)
