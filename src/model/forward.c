@@ -26,7 +26,8 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
                     m->tok_embd.dtype, (size_t)d);
         s->pos[t] = s->n_past + t;
     }
-    const moec_moe_call call = {.opts = &s->route_opts};
+    moec_moe_call call = {.opts = &s->route_opts};
+    const float *carry = NULL; /* the routing carry from the previous MoE layer (moe.h) */
     const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
     const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
     for (int il = 0; il < hp->n_layer; il++) {
@@ -36,7 +37,9 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
                                   .n_past = s->n_past, .n_ctx = s->n_ctx, .att_scratch = s->att_scratch,
                                   .moe_call = &call};
         moec_moe_stats st = {0};
+        call.carry_in = carry;
         moec_layer_forward(hp, &m->layers[il], il, a, &c, a->x, &st);
+        if (m->layers[il].is_moe) carry = moec_moe_carry(a->moe);
         if (st.counts)
             for (size_t e = 0; e < E; e++) s->expert_counts[(size_t)il * E + e] += st.counts[e];
     }

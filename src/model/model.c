@@ -83,6 +83,15 @@ void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, fl
     case MOEC_T_SH_UP: L->shared.up = mat; break;
     case MOEC_T_SH_DOWN: L->shared.down = mat; break;
     case MOEC_T_SH_GATE_W: L->shared_gate = mat; break;
+    case MOEC_T_GATE_MAP: L->gate_map = mat; break;
+    case MOEC_T_CONST_W: L->const_w[sp->expert] = mat; break;
+    case MOEC_T_CONST_V: L->const_v[sp->expert] = vec; break;
+    case MOEC_T_ROUTER_PROJ: L->router_proj = mat; break;
+    /* RMoE's GRU is one cell for the whole model: every layer sees it (gradients accumulate) */
+    case MOEC_T_RNN_W_IH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_ih = mat; break;
+    case MOEC_T_RNN_W_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_hh = mat; break;
+    case MOEC_T_RNN_B_IH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_b_ih = vec; break;
+    case MOEC_T_RNN_B_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_b_hh = vec; break;
     default: MOEC_ASSERT(0 && "unhandled tensor role");
     }
 }

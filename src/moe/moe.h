@@ -48,6 +48,12 @@ typedef struct {
     int train;                   /* a training step: the capacity factor applies (inference and
                                     evaluation are dropless, so a token's output never depends on
                                     the other tokens of its batch) */
+    /* layer-to-layer routing carry (MoE++ gating residual, RMoE GRU state; see below) */
+    const float *carry_in;       /* [T, moec_moe_carry_dim]: the previous MoE layer's moec_moe_carry; NULL
+                                    = this is the first MoE layer (no residual, h_0 = 0) */
+    const float *dcarry_out;     /* training: ∂ℓ/∂(this layer's carry out) [T, carry_dim], which the next
+                                    MoE layer's backward fills (moec_moe_dcarry) before this layer's
+                                    backward reads it; NULL = nothing downstream uses the carry */
 } moec_moe_call;
 
 /* What a call reports (for metrics, traces and the trainer). */
@@ -58,6 +64,10 @@ typedef struct {
     int64_t n_dropped;        /* of those, dropped by capacity */
     double entropy_sum;       /* Σ over tokens of the entropy of probs (nats); 0 unless call->losses */
     const moec_routing *routing; /* the slots of this call (borrowed, valid until the next call) */
+    /* expert kinds: counts is [router width] = FFN experts then constant, copy, null (router.h) */
+    int64_t n_true;           /* slots computed by FFN experts (after capacity) */
+    int64_t n_true_chosen;    /* slots that chose an FFN expert (before capacity) */
+    int64_t n_zero_compute;   /* slots that chose a constant, copy or null expert (no GEMM) */
 } moec_moe_stats;
 
 /* y [T, d] = MoE(x [T, d]) with the weights of layer L (L->is_moe). Overwrites y (no alias
@@ -72,5 +82,19 @@ void moec_moe_forward(moec_moe_ws *ws, const moec_hparams *hp, const moec_layer 
  * activations: once per forward. */
 void moec_moe_backward(moec_moe_ws *ws, const moec_hparams *hp, const moec_layer *L, const moec_layer *G, float *dx,
                        const float *dy, const float *x, int T, float dloss);
+
+/* The layer-to-layer routing carry: per-token state that MoE layer l hands to the next MoE layer
+ * (dense layers pass nothing and change nothing). It runs over DEPTH within one forward, so a
+ * KV-cache decode needs no state across calls. Width moec_moe_carry_dim(hp): MoE++ gating
+ * residual (moec_gate_residual) → the router width (post-residual logits); RMoE
+ * (moec_router_rnn_dim r) → r (the GRU state); 0 = none. */
+int moec_moe_carry_dim(const moec_hparams *hp);
+/* This workspace's last forward's carry out [T, carry_dim] (NULL without a carry): valid until
+ * this workspace's next forward but one (an inference workspace shared by all layers alternates
+ * two buffers, so layer l+1 reads layer l's while writing its own). */
+const float *moec_moe_carry(const moec_moe_ws *ws);
+/* After moec_moe_backward (keep): ∂ℓ/∂carry_in [T, carry_dim], the previous MoE layer's
+ * dcarry_out (zeros when the forward had no carry in). NULL without a carry. */
+const float *moec_moe_dcarry(const moec_moe_ws *ws);
 
 #endif

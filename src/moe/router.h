@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define MOEC_MAX_CONST_EXPERTS 8 /* MoE++ uses 2 */
+
 typedef enum { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID } moec_score_func;
 typedef enum { MOEC_GROUP_SCORE_MAX = 0, MOEC_GROUP_SCORE_TOP2_SUM } moec_group_score;
 typedef enum { MOEC_LBL_MICRO_BATCH = 0, MOEC_LBL_SEQUENCE, MOEC_LBL_GLOBAL_BATCH } moec_lbl_scope;
@@ -43,7 +45,20 @@ typedef struct {
     float jitter;               /* "router_jitter_noise": router input × U(1−ε, 1+ε) in training */
     float capacity_factor;      /* "moec_capacity_factor": 0 = dropless; C = ceil(T·k/E · CF) */
     moec_drop_policy drop_policy; /* "moec_drop_policy": position (first C slots) | probs (top-C weights) */
+    /* expert kinds and depth routers (xkind; moe/moe.c, docs/routers.md). The router's width n_expert
+     * is the FFN experts followed by the zero-computation ones, in this index order:
+     *   [FFN 0..n_ffn-1 | n_const constant | n_copy copy | n_null null (zero)]   (MoE++'s order) */
+    int32_t n_const;            /* "moec_constant_experts": MoE++ a1·x + a2·v, [a1, a2] = softmax(W_c x) */
+    int32_t n_copy;             /* "moec_copy_experts": MoE++ output x */
+    int32_t n_null;             /* "moec_null_experts": AdaMoE null / MoE++ zero expert, output 0 */
+    int null_renorm;            /* "moec_null_renorm" (default true): null picks weigh 0, the other picks are
+                                   divided by their sum (AdaMoE; MoE++'s default gating path) */
+    int gate_residual;          /* "moec_gate_residual": MoE++ logits_l += W_g^l · logits_{l-1} */
+    int32_t rnn_dim;            /* "moec_router_rnn_dim": RMoE GRU over depth, state width (0 = off) */
 } moec_router_cfg;
+
+/* FFN experts of a routing configuration (the rest of its width needs no GEMM). */
+static inline int32_t moec_router_n_ffn(const moec_router_cfg *c) { return c->n_expert - c->n_const - c->n_copy - c->n_null; }
 
 typedef struct moec_router {
     const char *name; /* config.json "moec_router" */

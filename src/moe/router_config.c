@@ -78,6 +78,22 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
                             moec_router_list());
         cfg->router = rt;
     }
+    /* expert kinds and depth routers (xkind): the router's width grows by the zero-computation
+     * experts, which sit after the FFN experts (moe/router.h) */
+    if ((st = integer(&r, "moec_constant_experts", 0, MOEC_MAX_CONST_EXPERTS, &cfg->n_const))) return st;
+    if ((st = integer(&r, "moec_copy_experts", 0, 64, &cfg->n_copy))) return st;
+    if ((st = integer(&r, "moec_null_experts", 0, 4096, &cfg->n_null))) return st;
+    if ((st = boolean(&r, "moec_null_renorm", &cfg->null_renorm))) return st;
+    if ((st = boolean(&r, "moec_gate_residual", &cfg->gate_residual))) return st;
+    if ((st = integer(&r, "moec_router_rnn_dim", 0, 65536, &cfg->rnn_dim))) return st;
+    cfg->n_expert = n_expert + cfg->n_const + cfg->n_copy + cfg->n_null;
+    if (cfg->gate_residual && cfg->rnn_dim > 0)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: \"moec_gate_residual\" and \"moec_router_rnn_dim\" both carry routing state between layers; "
+                        "choose one", path);
+    if (k > cfg->n_expert)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: %d experts per token but only %d selectable experts", path, k,
+                        cfg->n_expert);
     static const char *const scores[] = {"softmax", "sigmoid"};
     static const char *const methods[] = {"greedy", "group_limited_greedy", "noaux_tc"};
     static const char *const gscores[] = {"max", "top2_sum"};

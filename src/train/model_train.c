@@ -26,7 +26,7 @@ struct moec_tmodel {
     int32_t *pos, *inp, *tgt;     /* [BS] */
     float *dx;                    /* [BS, d] */
     moec_layer_grad_scratch gs;
-    int32_t *counts;              /* [n_layer, E] */
+    int32_t *counts;              /* [n_layer, E] (E = the router width: FFN then zero-computation experts) */
     moec_tlayer_stats *lstats;    /* [n_layer] */
     const int64_t *global_counts; /* [n_layer, E] or NULL */
     int64_t global_tokens;
@@ -110,7 +110,7 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
     bind_view(&m->gv, tp, 1);
     const size_t BS = (size_t)m->BS, d = (size_t)hp->n_embd, hd = (size_t)hp->head_dim;
     const size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = hp->n_expert > 0 ? (size_t)hp->route.n_expert : 1;
     m->acts = calloc((size_t)hp->n_layer, sizeof *m->acts);
     m->counts = calloc((size_t)hp->n_layer * E, sizeof *m->counts);
     m->lstats = calloc((size_t)hp->n_layer, sizeof *m->lstats);
@@ -184,12 +184,21 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
         }
     int64_t n_targets = 0;
     for (int t = 0; t < BS; t++) n_targets += m->tgt[t] >= 0;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = hp->n_expert > 0 ? (size_t)hp->route.n_expert : 1;
     memset(m->counts, 0, (size_t)hp->n_layer * E * sizeof *m->counts);
     double aux = 0, z = 0;
     moec_embedding_forward(m->acts[0].x, moec_tparams_find(tp, 0, MOEC_T_EMBED, -1, -1), m->inp, BS, d);
+    /* the routing carry (moe.h): layer il reads the previous MoE layer's carry out, and its
+     * backward reads the next MoE layer's ∂/∂carry_in, which that layer's backward fills first */
+    int prev_moe = -1;
     for (int il = 0; il < hp->n_layer; il++) {
+        int next_moe = il + 1;
+        while (next_moe < hp->n_layer && !hp->layer_moe[next_moe]) next_moe++;
+        const int carry = hp->layer_moe[il] && moec_moe_carry_dim(hp) > 0;
         const moec_moe_call call = {.losses = 1, .seq_len = S,
+                                    .carry_in = carry && prev_moe >= 0 ? moec_moe_carry(m->acts[prev_moe].moe) : NULL,
+                                    .dcarry_out = carry && backward && next_moe < hp->n_layer
+                                                      ? moec_moe_dcarry(m->acts[next_moe].moe) : NULL,
                                     .global_counts = m->global_counts ? m->global_counts + (size_t)il * E : NULL,
                                     .global_tokens = m->global_tokens, .jitter_rng = m->noise_on ? &m->noise : NULL,
                                     .train = backward};
@@ -208,6 +217,8 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
             ls->dropped = st.n_dropped;
             ls->entropy_sum = st.entropy_sum;
             ls->tokens = BS;
+            ls->true_assigned = st.n_true_chosen;
+            prev_moe = il;
         }
     }
     moec_rmsnorm_forward_train(m->xnf, m->rstdf, m->x_final, m->wv.out_norm, BS, d, hp->rms_eps);

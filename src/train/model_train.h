@@ -16,13 +16,15 @@ typedef struct {
     int64_t assigned;    /* slots that chose an expert (before capacity) */
     int64_t dropped;     /* of those, dropped by capacity */
     double entropy_sum;  /* Σ_t entropy of the router's probabilities (nats) */
+    int64_t true_assigned; /* slots that chose an FFN expert (not a null/copy/constant one), before capacity */
 } moec_tlayer_stats;
 
 typedef struct {
     double ce;        /* mean next-token cross-entropy over the valid targets */
     int64_t n_targets; /* valid targets in the micro-batch */
     double aux, z;    /* load-balancing and z losses summed over MoE layers (coefficients applied) */
-    const int32_t *expert_counts; /* [n_layer, E] tokens per expert in this micro-batch (borrowed; 0 rows for dense layers) */
+    const int32_t *expert_counts; /* [n_layer, E] tokens per expert in this micro-batch (borrowed; 0 rows for dense
+                                     layers); E = hp->route.n_expert, the router width (FFN experts first) */
     const moec_tlayer_stats *layers; /* [n_layer] (borrowed) */
 } moec_tstep;
 
