@@ -68,6 +68,13 @@ CASES = [
     ("rmoe", "mixtral", {"moec_router_rnn_dim": 8}, "no_carry", ["router_rnn", "gate.proj"]),
     ("rmoe-qwen2-dense-null", "qwen2_moe", {"moec_router_rnn_dim": 8, "moec_null_experts": 2},
      "no_carry", ["router_rnn", "gate.proj"]),
+    ("coe", "mixtral", {"moec_coe_iterations": 2}, "zero:gate.iterations", ["gate.iterations"]),
+    ("coe-outer-noinner-qwen2", "qwen2_moe", {"moec_coe_iterations": 3, "moec_coe_inner_residual": False,
+                                             "moec_coe_outer_residual": True},
+     {"moec_coe_outer_residual": False}, ["gate.iterations"]),
+    ("coe-shared-gate-null", "mixtral", {"moec_coe_iterations": 2, "moec_coe_shared_gate": True,
+                                         "moec_null_experts": 2},
+     {"moec_coe_iterations": 1}, []),
     ("moepp-qwen2-dense", "qwen2_moe", {"moec_copy_experts": 1, "moec_null_experts": 1, "moec_constant_experts": 1,
                                         "moec_gate_residual": True},
      "zero:gate_map", ["gate_map", "constant_experts"]),
@@ -106,10 +113,15 @@ def make_weights(cfg, seed):
                 out[p + "gate.proj.weight"] = rnd((r, H), 0.4)
                 out[name] = rnd((Er, r), 1.0)
             else:
-                out[name] = rnd((Er, H), 0.4)
+                # without CoE's inner residual an iteration's input is an MoE output, far smaller than
+                # a normalised x: a larger router keeps its routing clear of ties
+                out[name] = rnd((Er, H), 0.4 if cfg.get("moec_coe_inner_residual", True) else 4.0)
             if cfg.get("moec_gate_residual") and not first_moe:
                 out[p + "gate_map.weight"] = rnd((Er, Er), 0.3)
             first_moe = False
+            if not cfg.get("moec_coe_shared_gate"):
+                for t in range(1, cfg.get("moec_coe_iterations", 0)):
+                    out[p + f"gate.iterations.{t}.weight"] = rnd((Er, H), 0.4 if cfg.get("moec_coe_inner_residual", True) else 40.0)
             for j in range(cfg.get("moec_constant_experts", 0)):
                 out[p + f"constant_experts.{j}.weight"] = rnd((2, H), 0.5)
                 out[p + f"constant_experts.{j}.v"] = rnd((H,), 1.0)
@@ -131,9 +143,9 @@ def ref_forward(cfg, weights, ids, no_carry=False):
     if no_carry:  # RMoE ablation: every layer starts from h = 0 (no state over depth)
         orig = ref.router_logits
 
-        def fresh(p, x):
+        def fresh(p, x, it=0):
             ref.carry = None
-            return orig(p, x)
+            return orig(p, x, it)
         ref.router_logits = fresh
     logits = ref.forward(ids)
     return logits.numpy(), ref

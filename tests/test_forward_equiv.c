@@ -91,6 +91,13 @@ static const arch_case cases[] = {
      " \"moec_router_rnn_dim\": 8, \"moec_null_experts\": 3,"
      " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": true, \"use_sliding_window\": false}",
      NULL},
+    {"mixtral + Chain-of-Experts (3 iterations, a router each, inner and outer residual, 1 copy expert)",
+     "{\"model_type\": \"mixtral\", \"vocab_size\": 96, \"hidden_size\": 32, \"intermediate_size\": 40,"
+     " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8,"
+     " \"num_local_experts\": 6, \"num_experts_per_tok\": 2, \"max_position_embeddings\": 64,"
+     " \"moec_coe_iterations\": 3, \"moec_coe_outer_residual\": true, \"moec_copy_experts\": 1,"
+     " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": false, \"sliding_window\": null}",
+     NULL},
 };
 
 /* ------------------------------------------------------------------ helpers */

@@ -87,6 +87,7 @@ void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, fl
     case MOEC_T_CONST_W: L->const_w[sp->expert] = mat; break;
     case MOEC_T_CONST_V: L->const_v[sp->expert] = vec; break;
     case MOEC_T_ROUTER_PROJ: L->router_proj = mat; break;
+    case MOEC_T_ROUTER_ITER: L->router_iter[sp->expert] = mat; break;
     /* RMoE's GRU is one cell for the whole model: every layer sees it (gradients accumulate) */
     case MOEC_T_RNN_W_IH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_ih = mat; break;
     case MOEC_T_RNN_W_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_hh = mat; break;

@@ -83,6 +83,8 @@ static void list_all(const moec_hparams *hp, lister *lp) {
         const int64_t ff = hp->n_ff_expert;
         if (r > 0) add(&l, MOEC_T_ROUTER_PROJ, il, -1, r, d, "%s.%d.%s.gate.proj.weight", p, il, mb);
         add(&l, MOEC_T_ROUTER, il, -1, E_r, r > 0 ? r : d, "%s.%d.%s.gate.weight", p, il, mb);
+        for (int t = 1; !rc->coe_shared_gate && t < rc->coe_iters; t++) /* CoE: a router per iteration */
+            add(&l, MOEC_T_ROUTER_ITER, il, t, E_r, d, "%s.%d.%s.gate.iterations.%d.weight", p, il, mb, t);
         if (hp->route.use_bias) /* aux-loss-free selection bias: a buffer, not trained by AdamW (HF DeepSeek-V3 name) */
             add(&l, MOEC_T_ROUTER_BIAS, il, -1, E_r, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
         if (rc->gate_residual && seen_moe) /* MoE++ gate_map: from the previous MoE layer's logits */

@@ -23,6 +23,7 @@ typedef enum {
     MOEC_T_ROUTER_PROJ,                  /* RMoE W1^l [r, d] (the router W2^l is then [E_r, r]) */
     MOEC_T_RNN_W_IH, MOEC_T_RNN_W_HH,    /* RMoE GRU shared by all layers: [3r, r] each (r, z, n) */
     MOEC_T_RNN_B_IH, MOEC_T_RNN_B_HH,    /* [3r] each */
+    MOEC_T_ROUTER_ITER,                  /* Chain-of-Experts: the router of iteration t >= 1 (expert = t) [E_r, d] */
     MOEC_T_ROLE_COUNT
 } moec_tensor_role;
 

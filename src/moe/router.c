@@ -57,6 +57,7 @@ moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_to
     c.capacity_factor = 0.f;
     c.drop_policy = MOEC_DROP_POSITION;
     c.null_renorm = 1; /* no effect without null experts */
+    c.coe_inner_residual = 1;
     return c;
 }
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #define MOEC_MAX_CONST_EXPERTS 8 /* MoE++ uses 2 */
+#define MOEC_MAX_COE_ITERS 8     /* Chain-of-Experts uses 2 */
 
 typedef enum { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID } moec_score_func;
 typedef enum { MOEC_GROUP_SCORE_MAX = 0, MOEC_GROUP_SCORE_TOP2_SUM } moec_group_score;
@@ -55,6 +56,12 @@ typedef struct {
                                    divided by their sum (AdaMoE; MoE++'s default gating path) */
     int gate_residual;          /* "moec_gate_residual": MoE++ logits_l += W_g^l · logits_{l-1} */
     int32_t rnn_dim;            /* "moec_router_rnn_dim": RMoE GRU over depth, state width (0 = off) */
+    /* Chain-of-Experts (model/layer.c): the FFN block is x_0 = rmsnorm(x2), x_{t+1} = [x_t +] MoE_t(x_t)
+     * for t < coe_iters, output x_C [+ x2]; experts shared by the iterations, a router per iteration */
+    int32_t coe_iters;          /* "moec_coe_iterations" C (0 = a plain MoE block) */
+    int coe_inner_residual;     /* "moec_coe_inner_residual" (default true) */
+    int coe_outer_residual;     /* "moec_coe_outer_residual" (default false, as CoE's code) */
+    int coe_shared_gate;        /* "moec_coe_shared_gate": one router for every iteration (CoE use_igate = false) */
 } moec_router_cfg;
 
 /* FFN experts of a routing configuration (the rest of its width needs no GEMM). */

@@ -86,6 +86,14 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     if ((st = boolean(&r, "moec_null_renorm", &cfg->null_renorm))) return st;
     if ((st = boolean(&r, "moec_gate_residual", &cfg->gate_residual))) return st;
     if ((st = integer(&r, "moec_router_rnn_dim", 0, 65536, &cfg->rnn_dim))) return st;
+    if ((st = integer(&r, "moec_coe_iterations", 0, MOEC_MAX_COE_ITERS, &cfg->coe_iters))) return st;
+    if ((st = boolean(&r, "moec_coe_inner_residual", &cfg->coe_inner_residual))) return st;
+    if ((st = boolean(&r, "moec_coe_outer_residual", &cfg->coe_outer_residual))) return st;
+    if ((st = boolean(&r, "moec_coe_shared_gate", &cfg->coe_shared_gate))) return st;
+    if (cfg->coe_iters > 0 && (cfg->gate_residual || cfg->rnn_dim > 0))
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: \"moec_coe_iterations\" does not combine with a routing carry between layers "
+                        "(\"moec_gate_residual\", \"moec_router_rnn_dim\")", path);
     cfg->n_expert = n_expert + cfg->n_const + cfg->n_copy + cfg->n_null;
     if (cfg->gate_residual && cfg->rnn_dim > 0)
         return moec_err(err, MOEC_ERR_UNSUPPORTED,

@@ -173,6 +173,12 @@ class Reference:
         self.gate_residual = cfg.get("moec_gate_residual", False)
         self.rnn_dim = cfg.get("moec_router_rnn_dim", 0)
         self.carry = None    # the previous MoE layer's post-residual logits (MoE++) or GRU state (RMoE)
+        # Chain-of-Experts (MOE_SPECS 10): C iterations of the MoE block per layer, experts shared,
+        # a router per iteration ("gate.weight", then "gate.iterations.<t>.weight")
+        self.coe = cfg.get("moec_coe_iterations", 0)
+        self.coe_inner = cfg.get("moec_coe_inner_residual", True)
+        self.coe_outer = cfg.get("moec_coe_outer_residual", False)
+        self.coe_shared_gate = cfg.get("moec_coe_shared_gate", False)
         self.stats = None
 
     def is_sparse(self, i):
@@ -261,9 +267,11 @@ class Reference:
                 w = w / (w.sum(dim=-1, keepdim=True) + (1e-20 if sigmoid else 0.0))
         return w * cfg.get("routed_scaling_factor", 1.0), selected
 
-    def router_logits(self, p, x):
+    def router_logits(self, p, x, it=0):
         """Router logits [T, Er] with the layer-to-layer carry (MOE_SPECS 7 addendum, 9)."""
         W = self.W
+        if it > 0 and not self.coe_shared_gate:   # Chain-of-Experts iteration it's own router
+            return linear(x, W(p + f"gate.iterations.{it}.weight"))
         if self.rnn_dim:     # RMoE: logits = W2 GRU(W1 x, h_prev), one GRU cell for all layers, h_0 = 0
             xp = linear(x, W(p + "gate.proj.weight"))
             h = self.carry if self.carry is not None else torch.zeros(x.shape[0], self.rnn_dim)
@@ -278,7 +286,7 @@ class Reference:
             self.carry = z
         return z
 
-    def moe(self, i, x):
+    def moe(self, i, x, it=0):
         W = self.W
         T = x.shape[0]
         if self.arch == "mixtral":
@@ -287,7 +295,7 @@ class Reference:
         else:
             p = f"model.layers.{i}.mlp."
             names = ("gate_proj", "up_proj", "down_proj")
-        router_logits = self.router_logits(p, x)                   # [T, Er]
+        router_logits = self.router_logits(p, x, it)               # [T, Er]
         bias = W(p + "gate.e_score_correction_bias") if self.cfg.get("topk_method") == "noaux_tc" else None
         routing_w, selected = self.route(router_logits, bias)
         if self.n_null and self.null_renorm:
@@ -362,7 +370,11 @@ class Reference:
             h = r + self.attention(i, x, cos, sin)
             r = h
             x = rms_norm(h, W(p + "post_attention_layernorm.weight"), self.eps)
-            if self.is_sparse(i):
+            if self.is_sparse(i) and self.coe:
+                for it in range(self.coe):     # x_{t+1} = [x_t +] MoE_t(x_t), from the normalised input
+                    x = (x if self.coe_inner else 0) + self.moe(i, x, it)
+                h = x + (r if self.coe_outer else 0)
+            elif self.is_sparse(i):
                 h = r + self.moe(i, x)
             else:
                 h = r + self.dense_mlp(i, x)
