@@ -75,6 +75,12 @@ CASES = [
     ("coe-shared-gate-null", "mixtral", {"moec_coe_iterations": 2, "moec_coe_shared_gate": True,
                                          "moec_null_experts": 2},
      {"moec_coe_iterations": 1}, []),
+    # ReXMoE: 4 layers in 2 groups of 2, each layer's router over 8 shared experts, DeepSeek-style
+    # top-k without renormalisation (the paper's gating); the ablation routes each layer over its own
+    # experts only (r = 1 on the same expert weights, the layer's own router rows)
+    ("rexmoe", "qwen2_moe", {"num_hidden_layers": 4, "mlp_only_layers": [], "norm_topk_prob": False,
+                             "moec_rex_reuse_frequency": 2},
+     "rex_local", []),
     ("moepp-qwen2-dense", "qwen2_moe", {"moec_copy_experts": 1, "moec_null_experts": 1, "moec_constant_experts": 1,
                                         "moec_gate_residual": True},
      "zero:gate_map", ["gate_map", "constant_experts"]),
@@ -96,7 +102,7 @@ def make_config(arch, extra):
 def make_weights(cfg, seed):
     """make_tiny's tensors with this case's router width and tensors (names as src/model/tensors.c)."""
     gen = torch.Generator().manual_seed(seed)
-    E = cfg.get("num_local_experts", cfg.get("num_experts"))
+    E = cfg.get("num_local_experts", cfg.get("num_experts")) * cfg.get("moec_rex_reuse_frequency", 1)
     Er = E + cfg.get("moec_constant_experts", 0) + cfg.get("moec_copy_experts", 0) + cfg.get("moec_null_experts", 0)
     r, H = cfg.get("moec_router_rnn_dim", 0), cfg["hidden_size"]
     out, first_moe = {}, True
@@ -201,7 +207,7 @@ def main():
                     gaps.append(ref.stats["min_router_gap"])
                     c = np.array(ref.stats["tokens_per_expert"])
                     used = c if used is None else used + c
-                kinds = used[:, ref.E:ref.Er - ref.n_null]
+                kinds = used[:, ref.Epool:ref.Er - ref.n_null]
                 if min(gaps) >= MIN_GAP and (kinds.size == 0 or kinds.min() > 0):
                     break
             check(min(gaps) >= MIN_GAP, f"{name}: routing clear of ties", f"min gap {min(gaps):.2e} (seed {seed})")
@@ -221,15 +227,28 @@ def main():
             rel = float(np.abs(np.load(lo) - ref_logits).max()) / scale
             check(rel <= REL, f"{name}: moec logits == PyTorch reference", f"rel {rel:.2e}")
             # the kinds are used: some token of some layer picks a zero-computation expert
-            E = ref.E
+            E = ref.Epool
             zc = sum(sum(c[E:]) for c in ref.stats["tokens_per_expert"])
             if ref.Er > E:
                 check(zc > 0, f"{name}: zero-computation experts are picked", f"{zc} picks")
+            if ref.rex > 1:   # every layer routes tokens to experts stored in another layer of its group
+                cross = [sum(c) - sum(c[(i % ref.rex) * ref.E:(i % ref.rex + 1) * ref.E])
+                         for i, c in zip(ref.stats["moe_layers"], ref.stats["tokens_per_expert"])]
+                check(min(cross) > 0, f"{name}: every layer picks experts stored in the other layers of its group",
+                      f"cross-layer picks per layer {cross}")
             # 3. the mechanism matters
             if isinstance(ablation, dict):
                 alt_cfg, alt_w, nc = dict(cfg, **ablation), weights, False
             elif ablation == "no_carry":
                 alt_cfg, alt_w, nc = cfg, weights, True
+            elif ablation == "rex_local":   # each layer over its own N experts: its block of router rows
+                rr, N = cfg["moec_rex_reuse_frequency"], ref.E
+                alt_cfg, nc = dict(cfg, moec_rex_reuse_frequency=1), False
+                alt_w = dict(weights)
+                for k, v in weights.items():
+                    if k.endswith(".gate.weight"):
+                        i = int(k.split(".")[2])
+                        alt_w[k] = v[(i % rr) * N:(i % rr + 1) * N].clone()
             else:
                 sub = ablation.split(":", 1)[1]
                 alt_cfg, nc = cfg, False
@@ -270,9 +289,48 @@ def main():
                 live = [k for k in ks if float(np.abs(gt[k]).max()) > 0]
                 check(ks and len(live) == len(ks), f"{name}: every '{m}' tensor gets a gradient",
                       f"{len(live)} of {len(ks)}")
+        resume_checks(args.moec, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return summary()
+
+
+def resume_checks(moec, root):
+    """ReXMoE PSR draws its masks from (seed, step, layer): a run stopped mid-schedule and resumed
+    equals the uninterrupted one bit for bit, and PSR does change the run (masks are applied)."""
+    import json
+    import py_test_router_presets as presets
+    files = presets.make_corpus(os.path.join(root, "corpus"))
+    tok = os.path.join(root, "tokenizer.json")
+    data = os.path.join(root, "data")
+    r1 = subprocess.run([moec, "tokenizer", "train", "--vocab", "512", "-o", tok, *files], capture_output=True, text=True)
+    r2 = subprocess.run([moec, "data", "-t", tok, "-o", data, "--force", "--val-fraction", "0.1", *files],
+                        capture_output=True, text=True)
+    if not check(r1.returncode == 0 and r2.returncode == 0, "corpus for the resume checks", (r1.stderr + r2.stderr)[-200:]):
+        return
+    conf = json.load(open(os.path.join(os.path.dirname(HERE), "configs", "routers", "rexmoe.json")))
+    conf.update({"vocab_size": 512, "hidden_size": 64, "intermediate_size": 64, "moec_rex_psr_start": 2,
+                 "moec_rex_psr_end": 6})
+    cfgs = {}
+    for name, c in (("psr", conf), ("nopsr", dict(conf, moec_rex_psr_start=0, moec_rex_psr_end=0))):
+        cfgs[name] = os.path.join(root, name + ".json")
+        json.dump(c, open(cfgs[name], "w"))
+
+    def train(cfg, out, *extra):
+        return subprocess.run([moec, "train", "--config", cfg, "--data", data, "--out", out, "--batch", "2", "--seq", "32",
+                               "--steps", "8", "--lr", "3e-3", "--warmup", "2", "--eval-every", "0", "--no-progress",
+                               "-t", "2", *extra], capture_output=True, text=True, timeout=300)
+    full, half, off = (os.path.join(root, n) for n in ("rex-full", "rex-half", "rex-off"))
+    a = train(cfgs["psr"], full, "--overwrite")
+    b = train(cfgs["psr"], half, "--overwrite", "--stop-after", "4")
+    c = train(cfgs["psr"], half, "--resume")
+    d = train(cfgs["nopsr"], off, "--overwrite")
+    ok = all(x.returncode == 0 for x in (a, b, c, d))
+    if not check(ok, "ReXMoE PSR runs train", "".join(x.stderr for x in (a, b, c, d))[-300:]):
+        return
+    rd = lambda p: open(os.path.join(p, "model.safetensors"), "rb").read()  # noqa: E731
+    check(rd(full) == rd(half), "ReXMoE PSR: 4 steps + --resume == 8 steps, bit for bit (mid-schedule)")
+    check(rd(full) != rd(off), "ReXMoE PSR: the masks change the run (PSR off trains other weights)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
  *    logits = W2 h'.
  *  - the inference workspace (keep = 0: grouped kernels, alternating carry buffers) gives the
  *    training workspace's y and carry.
+ *  - ReXMoE Progressive Scaling Routing (§26): pool sizes and masks (see test_rex_psr).
  * References are computed here in double; tolerance 1e-5 relative (both fp32 paths). */
 #include "moe/moe.h"
 #include "test_util.h"
@@ -252,7 +253,57 @@ static void test_rmoe(void) {
     moec_moe_ws_free(ws);
 }
 
+/* ReXMoE PSR (MOE_SPECS §26 test): r = 4, N = 64, t_s = 10k, t_e = 30k: N_t(20k) = 160, so exactly
+ * 96 candidates are masked; N before t_s, r·N after t_e; masks are a function of (seed, step,
+ * layer), differ between layers and steps; zero-computation experts are never masked. A masked
+ * candidate is never selected, and the selected weights stay the full softmax values (the
+ * paper's "scores set to 0, no renormalisation"). */
+static void test_rex_psr(void) {
+    moec_router_cfg c = moec_router_cfg_default(4 * 64 + 2, 8, 0);
+    c.rex_reuse = 4, c.rex_psr_start = 10000, c.rex_psr_end = 30000, c.n_null = 2;
+    CHECK(moec_rex_pool_size(&c, 64, 20000) == 160, "PSR N_t(20k) = %d, want 160", moec_rex_pool_size(&c, 64, 20000));
+    CHECK(moec_rex_pool_size(&c, 64, 10000) == 64 && moec_rex_pool_size(&c, 64, 30001) == 256 &&
+              moec_rex_pool_size(&c, 64, 30000) == 256 && moec_rex_pool_size(&c, 64, 1) == 64,
+          "PSR N_t at the ends of the schedule");
+    uint8_t m1[258], m2[258], m3[258], m4[258];
+    moec_rex_mask(&c, 64, 20000, 42, 3, m1);
+    moec_rex_mask(&c, 64, 20000, 42, 3, m2);
+    moec_rex_mask(&c, 64, 20000, 42, 4, m3);
+    moec_rex_mask(&c, 64, 20001, 42, 3, m4);
+    int zeros = 0, extras = 1;
+    for (int e = 0; e < 256; e++) zeros += !m1[e];
+    for (int e = 256; e < 258; e++) extras &= m1[e];
+    CHECK(zeros == 96 && extras, "PSR at 20k masks %d of 256 (want 96), null experts kept %d", zeros, extras);
+    CHECK(!memcmp(m1, m2, sizeof m1) && memcmp(m1, m3, sizeof m1) && memcmp(m1, m4, sizeof m1),
+          "PSR masks: a function of (seed, step, layer), not the same for other layers or steps");
+    moec_rex_mask(&c, 64, 40000, 42, 3, m2);
+    zeros = 0;
+    for (int e = 0; e < 258; e++) zeros += !m2[e];
+    CHECK(zeros == 0, "PSR after t_e masks nothing (%d masked)", zeros);
+    /* a masked router forward: 2 tokens, a pool of 8 with k = 2, norm_topk_prob off */
+    moec_router_cfg rc = moec_router_cfg_default(8, 2, 0);
+    uint8_t mask[8] = {0, 1, 0, 1, 1, 1, 1, 1};
+    float z[16] = {5, 4, 3, 2, 1, 0, -1, -2, 0, 1, 6, 2, 3, 0, 0, 0}, probs[16], scratch[64];
+    int32_t tok[4], ex[4], ch[4];
+    float wt[4];
+    moec_routing r = {.cap = 4, .token = tok, .expert = ex, .weight = wt, .chosen = ch};
+    const moec_route_opts opts = {.expert_mask = mask};
+    rc.router->forward(&rc, NULL, z, 2, &opts, &r, probs, scratch);
+    double p[8];
+    for (int t = 0; t < 2; t++) {
+        double m = -1e30, sum = 0;
+        for (int e = 0; e < 8; e++) m = fmax(m, z[t * 8 + e]);
+        for (int e = 0; e < 8; e++) sum += p[e] = exp(z[t * 8 + e] - m);
+        const int want0 = t == 0 ? 1 : 4, want1 = t == 0 ? 3 : 3;
+        CHECK(ex[2 * t] == want0 && ex[2 * t + 1] == want1, "PSR token %d picks %d %d, want %d %d (masked skipped)", t,
+              ex[2 * t], ex[2 * t + 1], want0, want1);
+        CHECK(fabs(wt[2 * t] - p[want0] / sum) < 1e-6 && fabs(wt[2 * t + 1] - p[want1] / sum) < 1e-6,
+              "PSR token %d keeps the full softmax weights", t);
+    }
+}
+
 int main(void) {
+    test_rex_psr();
     test_adamoe();
     test_moepp();
     test_rmoe();

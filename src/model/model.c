@@ -101,16 +101,22 @@ moec_status moec_model_alloc_tables(moec_model *m, moec_error *err) {
     const moec_hparams *hp = &m->hp;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     size_t n_exp = (size_t)hp->n_layer * (size_t)hp->n_expert;
+    /* ReXMoE: layer l's expert table is its group's r·N experts (shared, not copied) */
+    const int r = hp->n_expert > 0 && hp->route.rex_reuse > 1 ? hp->route.rex_reuse : 1;
     m->expert_pool = calloc(n_exp + 1, sizeof *m->expert_pool);
-    m->expert_ptr_pool = calloc(n_exp + 1, sizeof *m->expert_ptr_pool);
+    m->expert_ptr_pool = calloc(n_exp * (size_t)r + 1, sizeof *m->expert_ptr_pool);
     if (!m->layers || !m->expert_pool || !m->expert_ptr_pool) {
         moec_model_free_tables(m);
         return moec_err(err, MOEC_ERR_OOM, "out of memory");
     }
     for (int il = 0; il < hp->n_layer; il++) {
         m->layers[il].experts = m->expert_pool + (size_t)il * hp->n_expert;
-        m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert;
-        for (int e = 0; e < hp->n_expert; e++) m->layers[il].expert_ptrs[e] = &m->layers[il].experts[e];
+        m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert * (size_t)r;
+    }
+    for (int il = 0; il < hp->n_layer; il++) { /* pool order: [layer g·r experts 0..N−1, layer g·r + 1 ..., ...] */
+        const int first = il / r * r;
+        for (int e = 0; e < hp->n_expert * r; e++)
+            m->layers[il].expert_ptrs[e] = &m->layers[first + e / hp->n_expert].experts[e % hp->n_expert];
     }
     return MOEC_OK;
 }

@@ -100,9 +100,10 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
         return moec_err(err, MOEC_ERR_INVALID_ARG,
                         "moe workspace: need tokens, d, ff >= 1, 1 <= k <= experts, shared ff >= 0 (got %d, %d, %d, %d, %d, "
                         "%d)", max_T, hp->n_embd, hp->n_ff_expert, rc->k, hp->n_expert, hp->n_ff_shared);
-    if (!rc->router || moec_router_n_ffn(rc) != hp->n_expert)
+    const int rex = rc->rex_reuse > 1 ? rc->rex_reuse : 1; /* ReXMoE: the router sees the group's r·N experts */
+    if (!rc->router || moec_router_n_ffn(rc) != hp->n_expert * rex)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: routing config is not this model's (%s, %d experts vs %d)",
-                        rc->router ? rc->router->name : "no router", moec_router_n_ffn(rc), hp->n_expert);
+                        rc->router ? rc->router->name : "no router", moec_router_n_ffn(rc), hp->n_expert * rex);
     if ((int64_t)max_T * rc->k > INT32_MAX / 2 || (int64_t)max_T * hp->n_expert > INT32_MAX / 2)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: %d tokens x %d experts is too large", max_T,
                         hp->n_expert);
@@ -112,7 +113,7 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
     w->max_T = max_T;
     w->d = hp->n_embd;
     w->E = rc->n_expert;
-    w->n_ffn = hp->n_expert;
+    w->n_ffn = hp->n_expert * rex;
     w->n_rowed = rc->n_expert - rc->n_null;
     w->carry_dim = moec_moe_carry_dim(hp);
     w->rnn = rc->rnn_dim;
@@ -603,7 +604,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
             if (!n) continue;
             const size_t r0 = (size_t)w->offsets[e];
             ffn_forward_keep(w->eo + r0 * d, w->hg + r0 * w->ff, w->hu + r0 * w->ff, w->act + r0 * w->ff,
-                             w->xg + r0 * d, n, d, w->ff, &L->experts[e]);
+                             w->xg + r0 * d, n, d, w->ff, L->expert_ptrs[e]);
         }
     } else {
         moec_ffn_grouped(w->eo, w->xg, L->expert_ptrs, w->offsets, w->n_ffn, d, w->ff_max, w->hg, w->hu, w->items);
@@ -763,8 +764,9 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
         if (!cnt) continue;
         const size_t r0 = (size_t)w->offsets[e];
         float *dout = w->eo + r0 * d;
-        ffn_backward_keep(dx ? dout : NULL, G ? &G->experts[e] : NULL, dout, w->hg + r0 * ff, w->hu + r0 * ff,
-                          w->act + r0 * ff, w->xg + r0 * d, cnt, d, ff, &L->experts[e], 1);
+        /* through expert_ptrs: with ReXMoE a group's layers share experts, and their gradients add up */
+        ffn_backward_keep(dx ? dout : NULL, G ? G->expert_ptrs[e] : NULL, dout, w->hg + r0 * ff, w->hu + r0 * ff,
+                          w->act + r0 * ff, w->xg + r0 * d, cnt, d, ff, L->expert_ptrs[e], 1);
     }
     if (w->n_rowed > w->n_ffn) zero_compute_backward(w, L, G);
     /* scatter ∂/∂xg to tokens, each token's slots in slot order */

@@ -3,6 +3,8 @@
  * through the table below. */
 #include "moe/router.h"
 
+#include "core/error.h"
+#include "core/rng.h"
 #include "moe/routers/routers.h"
 #include "nn/ops.h"
 
@@ -58,11 +60,41 @@ moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_to
     c.drop_policy = MOEC_DROP_POSITION;
     c.null_renorm = 1; /* no effect without null experts */
     c.coe_inner_residual = 1;
+    c.rex_reuse = 1;
     return c;
 }
 
 int64_t moec_router_scratch_floats(const moec_router_cfg *cfg, int T) {
     return (int64_t)T * cfg->n_expert + 2 * (int64_t)cfg->n_expert;
+}
+
+/* ------------------------------------------------------------------ ReXMoE progressive scaling */
+
+int32_t moec_rex_pool_size(const moec_router_cfg *c, int32_t N, int64_t step) {
+    const int64_t r = c->rex_reuse > 1 ? c->rex_reuse : 1, ts = c->rex_psr_start, te = c->rex_psr_end;
+    if (te <= 0 || step > te) return (int32_t)(r * N);
+    if (step <= ts) return N;
+    /* floor in exact integer arithmetic: N + (r−1)·N·(t − t_s) / (t_e − t_s) */
+    return (int32_t)(N + ((r - 1) * N * (step - ts)) / (te - ts));
+}
+
+void moec_rex_mask(const moec_router_cfg *c, int32_t N, int64_t step, uint64_t seed, int layer, uint8_t *mask) {
+    const int32_t pool = (c->rex_reuse > 1 ? c->rex_reuse : 1) * N, keep = moec_rex_pool_size(c, N, step);
+    for (int e = 0; e < c->n_expert; e++) mask[e] = 1;
+    if (keep >= pool) return;
+    moec_rng g;
+    moec_rng_seed(&g, moec_mix64(seed ^ moec_mix64(0x5245584d6f45ull + (uint64_t)step * 4096u + (uint64_t)layer)));
+    /* a uniform random subset of pool − keep candidates: the first entries of a partial Fisher–Yates */
+    int32_t idx[4096];
+    MOEC_ASSERT(pool <= 4096);
+    for (int i = 0; i < pool; i++) idx[i] = i;
+    for (int i = 0; i < pool - keep; i++) {
+        const int j = i + (int)moec_rng_below(&g, (uint64_t)(pool - i));
+        const int32_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+        mask[idx[i]] = 0;
+    }
 }
 
 /* ------------------------------------------------------------------ stable top-k */

@@ -62,7 +62,22 @@ typedef struct {
     int coe_inner_residual;     /* "moec_coe_inner_residual" (default true) */
     int coe_outer_residual;     /* "moec_coe_outer_residual" (default false, as CoE's code) */
     int coe_shared_gate;        /* "moec_coe_shared_gate": one router for every iteration (CoE use_igate = false) */
+    /* ReXMoE (MOE_SPECS §26): layer l routes over the experts of its group of rex_reuse adjacent
+     * layers {g·r .. g·r + r − 1}, g = ⌊l/r⌋ (the experts are shared, not copied: each layer stores its
+     * own N and the group's layers point at them); the FFN part of the router width is r·N */
+    int32_t rex_reuse;          /* "moec_rex_reuse_frequency" r (1 = off) */
+    int32_t rex_psr_start;      /* "moec_rex_psr_start" t_s, "moec_rex_psr_end" t_e: Progressive Scaling */
+    int32_t rex_psr_end;        /*   Routing; t_e = 0: off (the whole pool from step 0) */
 } moec_router_cfg;
+
+/* ReXMoE PSR: the candidate pool size N_t at optimizer step t (N = FFN experts per layer):
+ * N for t <= t_s, floor((1 + (r−1)(t − t_s)/(t_e − t_s))·N) for t_s < t <= t_e, r·N after. */
+int32_t moec_rex_pool_size(const moec_router_cfg *c, int32_t n_per_layer, int64_t step);
+/* The PSR mask of one layer at one step, mask [c->n_expert]: r·N − N_t random FFN candidates 0
+ * (never selected, their scores in effect 0), everything else 1. One mask per layer per step, a
+ * function of (seed, step, layer) only (so a resumed run draws the same). */
+void moec_rex_mask(const moec_router_cfg *c, int32_t n_per_layer, int64_t step, uint64_t seed, int layer,
+                   uint8_t *mask);
 
 /* FFN experts of a routing configuration (the rest of its width needs no GEMM). */
 static inline int32_t moec_router_n_ffn(const moec_router_cfg *c) { return c->n_expert - c->n_const - c->n_copy - c->n_null; }

@@ -94,7 +94,18 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
         return moec_err(err, MOEC_ERR_UNSUPPORTED,
                         "%s: \"moec_coe_iterations\" does not combine with a routing carry between layers "
                         "(\"moec_gate_residual\", \"moec_router_rnn_dim\")", path);
-    cfg->n_expert = n_expert + cfg->n_const + cfg->n_copy + cfg->n_null;
+    if ((st = integer(&r, "moec_rex_reuse_frequency", 1, 16, &cfg->rex_reuse))) return st;
+    if ((st = integer(&r, "moec_rex_psr_start", 0, INT32_MAX, &cfg->rex_psr_start))) return st;
+    if ((st = integer(&r, "moec_rex_psr_end", 0, INT32_MAX, &cfg->rex_psr_end))) return st;
+    if (cfg->rex_psr_end > 0 && (cfg->rex_reuse < 2 || cfg->rex_psr_end <= cfg->rex_psr_start))
+        return moec_err(err, MOEC_ERR_FORMAT,
+                        "%s: \"moec_rex_psr_end\" needs \"moec_rex_reuse_frequency\" >= 2 and must exceed \"moec_rex_psr_start\"",
+                        path);
+    if ((int64_t)n_expert * cfg->rex_reuse > 4096)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"moec_rex_reuse_frequency\" x experts must be <= 4096", path);
+    if (cfg->rex_reuse > 1 && k > n_expert)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: ReXMoE needs k <= the experts of one layer (PSR starts from N)", path);
+    cfg->n_expert = n_expert * cfg->rex_reuse + cfg->n_const + cfg->n_copy + cfg->n_null;
     if (cfg->gate_residual && cfg->rnn_dim > 0)
         return moec_err(err, MOEC_ERR_UNSUPPORTED,
                         "%s: \"moec_gate_residual\" and \"moec_router_rnn_dim\" both carry routing state between layers; "

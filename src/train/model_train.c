@@ -32,6 +32,9 @@ struct moec_tmodel {
     int64_t global_tokens;
     moec_rng noise;
     int noise_on;
+    uint8_t *psr_mask;            /* [n_layer, E] ReXMoE PSR masks of the current step (NULL: none) */
+    moec_route_opts *psr_opts;    /* [n_layer] */
+    int psr_on;
     void **allocs;
     int n_allocs;
     size_t bytes;
@@ -60,6 +63,8 @@ void moec_tmodel_free(moec_tmodel *m) {
     moec_model_free_tables(&m->gv);
     free(m->counts);
     free(m->lstats);
+    free(m->psr_mask);
+    free(m->psr_opts);
     free(m->pos); /* inp and tgt live in the same block */
     free(m);
 }
@@ -115,6 +120,11 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
     m->counts = calloc((size_t)hp->n_layer * E, sizeof *m->counts);
     m->lstats = calloc((size_t)hp->n_layer, sizeof *m->lstats);
     if (!m->acts || !m->counts || !m->lstats) goto oom;
+    if (hp->n_expert > 0 && hp->route.rex_psr_end > 0) {
+        m->psr_mask = calloc((size_t)hp->n_layer * E, 1);
+        m->psr_opts = calloc((size_t)hp->n_layer, sizeof *m->psr_opts);
+        if (!m->psr_mask || !m->psr_opts) goto oom;
+    }
     for (int il = 0; il < hp->n_layer; il++) {
         if ((st = moec_layer_acts_new(&m->acts[il], hp, il, m->BS, B, S, 1, 1, err))) {
             moec_tmodel_free(m);
@@ -167,6 +177,17 @@ void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
     m->noise_on = on;
 }
 
+void moec_tmodel_set_route_step(moec_tmodel *m, int on, int64_t step, uint64_t seed) {
+    const moec_hparams *hp = &m->hp;
+    m->psr_on = on && m->psr_mask;
+    if (!m->psr_on) return;
+    const size_t E = (size_t)hp->route.n_expert;
+    for (int il = 0; il < hp->n_layer; il++) {
+        moec_rex_mask(&hp->route, hp->n_expert, step, seed, il, m->psr_mask + (size_t)il * E);
+        m->psr_opts[il] = (moec_route_opts){.expert_mask = m->psr_mask + (size_t)il * E};
+    }
+}
+
 /* ------------------------------------------------------------------ the step */
 
 moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_t *n_valid, float scale,
@@ -195,7 +216,7 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
         int next_moe = il + 1;
         while (next_moe < hp->n_layer && !hp->layer_moe[next_moe]) next_moe++;
         const int carry = hp->layer_moe[il] && moec_moe_carry_dim(hp) > 0;
-        const moec_moe_call call = {.losses = 1, .seq_len = S,
+        const moec_moe_call call = {.opts = m->psr_on ? &m->psr_opts[il] : NULL, .losses = 1, .seq_len = S,
                                     .carry_in = carry && prev_moe >= 0 ? moec_moe_carry(m->acts[prev_moe].moe) : NULL,
                                     .dcarry_out = carry && backward && next_moe < hp->n_layer
                                                       ? moec_moe_dcarry(m->acts[next_moe].moe) : NULL,

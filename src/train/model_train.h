@@ -45,6 +45,12 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
  * resumed run draws the same noise); on = 0 (the default; evaluation) turns it off. */
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
 
+/* ReXMoE Progressive Scaling Routing (config moec_rex_psr_*): on = 1 masks, in every following
+ * step, the candidates that optimizer step `step` leaves out of each layer's pool (moe/router.h
+ * moec_rex_mask; drawn from seed, step and layer only, so a resumed run draws the same); on = 0
+ * (the default; evaluation and inference) routes over the whole pool. No effect without PSR. */
+void moec_tmodel_set_route_step(moec_tmodel *m, int on, int64_t step, uint64_t seed);
+
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of
  * evaluation windows). Runs the forward and, if backward, the backward of

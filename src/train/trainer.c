@@ -714,6 +714,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         }
         const double t0 = now_s();
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
+        moec_tmodel_set_route_step(r.tm, 1, r.step + 1, p->seed); /* ReXMoE PSR masks of this step (steps count from 1) */
         double ce = 0, aux = 0, z = 0;
         int32_t *cnt = r.step_counts;
         memset(cnt, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *cnt);
@@ -754,6 +755,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             }
         }
         moec_tmodel_set_noise(r.tm, 0, 0);
+        moec_tmodel_set_route_step(r.tm, 0, 0, 0);
         if (st) goto done;
         const float lr = moec_lr_at(r.step, p->warmup, p->steps, p->lr, p->lr_min);
         int ok = isfinite(ce) && isfinite(aux) && isfinite(z);

@@ -168,7 +168,11 @@ class Reference:
         self.n_const = cfg.get("moec_constant_experts", 0)
         self.n_copy = cfg.get("moec_copy_experts", 0)
         self.n_null = cfg.get("moec_null_experts", 0)
-        self.Er = self.E + self.n_const + self.n_copy + self.n_null
+        # ReXMoE (MOE_SPECS 26): layer i routes over the experts of layers g*r .. g*r + r - 1, g = i // r,
+        # in that order (the weights are shared: each is stored once, under its own layer)
+        self.rex = cfg.get("moec_rex_reuse_frequency", 1)
+        self.Epool = self.E * self.rex
+        self.Er = self.Epool + self.n_const + self.n_copy + self.n_null
         self.null_renorm = cfg.get("moec_null_renorm", True)
         self.gate_residual = cfg.get("moec_gate_residual", False)
         self.rnn_dim = cfg.get("moec_router_rnn_dim", 0)
@@ -310,18 +314,19 @@ class Reference:
         expert_mask = F.one_hot(selected, num_classes=self.Er).permute(2, 1, 0)   # [Er, k, T]
         for e in range(self.Er):
             idx, top_x = torch.where(expert_mask[e])
-            if e < self.E:
-                gname, uname, dname = (p + f"experts.{e}.{n}.weight" for n in names)
+            if e < self.Epool:
+                owner = p.replace(f"layers.{i}.", f"layers.{i // self.rex * self.rex + e // self.E}.")
+                gname, uname, dname = (owner + f"experts.{e % self.E}.{n}.weight" for n in names)
                 wg, wu, wd = W(gname), W(uname), W(dname)
-            elif e < self.E + self.n_const:    # MoE++ constant: a1 x + a2 v, [a1, a2] = softmax(W_c x)
-                j = e - self.E
+            elif e < self.Epool + self.n_const:    # MoE++ constant: a1 x + a2 v, [a1, a2] = softmax(W_c x)
+                j = e - self.Epool
                 wc, v = W(p + f"constant_experts.{j}.weight"), W(p + f"constant_experts.{j}.v")
             if top_x.numel() == 0 or e >= self.Er - self.n_null:   # null experts: output 0, not computed
                 continue
             xe = x[top_x]
-            if e < self.E:
+            if e < self.Epool:
                 y = swiglu_mlp(xe, wg, wu, wd)
-            elif e < self.E + self.n_const:
+            elif e < self.Epool + self.n_const:
                 a = torch.softmax(linear(xe, wc), dim=-1)
                 y = a[:, :1] * xe + a[:, 1:] * v
             else:                              # MoE++ copy: x
