@@ -289,10 +289,40 @@ def main():
                 live = [k for k in ks if float(np.abs(gt[k]).max()) > 0]
                 check(ks and len(live) == len(ks), f"{name}: every '{m}' tensor gets a gradient",
                       f"{len(live)} of {len(ks)}")
+        bad_config_checks(args.moec, root)
         resume_checks(args.moec, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return summary()
+
+
+def bad_config_checks(moec, root):
+    """Bad keys of this section: one line on stderr naming the key, exit 1, for `moec info`."""
+    import json
+    base = os.path.join(os.path.dirname(HERE), "configs", "routers")
+    cases = [
+        ("moepp.json", {"moec_router_rnn_dim": 8}, "moec_router_rnn_dim"),
+        ("moepp.json", {"moec_null_experts": -1}, "moec_null_experts"),
+        ("moepp.json", {"moec_constant_experts": 9}, "moec_constant_experts"),
+        ("moepp.json", {"moec_gate_residual": 1}, "moec_gate_residual"),
+        ("adamoe-null.json", {"num_experts_per_tok": 9}, "num_experts_per_tok"),  # k <= the FFN experts, null or not
+        ("coe.json", {"moec_gate_residual": True}, "moec_coe_iterations"),
+        ("coe.json", {"moec_coe_iterations": 9}, "moec_coe_iterations"),
+        ("rexmoe.json", {"num_hidden_layers": 3}, "moec_rex_reuse_frequency"),
+        ("rexmoe.json", {"moec_rex_reuse_frequency": 1}, "moec_rex_psr_end"),
+        ("rexmoe.json", {"moec_rex_psr_start": 30}, "moec_rex_psr_end"),
+        ("rexmoe.json", {"moec_rex_reuse_frequency": 17}, "moec_rex_reuse_frequency"),
+    ]
+    for i, (preset, change, key) in enumerate(cases):
+        d = os.path.join(root, f"bad{i}")
+        os.makedirs(d, exist_ok=True)
+        conf = json.load(open(os.path.join(base, preset)))
+        conf.update(change)
+        json.dump(conf, open(os.path.join(d, "config.json"), "w"))
+        r = subprocess.run([moec, "info", "-m", d], capture_output=True, text=True, timeout=60)
+        lines = r.stderr.strip().splitlines()
+        check(r.returncode == 1 and len(lines) == 1 and key in lines[0], f"bad config {preset} {change}: one line naming {key}",
+              f"rc {r.returncode}: {r.stderr.strip()[:200]}")
 
 
 def resume_checks(moec, root):

@@ -147,6 +147,14 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
     if (c->n_group > 1)
         ADD(", %d groups keep %d (%s)", c->n_group, c->topk_group, c->group_score == MOEC_GROUP_SCORE_TOP2_SUM ? "top-2 sum" : "max");
     if (c->use_bias) ADD(", aux-loss-free selection bias");
+    /* expert kinds and depth routers (xkind) */
+    if (c->n_const || c->n_copy || c->n_null)
+        ADD(", + %d constant / %d copy / %d null experts%s", c->n_const, c->n_copy, c->n_null,
+            c->n_null && c->null_renorm ? " (null renorm)" : "");
+    if (c->gate_residual) ADD(", gating residual");
+    if (c->rnn_dim) ADD(", GRU router over depth (%d)", c->rnn_dim);
+    if (c->coe_iters) ADD(", Chain-of-Experts x%d", c->coe_iters);
+    if (c->rex_reuse > 1) ADD(", ReXMoE reuse x%d%s", c->rex_reuse, c->rex_psr_end > 0 ? " + PSR" : "");
     if (o >= cap) buf[cap - 1] = 0;
 #undef ADD
 }
