@@ -361,6 +361,10 @@ def resume_checks(moec, root):
     rd = lambda p: open(os.path.join(p, "model.safetensors"), "rb").read()  # noqa: E731
     check(rd(full) == rd(half), "ReXMoE PSR: 4 steps + --resume == 8 steps, bit for bit (mid-schedule)")
     check(rd(full) != rd(off), "ReXMoE PSR: the masks change the run (PSR off trains other weights)")
+    g = os.path.join(root, "rex.gguf")
+    r = subprocess.run([moec, "export", "gguf", "-m", full, "-o", g], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 1 and "llama.cpp" in r.stderr and not os.path.exists(g),
+          "GGUF export refuses ReXMoE (llama.cpp has none of these) with a clear error", r.stderr.strip()[-200:])
 
 
 if __name__ == "__main__":
