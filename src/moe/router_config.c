@@ -101,7 +101,7 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
         return moec_err(err, MOEC_ERR_FORMAT,
                         "%s: \"moec_rex_psr_end\" needs \"moec_rex_reuse_frequency\" >= 2 and must exceed \"moec_rex_psr_start\"",
                         path);
-    if ((int64_t)n_expert * cfg->rex_reuse > 4096)
+    if (cfg->rex_reuse > 1 && (int64_t)n_expert * cfg->rex_reuse > 4096) /* the PSR mask draws from a fixed table */
         return moec_err(err, MOEC_ERR_FORMAT, "%s: \"moec_rex_reuse_frequency\" x experts must be <= 4096", path);
     if (cfg->rex_reuse > 1 && k > n_expert)
         return moec_err(err, MOEC_ERR_FORMAT, "%s: ReXMoE needs k <= the experts of one layer (PSR starts from N)", path);
