@@ -306,8 +306,8 @@ def bad_config_checks(moec, root):
         ("moepp.json", {"moec_constant_experts": 9}, "moec_constant_experts"),
         ("moepp.json", {"moec_gate_residual": 1}, "moec_gate_residual"),
         ("adamoe-null.json", {"num_experts_per_tok": 9}, "num_experts_per_tok"),  # k <= the FFN experts, null or not
-        ("coe.json", {"moec_gate_residual": True}, "moec_coe_iterations"),
-        ("coe.json", {"moec_coe_iterations": 9}, "moec_coe_iterations"),
+        ("chain-of-experts.json", {"moec_gate_residual": True}, "moec_coe_iterations"),
+        ("chain-of-experts.json", {"moec_coe_iterations": 9}, "moec_coe_iterations"),
         ("rexmoe.json", {"num_hidden_layers": 3}, "moec_rex_reuse_frequency"),
         ("rexmoe.json", {"moec_rex_reuse_frequency": 1}, "moec_rex_psr_end"),
         ("rexmoe.json", {"moec_rex_psr_start": 30}, "moec_rex_psr_end"),

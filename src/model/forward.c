@@ -29,7 +29,7 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
     moec_moe_call call = {.opts = &s->route_opts};
     const float *carry = NULL; /* the routing carry from the previous MoE layer (moe.h) */
     const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = (size_t)moec_hparams_n_route(hp); /* counts per router column */
     for (int il = 0; il < hp->n_layer; il++) {
         const size_t layer_off = (size_t)il * kvd * (size_t)s->n_ctx;
         const moec_layer_ctx c = {.T = T, .pos = s->pos, .rope_cos = s->rope_cos, .rope_sin = s->rope_sin,

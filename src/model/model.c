@@ -203,6 +203,7 @@ static void fill_info(moec_model *m) {
     in->n_head_kv = hp->n_head_kv;
     in->head_dim = hp->head_dim;
     in->n_expert = hp->n_expert;
+    in->n_route_expert = moec_hparams_n_route(hp);
     in->n_expert_used = hp->n_expert_used;
     in->n_ff_expert = hp->n_ff_expert;
     in->n_ff_dense = hp->n_ff_dense;
