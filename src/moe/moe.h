@@ -6,9 +6,15 @@
  *             factor (training steps only), each expert keeps C = ceil(T·k/E · CF) slots (position: the first C in slot
  *             order; probs: the C largest weights) and the rest lose their expert (dropped:
  *             nothing is added to their token, which keeps its residual)
- *   experts   one SwiGLU FFN per non-empty expert on its contiguous rows
+ *   experts   one SwiGLU FFN per non-empty expert on its contiguous rows; the zero-computation
+ *             kinds without a GEMM: copy → x, constant → a1·x + a2·v; null experts get no rows
+ *             (the router's columns: FFN experts, then constant, copy, null; moe/router.h)
  *   combine   y[t] = Σ over t's slots, in slot order, weight · expert_out   (+ shared expert,
- *             × sigmoid(x · w_sg) when it has a gate)
+ *             × sigmoid(x · w_sg) when it has a gate); with null experts the weights are first
+ *             renormalised over the token's non-null picks (AdaMoE; moec_null_renorm)
+ *
+ * The router's logits may depend on the previous MoE layer through the routing carry (MoE++
+ * gating residual, RMoE's GRU state over depth; see moec_moe_carry below).
  *
  * Weights arrive through the model's one weight view (moec_layer: moec_mat of any dtype). A
  * workspace made with keep = 1 saves what the backward needs (training: F32 master weights,
