@@ -104,9 +104,9 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
     if (!rc->router || moec_router_n_ffn(rc) != hp->n_expert * rex)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: routing config is not this model's (%s, %d experts vs %d)",
                         rc->router ? rc->router->name : "no router", moec_router_n_ffn(rc), hp->n_expert * rex);
-    if ((int64_t)max_T * rc->k > INT32_MAX / 2 || (int64_t)max_T * hp->n_expert > INT32_MAX / 2)
+    if ((int64_t)max_T * rc->k > INT32_MAX / 2 || (int64_t)max_T * rc->n_expert > INT32_MAX / 2)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: %d tokens x %d experts is too large", max_T,
-                        hp->n_expert);
+                        rc->n_expert);
     moec_moe_ws *w = calloc(1, sizeof *w);
     if (!w) return moec_err(err, MOEC_ERR_OOM, "moe workspace: out of memory");
     w->keep = keep;
