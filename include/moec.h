@@ -80,6 +80,8 @@ typedef struct {
     char routing[192];        /* how tokens pick experts, e.g. "topk: softmax over all experts, top-2, renormalised" */
     int32_t shared_expert_gated; /* 1: the shared expert is sigmoid-gated (Qwen2-MoE), 0: added unweighted */
     int32_t add_bos_token;    /* 1: prompts start with bos_token_id by default (GGUF tokenizer.ggml.add_bos_token) */
+    int32_t n_route_expert;   /* router width: the FFN experts a layer routes over (n_expert, or r x n_expert with
+                                 ReXMoE), then the zero-computation (constant, copy, null) experts; 1 if dense */
 } moec_model_info;
 
 /* Borrowed, valid while the model is open. */
@@ -133,7 +135,8 @@ moec_status moec_session_forward(moec_session *s, const int32_t *ids, int32_t n,
  * 0 for the model's own k (fewer experts = less compute, usually a little higher loss). */
 moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_error *err);
 /* Tokens routed to each expert by the session's forwards since creation or the last clear:
- * [n_layer * n_expert], rows of dense layers 0. Borrowed, valid while the session lives. */
+ * [n_layer * n_route_expert] (the router's columns: FFN experts first, then constant, copy, null),
+ * rows of dense layers 0. Borrowed, valid while the session lives. */
 const int64_t *moec_session_expert_counts(const moec_session *s);
 void moec_session_clear_expert_counts(moec_session *s);
 

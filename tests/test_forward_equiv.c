@@ -74,6 +74,30 @@ static const arch_case cases[] = {
      " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"num_experts\": 8,"
      " \"num_experts_per_tok\": 2, \"norm_topk_prob\": false, \"clip_qkv\": null, \"attention_bias\": false,"
      " \"max_position_embeddings\": 64, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": false}"},
+    /* expert kinds and the layer-to-layer routing carry (xkind): the carry runs over depth, so a
+     * token-by-token decode must give what the batched training forward gives */
+    {"mixtral + MoE++ (2 constant, 1 copy, 1 zero expert, gating residual over 3 layers)",
+     "{\"model_type\": \"mixtral\", \"vocab_size\": 96, \"hidden_size\": 32, \"intermediate_size\": 40,"
+     " \"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8,"
+     " \"num_local_experts\": 6, \"num_experts_per_tok\": 2, \"max_position_embeddings\": 64,"
+     " \"moec_constant_experts\": 2, \"moec_copy_experts\": 1, \"moec_null_experts\": 1, \"moec_gate_residual\": true,"
+     " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": false, \"sliding_window\": null}",
+     NULL},
+    {"qwen2_moe + RMoE GRU router (state 8) + 3 AdaMoE null experts, dense layer 1 skipped by the carry",
+     "{\"model_type\": \"qwen2_moe\", \"vocab_size\": 96, \"hidden_size\": 48, \"intermediate_size\": 64,"
+     " \"num_hidden_layers\": 3, \"num_attention_heads\": 6, \"num_key_value_heads\": 2, \"num_experts\": 8,"
+     " \"num_experts_per_tok\": 4, \"moe_intermediate_size\": 24, \"shared_expert_intermediate_size\": 40,"
+     " \"decoder_sparse_step\": 1, \"mlp_only_layers\": [1], \"norm_topk_prob\": true, \"max_position_embeddings\": 64,"
+     " \"moec_router_rnn_dim\": 8, \"moec_null_experts\": 3,"
+     " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": true, \"use_sliding_window\": false}",
+     NULL},
+    {"mixtral + Chain-of-Experts (3 iterations, a router each, inner and outer residual, 1 copy expert)",
+     "{\"model_type\": \"mixtral\", \"vocab_size\": 96, \"hidden_size\": 32, \"intermediate_size\": 40,"
+     " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8,"
+     " \"num_local_experts\": 6, \"num_experts_per_tok\": 2, \"max_position_embeddings\": 64,"
+     " \"moec_coe_iterations\": 3, \"moec_coe_outer_residual\": true, \"moec_copy_experts\": 1,"
+     " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": false, \"sliding_window\": null}",
+     NULL},
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -125,8 +149,9 @@ static int train_logits(moec_tparams *tp, const int32_t *tokens, float *out) {
     for (int il = 0; !st && il < hp->n_layer; il++) {
         if (!hp->layer_moe[il]) continue;
         int used = 0;
-        for (int e = 0; e < hp->n_expert; e++) used += step.expert_counts[(size_t)il * hp->n_expert + e] > 0;
-        CHECK(used > hp->n_expert_used + 1, "layer %d routes to only %d of %d experts", il, used, hp->n_expert);
+        const int E = moec_hparams_n_route(hp); /* FFN experts, then null/copy/constant ones */
+        for (int e = 0; e < E; e++) used += step.expert_counts[(size_t)il * E + e] > 0;
+        CHECK(used > hp->n_expert_used + 1, "layer %d routes to only %d of %d experts", il, used, E);
     }
     moec_tmodel_free(m);
     return st == MOEC_OK;

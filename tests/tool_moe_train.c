@@ -169,7 +169,7 @@ int main(int argc, char **argv) {
     /* inputs, as F32 weight views; gradients as the same views over zeroed buffers */
     char name[64];
     moec_ffn experts[MAX_EXPERTS], gexperts[MAX_EXPERTS];
-    const moec_ffn *eptr[MAX_EXPERTS];
+    const moec_ffn *eptr[MAX_EXPERTS], *geptr[MAX_EXPERTS];
     float *dgate[MAX_EXPERTS], *dup[MAX_EXPERTS], *ddown[MAX_EXPERTS];
     const int64_t Td = (int64_t)T * d, fd = (int64_t)ff * d, sd = (int64_t)fs * d;
 #define F32(p, r, cc) ((moec_mat){(p), MOEC_DTYPE_F32, (r), (cc)})
@@ -188,6 +188,7 @@ int main(int argc, char **argv) {
         dup[e] = calloc((size_t)fd, sizeof(float));
         ddown[e] = calloc((size_t)fd, sizeof(float));
         gexperts[e] = (moec_ffn){F32(dgate[e], ff, d), F32(dup[e], ff, d), F32(ddown[e], d, ff)};
+        geptr[e] = &gexperts[e];
     }
     if (fs) {
         L.has_shared = 1;
@@ -200,7 +201,7 @@ int main(int argc, char **argv) {
     /* run: total = Σ y·dy + L_aux + L_z, as in the Python side */
     float *y = calloc((size_t)Td, sizeof *y), *dx = calloc((size_t)Td, sizeof *dx);
     float *drouter = calloc((size_t)E * d, sizeof(float)), *dsh = calloc((size_t)(3 * sd + d) + 1, sizeof(float));
-    moec_layer G = {.is_moe = 1, .router = F32(drouter, E, d), .experts = gexperts};
+    moec_layer G = {.is_moe = 1, .router = F32(drouter, E, d), .experts = gexperts, .expert_ptrs = geptr};
     if (fs) {
         G.has_shared = 1;
         G.shared = (moec_ffn){F32(dsh, fs, d), F32(dsh + sd, fs, d), F32(dsh + 2 * sd, d, fs)};

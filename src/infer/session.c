@@ -34,7 +34,7 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
     s->n_ctx = n_ctx;
     const size_t UB = MOEC_UBATCH, d = (size_t)hp->n_embd, hd = (size_t)hp->head_dim;
     const size_t kvd = (size_t)hp->n_head_kv * hd;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = (size_t)moec_hparams_n_route(hp); /* the router's columns */
     const size_t f = sizeof(float);
     slot slots[] = {
         {(void **)&s->k_cache, (size_t)hp->n_layer * kvd * (size_t)n_ctx * f},
@@ -95,7 +95,7 @@ const int64_t *moec_session_expert_counts(const moec_session *s) { return s->exp
 
 void moec_session_clear_expert_counts(moec_session *s) {
     const moec_hparams *hp = &s->m->hp;
-    memset(s->expert_counts, 0, (size_t)hp->n_layer * (size_t)(hp->n_expert > 0 ? hp->n_expert : 1) * sizeof(int64_t));
+    memset(s->expert_counts, 0, (size_t)hp->n_layer * (size_t)moec_hparams_n_route(hp) * sizeof(int64_t));
 }
 void moec_session_reset(moec_session *s) {
     s->n_past = 0;

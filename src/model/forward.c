@@ -28,10 +28,11 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
     }
     /* decoding: causal routing; per-sequence random draws (THOR) repeat in every chunk */
     moec_rng seq = s->seq_rng;
-    const moec_moe_call call = {.opts = &s->route_opts, .token_ids = ids, .causal = 1, .serve_rng = &s->serve_rng,
-                                .seq_rng = &seq};
+    moec_moe_call call = {.opts = &s->route_opts, .token_ids = ids, .causal = 1, .serve_rng = &s->serve_rng,
+                          .seq_rng = &seq};
+    const float *carry = NULL; /* the routing carry from the previous MoE layer (moe.h) */
     const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = (size_t)moec_hparams_n_route(hp); /* counts per router column */
     for (int il = 0; il < hp->n_layer; il++) {
         const size_t layer_off = (size_t)il * kvd * (size_t)s->n_ctx;
         const moec_layer_ctx c = {.T = T, .pos = s->pos, .rope_cos = s->rope_cos, .rope_sin = s->rope_sin,
@@ -39,7 +40,9 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
                                   .n_past = s->n_past, .n_ctx = s->n_ctx, .att_scratch = s->att_scratch,
                                   .moe_call = &call};
         moec_moe_stats st = {0};
+        call.carry_in = carry;
         moec_layer_forward(hp, &m->layers[il], il, a, &c, a->x, &st);
+        if (m->layers[il].is_moe) carry = moec_moe_carry(a->moe);
         if (st.counts)
             for (size_t e = 0; e < E; e++) s->expert_counts[(size_t)il * E + e] += st.counts[e];
     }

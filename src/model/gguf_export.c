@@ -24,6 +24,12 @@ moec_gguf_export_params moec_gguf_export_default_params(void) {
 
 static moec_status check_compatible(const moec_hparams *hp, const moec_gguf_arch *ga, moec_error *err) {
     const char *mt = hp->arch->model_type;
+    const moec_router_cfg *rc = &hp->route; /* expert kinds and depth routers (docs/routers.md) */
+    if (hp->n_expert > 0 && (rc->n_const || rc->n_copy || rc->n_null || rc->gate_residual || rc->rnn_dim ||
+                             rc->coe_iters || rc->rex_reuse > 1))
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s with zero-computation experts, a routing carry, Chain-of-Experts or ReXMoE: llama.cpp has "
+                        "none of them", mt);
     for (int i = 0; i < hp->n_layer; i++)
         if (!hp->layer_moe[i])
             return moec_err(err, MOEC_ERR_UNSUPPORTED,

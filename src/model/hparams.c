@@ -412,6 +412,15 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
     st = check_unsupported(&c, hp);
     if (!st && hp->n_expert > 0) st = moec_router_cfg_parse(&hp->route, root, hp->n_expert, hp->n_expert_used,
                                                            hp->norm_topk_prob, path, err);
+    /* ReXMoE groups r adjacent layers: every layer must be MoE and r must divide the depth */
+    if (!st && hp->n_expert > 0 && hp->route.rex_reuse > 1) {
+        int all_moe = 1;
+        for (int i = 0; i < hp->n_layer; i++) all_moe &= hp->layer_moe[i];
+        if (!all_moe || hp->n_layer % hp->route.rex_reuse)
+            st = moec_err(err, MOEC_ERR_UNSUPPORTED,
+                          "%s: \"moec_rex_reuse_frequency\" %d needs every layer MoE and to divide num_hidden_layers %d",
+                          path, hp->route.rex_reuse, hp->n_layer);
+    }
 done:
     cJSON_Delete(root);
     return st;

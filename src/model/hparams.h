@@ -35,6 +35,10 @@ typedef struct {
     moec_router_cfg route;   /* routing and balancing (moe/router.h; moe/router_config.c reads it) */
 } moec_hparams;
 
+/* Width of the router (and of every per-layer expert-count array): the FFN experts followed by
+ * the zero-computation experts (moe/router.h); 1 for a dense model. */
+static inline int32_t moec_hparams_n_route(const moec_hparams *hp) { return hp->n_expert > 0 ? hp->route.n_expert : 1; }
+
 struct cJSON;
 /* Adds to a parsed config.json object every optional field of arch->hf_defaults that it lacks
  * (absent keys only: an explicit null stays). Returns 0 on out-of-memory. */

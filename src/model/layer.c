@@ -51,11 +51,17 @@ static int layer_spans(fspan *tab, moec_layer_acts *a, const moec_hparams *hp, i
     tab[n++] = (fspan){&a->hg, t * ff};
     tab[n++] = (fspan){&a->hu, t * ff};
     tab[n++] = (fspan){&a->h, t * ff};
+    const int moe_here = il < 0 ? 1 : hp->layer_moe[il];
+    const size_t C = hp->n_expert > 0 && moe_here ? (size_t)hp->route.coe_iters : 0;
+    tab[n++] = (fspan){&a->coe_x, C ? (C + 1) * t * d : 0};
     return n;
 }
 
 size_t moec_layer_acts_bytes(const moec_layer_acts *a) {
-    return a && a->mem ? a->bytes + moec_moe_ws_bytes(a->moe) : 0;
+    if (!a || !a->mem) return 0;
+    size_t b = a->bytes + moec_moe_ws_bytes(a->moe);
+    for (int t = 1; t < MOEC_MAX_COE_ITERS; t++) b += moec_moe_ws_bytes(a->moe_iter[t]);
+    return b;
 }
 
 moec_status moec_layer_acts_new(moec_layer_acts *a, const moec_hparams *hp, int il, int T, int B, int S, int keep,
@@ -87,6 +93,12 @@ moec_status moec_layer_acts_new(moec_layer_acts *a, const moec_hparams *hp, int 
     for (int i = 0; i < hp->n_layer; i++) moe |= hp->layer_moe[i] && (il < 0 || i == il);
     if (moe) {
         moec_status st = moec_moe_ws_new(&a->moe, hp, T, keep, err);
+        /* Chain-of-Experts: the training backward needs every iteration's activations */
+        for (int t = 1; !st && keep && t < hp->route.coe_iters; t++) st = moec_moe_ws_new(&a->moe_iter[t], hp, T, keep, err);
+        if (!st && hp->route.coe_iters > 0) {
+            a->coe_counts = calloc((size_t)moec_hparams_n_route(hp), sizeof *a->coe_counts);
+            if (!a->coe_counts) st = moec_err(err, MOEC_ERR_OOM, "out of memory for Chain-of-Experts counts");
+        }
         if (st) {
             moec_layer_acts_free(a);
             return st;
@@ -99,7 +111,70 @@ void moec_layer_acts_free(moec_layer_acts *a) {
     if (!a) return;
     free(a->mem);
     moec_moe_ws_free(a->moe);
+    for (int t = 1; t < MOEC_MAX_COE_ITERS; t++) moec_moe_ws_free(a->moe_iter[t]);
+    free(a->coe_counts);
     memset(a, 0, sizeof *a);
+}
+
+/* ------------------------------------------------------------------ Chain-of-Experts */
+
+/* The view of iteration t: the layer with iteration t's router (the experts are the same). */
+static moec_layer coe_view(const moec_hparams *hp, const moec_layer *L, int t) {
+    moec_layer v = *L;
+    if (t > 0 && !hp->route.coe_shared_gate) v.router = L->router_iter[t];
+    return v;
+}
+
+static moec_moe_ws *coe_ws(moec_layer_acts *a, int t) { return t > 0 && a->moe_iter[t] ? a->moe_iter[t] : a->moe; }
+
+/* y = x_C [+ x2]: x_0 = xn2, x_{t+1} = [x_t +] MoE_t(x_t). st: the iterations' statistics summed
+ * (counts into a->coe_counts; routing = the last iteration's). */
+static void coe_forward(const moec_hparams *hp, const moec_layer *L, moec_layer_acts *a, const moec_layer_ctx *c,
+                        float *y, moec_moe_stats *st) {
+    const moec_router_cfg *rc = &hp->route;
+    const int T = c->T, C = rc->coe_iters, E = moec_hparams_n_route(hp);
+    const size_t nd = (size_t)T * hp->n_embd;
+    memcpy(a->coe_x, a->xn2, nd * sizeof(float));
+    moec_moe_stats sum = {0};
+    memset(a->coe_counts, 0, (size_t)E * sizeof *a->coe_counts);
+    for (int t = 0; t < C; t++) {
+        const moec_layer Lt = coe_view(hp, L, t);
+        const float *xt = a->coe_x + (size_t)t * nd;
+        float *xn = a->coe_x + (size_t)(t + 1) * nd;
+        moec_moe_stats s = {0};
+        moec_moe_forward(coe_ws(a, t), hp, &Lt, xn, xt, T, c->moe_call, &s);
+        if (rc->coe_inner_residual)
+            for (size_t i = 0; i < nd; i++) xn[i] += xt[i];
+        sum.aux += s.aux, sum.z += s.z, sum.entropy_sum += s.entropy_sum;
+        sum.n_assigned += s.n_assigned, sum.n_dropped += s.n_dropped, sum.n_true += s.n_true;
+        sum.n_true_chosen += s.n_true_chosen, sum.n_zero_compute += s.n_zero_compute;
+        for (int e = 0; e < E; e++) a->coe_counts[e] += s.counts[e];
+        sum.routing = s.routing;
+    }
+    sum.counts = a->coe_counts;
+    if (st) *st = sum;
+    const float *xc = a->coe_x + (size_t)C * nd;
+    for (size_t i = 0; i < nd; i++) y[i] = (rc->coe_outer_residual ? a->x2[i] : 0.f) + xc[i];
+}
+
+/* Backward of coe_forward: dy = ∂ℓ/∂y; on return s->dxn = ∂ℓ/∂xn2 (the caller adds the outer
+ * residual's dy into ∂ℓ/∂x2). */
+static void coe_backward(const moec_hparams *hp, const moec_layer *L, const moec_layer *G, moec_layer_acts *a, int T,
+                         const float *dy, const moec_layer_grad_scratch *s, float dloss) {
+    const moec_router_cfg *rc = &hp->route;
+    const int C = rc->coe_iters;
+    const size_t nd = (size_t)T * hp->n_embd;
+    const float *g = dy;
+    float *buf[2] = {s->dxn, s->dx2};
+    for (int t = C - 1; t >= 0; t--) {
+        float *dst = buf[(C - 1 - t) & 1];
+        if (rc->coe_inner_residual) memcpy(dst, g, nd * sizeof(float));
+        else memset(dst, 0, nd * sizeof(float));
+        const moec_layer Lt = coe_view(hp, L, t), Gt = coe_view(hp, G, t);
+        moec_moe_backward(coe_ws(a, t), hp, &Lt, &Gt, dst, g, a->coe_x + (size_t)t * nd, T, dloss);
+        g = dst;
+    }
+    if (g != s->dxn) memcpy(s->dxn, g, nd * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ forward */
@@ -152,6 +227,10 @@ void moec_layer_forward(const moec_hparams *hp, const moec_layer *L, int il, moe
     for (size_t i = 0; i < (size_t)T * d; i++) a->x2[i] += a->x[i];
     /* FFN block */
     moec_rmsnorm_forward_train(a->xn2, a->rstd2, a->x2, L->ffn_norm, T, d, eps);
+    if (L->is_moe && hp->route.coe_iters > 0) {
+        coe_forward(hp, L, a, c, y, st);
+        return;
+    }
     if (L->is_moe) {
         moec_moe_forward(a->moe, hp, L, a->ffn_out, a->xn2, T, c->moe_call, st);
     } else if (c->keep) {
@@ -187,7 +266,10 @@ void moec_layer_backward(const moec_hparams *hp, const moec_layer *L, const moec
     const size_t nd = (size_t)T * d;
     /* FFN: y = x2 + ffn(rmsnorm(x2)) */
     memset(s->dxn, 0, nd * sizeof(float));
-    if (L->is_moe) {
+    if (L->is_moe && hp->route.coe_iters > 0) {
+        coe_backward(hp, L, G, a, T, dx, s, dloss);
+        if (!hp->route.coe_outer_residual) memset(dx, 0, nd * sizeof(float)); /* y = x_C: x2 reaches y only through xn2 */
+    } else if (L->is_moe) {
         moec_moe_backward(a->moe, hp, L, G, s->dxn, dx, a->xn2, T, dloss);
     } else {
         const int ff = hp->n_ff_dense;

@@ -6,6 +6,8 @@
  *   x2  = x + o_proj(causal attention)          attention: KV cache (a session) or B sequences
  *                                               of S tokens with probabilities kept (training)
  *   y   = x2 + ffn(rmsnorm(x2))                 ffn = the MoE layer (moe/moe.h) or a dense SwiGLU
+ *   Chain-of-Experts (MOE_SPECS §10): x_0 = rmsnorm(x2), x_{t+1} = [x_t +] MoE_t(x_t) for t < C
+ *   (experts shared, router t per iteration), y = x_C [+ x2]   (inner / outer residual)
  *
  * Weights come through the one weight view (moec_layer); the linear op picks sgemm or moec's
  * kernels by dtype and shape. Activations live in a moec_layer_acts: one per layer when the
@@ -31,6 +33,10 @@ typedef struct {
     float *ffn_out;         /* [T, d] */
     float *hg, *hu, *h;     /* dense MLP [T, ff_dense]: gate, up, silu(gate)·up */
     moec_moe_ws *moe;       /* MoE layers */
+    /* Chain-of-Experts (hp->route.coe_iters = C > 0): the FFN block runs C MoE iterations */
+    moec_moe_ws *moe_iter[MOEC_MAX_COE_ITERS]; /* training: iteration t >= 1's workspace ([0] = moe) */
+    float *coe_x;           /* [C + 1, T, d] x_0 = rmsnorm(x2) .. x_C */
+    int64_t *coe_counts;    /* [router width] the iterations' expert counts, summed */
     void *mem;              /* the one allocation the arrays above point into */
     size_t bytes;
 } moec_layer_acts;

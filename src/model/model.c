@@ -83,6 +83,16 @@ void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, fl
     case MOEC_T_SH_UP: L->shared.up = mat; break;
     case MOEC_T_SH_DOWN: L->shared.down = mat; break;
     case MOEC_T_SH_GATE_W: L->shared_gate = mat; break;
+    case MOEC_T_GATE_MAP: L->gate_map = mat; break;
+    case MOEC_T_CONST_W: L->const_w[sp->expert] = mat; break;
+    case MOEC_T_CONST_V: L->const_v[sp->expert] = vec; break;
+    case MOEC_T_ROUTER_PROJ: L->router_proj = mat; break;
+    case MOEC_T_ROUTER_ITER: L->router_iter[sp->expert] = mat; break;
+    /* RMoE's GRU is one cell for the whole model: every layer sees it (gradients accumulate) */
+    case MOEC_T_RNN_W_IH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_ih = mat; break;
+    case MOEC_T_RNN_W_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_hh = mat; break;
+    case MOEC_T_RNN_B_IH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_b_ih = vec; break;
+    case MOEC_T_RNN_B_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_b_hh = vec; break;
     default: MOEC_ASSERT(0 && "unhandled tensor role");
     }
 }
@@ -91,16 +101,22 @@ moec_status moec_model_alloc_tables(moec_model *m, moec_error *err) {
     const moec_hparams *hp = &m->hp;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     size_t n_exp = (size_t)hp->n_layer * (size_t)hp->n_expert;
+    /* ReXMoE: layer l's expert table is its group's r·N experts (shared, not copied) */
+    const int r = hp->n_expert > 0 && hp->route.rex_reuse > 1 ? hp->route.rex_reuse : 1;
     m->expert_pool = calloc(n_exp + 1, sizeof *m->expert_pool);
-    m->expert_ptr_pool = calloc(n_exp + 1, sizeof *m->expert_ptr_pool);
+    m->expert_ptr_pool = calloc(n_exp * (size_t)r + 1, sizeof *m->expert_ptr_pool);
     if (!m->layers || !m->expert_pool || !m->expert_ptr_pool) {
         moec_model_free_tables(m);
         return moec_err(err, MOEC_ERR_OOM, "out of memory");
     }
     for (int il = 0; il < hp->n_layer; il++) {
         m->layers[il].experts = m->expert_pool + (size_t)il * hp->n_expert;
-        m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert;
-        for (int e = 0; e < hp->n_expert; e++) m->layers[il].expert_ptrs[e] = &m->layers[il].experts[e];
+        m->layers[il].expert_ptrs = m->expert_ptr_pool + (size_t)il * hp->n_expert * (size_t)r;
+    }
+    for (int il = 0; il < hp->n_layer; il++) { /* pool order: [layer g·r experts 0..N−1, layer g·r + 1 ..., ...] */
+        const int first = il / r * r;
+        for (int e = 0; e < hp->n_expert * r; e++)
+            m->layers[il].expert_ptrs[e] = &m->layers[first + e / hp->n_expert].experts[e % hp->n_expert];
     }
     return MOEC_OK;
 }
@@ -187,6 +203,7 @@ static void fill_info(moec_model *m) {
     in->n_head_kv = hp->n_head_kv;
     in->head_dim = hp->head_dim;
     in->n_expert = hp->n_expert;
+    in->n_route_expert = moec_hparams_n_route(hp);
     in->n_expert_used = hp->n_expert_used;
     in->n_ff_expert = hp->n_ff_expert;
     in->n_ff_dense = hp->n_ff_dense;

@@ -22,6 +22,14 @@ typedef struct {
     int has_shared;
     moec_ffn shared;                     /* Qwen2-MoE shared expert */
     moec_mat shared_gate;                /* [1, d]; data NULL = ungated shared expert */
+    /* expert kinds and depth routers (xkind; moe/moe.c) */
+    moec_mat gate_map;                   /* MoE++ gating residual W_g [E_r, E_r]; data NULL = none (first MoE layer) */
+    moec_mat const_w[MOEC_MAX_CONST_EXPERTS];     /* MoE++ constant experts: W_c [2, d] */
+    const float *const_v[MOEC_MAX_CONST_EXPERTS]; /* and v [d] */
+    moec_mat router_proj;                /* RMoE W1 [r, d]; the router is then W2 [E_r, r] */
+    moec_mat rnn_w_ih, rnn_w_hh;         /* RMoE's one GRU cell [3r, r] (the same in every layer) */
+    const float *rnn_b_ih, *rnn_b_hh;    /* [3r] */
+    moec_mat router_iter[MOEC_MAX_COE_ITERS]; /* Chain-of-Experts: router of iteration t >= 1 ([0] unused) */
 } moec_layer;
 
 struct moec_model {

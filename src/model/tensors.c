@@ -44,6 +44,15 @@ static void list_all(const moec_hparams *hp, lister *lp) {
     const moec_arch *a = hp->arch;
     const int64_t d = hp->n_embd, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
     add(&l, MOEC_T_EMBED, -1, -1, hp->n_vocab, d, "model.embed_tokens.weight");
+    const moec_router_cfg *rc = &hp->route;
+    const int64_t E_r = rc->n_expert, r = rc->rnn_dim; /* router width: FFN + zero-computation experts */
+    if (hp->n_expert > 0 && r > 0) { /* RMoE: one GRU cell over depth, shared by every MoE layer */
+        add(&l, MOEC_T_RNN_W_IH, -1, -1, 3 * r, r, "model.router_rnn.weight_ih");
+        add(&l, MOEC_T_RNN_W_HH, -1, -1, 3 * r, r, "model.router_rnn.weight_hh");
+        add(&l, MOEC_T_RNN_B_IH, -1, -1, 3 * r, 0, "model.router_rnn.bias_ih");
+        add(&l, MOEC_T_RNN_B_HH, -1, -1, 3 * r, 0, "model.router_rnn.bias_hh");
+    }
+    int seen_moe = 0;
     for (int il = 0; il < hp->n_layer && !l.stopped; il++) {
         const char *p = "model.layers";
         add(&l, MOEC_T_ATTN_NORM, il, -1, d, 0, "%s.%d.input_layernorm.weight", p, il);
@@ -72,9 +81,19 @@ static void list_all(const moec_hparams *hp, lister *lp) {
         }
         const char *mb = a->moe_block;
         const int64_t ff = hp->n_ff_expert;
-        add(&l, MOEC_T_ROUTER, il, -1, hp->n_expert, d, "%s.%d.%s.gate.weight", p, il, mb);
+        if (r > 0) add(&l, MOEC_T_ROUTER_PROJ, il, -1, r, d, "%s.%d.%s.gate.proj.weight", p, il, mb);
+        add(&l, MOEC_T_ROUTER, il, -1, E_r, r > 0 ? r : d, "%s.%d.%s.gate.weight", p, il, mb);
+        for (int t = 1; !rc->coe_shared_gate && t < rc->coe_iters; t++) /* CoE: a router per iteration */
+            add(&l, MOEC_T_ROUTER_ITER, il, t, E_r, d, "%s.%d.%s.gate.iterations.%d.weight", p, il, mb, t);
         if (hp->route.use_bias) /* aux-loss-free selection bias: a buffer, not trained by AdamW (HF DeepSeek-V3 name) */
-            add(&l, MOEC_T_ROUTER_BIAS, il, -1, hp->n_expert, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
+            add(&l, MOEC_T_ROUTER_BIAS, il, -1, E_r, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
+        if (rc->gate_residual && seen_moe) /* MoE++ gate_map: from the previous MoE layer's logits */
+            add(&l, MOEC_T_GATE_MAP, il, -1, E_r, E_r, "%s.%d.%s.gate_map.weight", p, il, mb);
+        seen_moe = 1;
+        for (int j = 0; j < rc->n_const; j++) {
+            add(&l, MOEC_T_CONST_W, il, j, 2, d, "%s.%d.%s.constant_experts.%d.weight", p, il, mb, j);
+            add(&l, MOEC_T_CONST_V, il, j, d, 0, "%s.%d.%s.constant_experts.%d.v", p, il, mb, j);
+        }
         if (!l.out && !l.fn) { /* counting only: the experts' 3 same-sized tensors in bulk, O(layers) not O(experts) */
             uint64_t per = 0;
             const uint64_t k = 3 * (uint64_t)hp->n_expert;

@@ -17,6 +17,13 @@ typedef enum {
     MOEC_T_MLP_GATE, MOEC_T_MLP_UP, MOEC_T_MLP_DOWN,
     MOEC_T_ROUTER, MOEC_T_ROUTER_BIAS, MOEC_T_EXP_GATE, MOEC_T_EXP_UP, MOEC_T_EXP_DOWN,
     MOEC_T_SH_GATE, MOEC_T_SH_UP, MOEC_T_SH_DOWN, MOEC_T_SH_GATE_W,
+    /* expert kinds and depth routers (xkind) */
+    MOEC_T_GATE_MAP,                     /* MoE++ gating residual W_g^l [E_r, E_r] */
+    MOEC_T_CONST_W, MOEC_T_CONST_V,      /* MoE++ constant expert j: W_c [2, d], v [d] */
+    MOEC_T_ROUTER_PROJ,                  /* RMoE W1^l [r, d] (the router W2^l is then [E_r, r]) */
+    MOEC_T_RNN_W_IH, MOEC_T_RNN_W_HH,    /* RMoE GRU shared by all layers: [3r, r] each (r, z, n) */
+    MOEC_T_RNN_B_IH, MOEC_T_RNN_B_HH,    /* [3r] each */
+    MOEC_T_ROUTER_ITER,                  /* Chain-of-Experts: the router of iteration t >= 1 (expert = t) [E_r, d] */
     MOEC_T_ROLE_COUNT
 } moec_tensor_role;
 

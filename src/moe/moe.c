@@ -25,6 +25,11 @@
 
 struct moec_moe_ws {
     int keep, max_T, d, E, k_max, ff, fs, ff_max;
+    int n_ffn;         /* FFN experts: groups 0..n_ffn-1 of the E = router width (moe/router.h) */
+    int n_rowed;       /* experts that get rows: FFN, constant and copy (null experts get none) */
+    int carry_dim;     /* width of the layer-to-layer routing carry (0 = none) */
+    int rnn;           /* RMoE: state width r (router = W2 · GRU(W1 x, h_prev)) */
+    int n_const, n_copy;
     int T;             /* tokens of the pending forward (keep); 0 = none */
     int k_eff;         /* experts per token of the pending forward (the call's k) */
     int jittered;      /* the pending forward's router input was x ⊙ noise (xr), not x */
@@ -62,6 +67,19 @@ struct moec_moe_ws {
     float *so;         /* [T, d] */
     float *sg, *su, *sact; /* [T, fs] (keep) */
     float *ssig;       /* [T] */
+    /* expert kinds */
+    float *wraw;       /* [N] the router's weights before the null renormalisation (keep) */
+    float *wsum;       /* [T] Σ of a token's non-null raw weights (0: only null picks) */
+    float *cst_a;      /* [N, 2] constant experts' [a1, a2] per row */
+    /* layer-to-layer routing carry */
+    float *carry[2];   /* [T, carry_dim] this forward's carry out (alternating when !keep) */
+    int flip;
+    const float *carry_last; /* the last forward's carry out */
+    const float *carry_in_used; /* the forward's carry in (zeros when the call had none) */
+    float *zeros;      /* [T, carry_dim] the carry of "no previous MoE layer" */
+    float *dcarry;     /* [T, carry_dim] ∂ℓ/∂carry_in (keep) */
+    /* RMoE router: x' = W1 x [T, r], GRU gates [T, 3r] (r, z, n after the forward), W_hn h + b_hn [T, r] */
+    float *rx, *rg, *rghn, *rd1, *rd3, *rd3h;
 };
 
 typedef struct {
@@ -78,34 +96,42 @@ static int mul_ok(size_t a, size_t b, size_t *out) {
 moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T, int keep, moec_error *err) {
     *out = NULL;
     const moec_router_cfg *rc = &hp->route;
-    if (max_T < 1 || hp->n_expert < 1 || rc->k < 1 || rc->k > hp->n_expert || hp->n_embd < 1 || hp->n_ff_expert < 1 ||
+    if (max_T < 1 || hp->n_expert < 1 || rc->k < 1 || rc->k > rc->n_expert || hp->n_embd < 1 || hp->n_ff_expert < 1 ||
         hp->n_ff_shared < 0)
         return moec_err(err, MOEC_ERR_INVALID_ARG,
                         "moe workspace: need tokens, d, ff >= 1, 1 <= k <= experts, shared ff >= 0 (got %d, %d, %d, %d, %d, "
                         "%d)", max_T, hp->n_embd, hp->n_ff_expert, rc->k, hp->n_expert, hp->n_ff_shared);
-    if (!rc->router || rc->n_expert != hp->n_expert)
+    const int rex = rc->rex_reuse > 1 ? rc->rex_reuse : 1; /* ReXMoE: the router sees the group's r·N experts */
+    if (!rc->router || moec_router_n_ffn(rc) != hp->n_expert * rex)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: routing config is not this model's (%s, %d experts vs %d)",
-                        rc->router ? rc->router->name : "no router", rc->n_expert, hp->n_expert);
+                        rc->router ? rc->router->name : "no router", moec_router_n_ffn(rc), hp->n_expert * rex);
     const int64_t max_slots = moec_router_max_slots(rc, max_T); /* the router's bound (router.h) */
-    if (max_slots > INT32_MAX / 2 || max_slots < 1 || (int64_t)max_T * hp->n_expert > INT32_MAX / 2)
+    if (max_slots > INT32_MAX / 2 || max_slots < 1 || (int64_t)max_T * rc->n_expert > INT32_MAX / 2)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "moe workspace: %d tokens x %d experts is too large", max_T,
-                        hp->n_expert);
+                        rc->n_expert);
     moec_moe_ws *w = calloc(1, sizeof *w);
     if (!w) return moec_err(err, MOEC_ERR_OOM, "moe workspace: out of memory");
     w->keep = keep;
     w->max_T = max_T;
     w->d = hp->n_embd;
-    w->E = hp->n_expert;
+    w->E = rc->n_expert;
+    w->n_ffn = hp->n_expert * rex;
+    w->n_rowed = rc->n_expert - rc->n_null;
+    w->carry_dim = moec_moe_carry_dim(hp);
+    w->rnn = rc->rnn_dim;
+    w->n_const = rc->n_const;
+    w->n_copy = rc->n_copy;
     w->k_max = rc->k;
     w->ff = hp->n_ff_expert;
     w->fs = hp->n_ff_shared;
     w->ff_max = w->ff > w->fs ? w->ff : w->fs;
     const size_t T = (size_t)max_T, E = (size_t)w->E, N = (size_t)max_slots, d = (size_t)w->d;
     const size_t ffm = (size_t)w->ff_max, fs = (size_t)w->fs, F = sizeof(float), I = sizeof(int32_t);
-    size_t Nd = 0, Nff = 0, Tfs = 0, Td = 0, TE = 0;
+    size_t Nd = 0, Nff = 0, Tfs = 0, Td = 0, TE = 0, TC = 0, Tr = 0;
     const int64_t rs = moec_router_scratch_floats(rc, max_T);
     int ok = mul_ok(N, d, &Nd) && mul_ok(N, ffm, &Nff) && mul_ok(T, fs, &Tfs) && mul_ok(T, d, &Td) &&
-             mul_ok(T, E, &TE) && rs >= 0;
+             mul_ok(T, E, &TE) && mul_ok(T, (size_t)w->carry_dim, &TC) && mul_ok(T, (size_t)w->rnn, &Tr) &&
+             Tr <= SIZE_MAX / 4 && rs >= 0;
     /* inference needs a row block of T for the shared expert's grouped pass */
     if (Nff < T * ffm) Nff = T * ffm;
     const int jitter = keep && rc->jitter > 0.f, shared = fs > 0;
@@ -126,6 +152,13 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
         {(void **)&w->act, keep ? Nff : 0, F},     {(void **)&w->so, shared ? Td : 0, F},
         {(void **)&w->sg, keep ? Tfs : 0, F},      {(void **)&w->su, keep ? Tfs : 0, F},
         {(void **)&w->sact, keep ? Tfs : 0, F},    {(void **)&w->ssig, shared ? T : 0, F},
+        {(void **)&w->wraw, rc->n_null ? N : 0, F}, {(void **)&w->wsum, rc->n_null ? T : 0, F},
+        {(void **)&w->cst_a, rc->n_const ? 2 * N : 0, F},
+        {(void **)&w->carry[0], TC, F},            {(void **)&w->carry[1], keep ? 0 : TC, F},
+        {(void **)&w->zeros, TC, F},               {(void **)&w->dcarry, keep ? TC : 0, F},
+        {(void **)&w->rx, Tr, F},                  {(void **)&w->rg, 3 * Tr, F},
+        {(void **)&w->rghn, Tr, F},                {(void **)&w->rd1, keep ? Tr : 0, F},
+        {(void **)&w->rd3, keep ? 3 * Tr : 0, F},  {(void **)&w->rd3h, 3 * Tr, F},
     };
     const size_t n_tab = sizeof tab / sizeof tab[0];
     size_t total = 0;
@@ -156,6 +189,8 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
         p += (tab[i].n * tab[i].size + 63) & ~(size_t)63;
     }
     w->r.cap = (int32_t)N;
+    if (w->zeros) memset(w->zeros, 0, TC * F);
+    if (!w->carry[1]) w->carry[1] = w->carry[0];
     w->bytes = total + sizeof *w;
     *out = w;
     return MOEC_OK;
@@ -194,20 +229,22 @@ static void sort_by_weight(int32_t *a, int32_t *tmp, int n, const float *w) {
 }
 
 /* Groups slots by expert; with capacity C > 0, keeps at most C slots per expert and clears the
- * expert of the others (their chosen stays). Builds the token → slots map for the combine. */
+ * expert of the others (their chosen stays). Builds the token → slots map for the combine. Null
+ * experts get no rows and no capacity (they cost nothing): their slots have row -1, like drops. */
 static void dispatch(moec_moe_ws *w, int T, int64_t C, moec_drop_policy policy) {
     moec_routing *r = &w->r;
-    const int E = w->E, n = r->n_slots;
+    const int E = w->E, n = r->n_slots, nr = w->n_rowed;
+#define HAS_ROW(e) ((e) >= 0 && (e) < nr)
     if (C > 0) {
         /* per expert, the slots in slot order */
         memset(w->ecount, 0, (size_t)E * sizeof *w->ecount);
         for (int s = 0; s < n; s++)
-            if (r->expert[s] >= 0) w->ecount[r->expert[s]]++;
+            if (HAS_ROW(r->expert[s])) w->ecount[r->expert[s]]++;
         w->offsets[0] = 0;
         for (int e = 0; e < E; e++) w->offsets[e + 1] = w->offsets[e] + w->ecount[e];
         memset(w->ecount, 0, (size_t)E * sizeof *w->ecount);
         for (int s = 0; s < n; s++)
-            if (r->expert[s] >= 0) w->cap_idx[w->offsets[r->expert[s]] + w->ecount[r->expert[s]]++] = s;
+            if (HAS_ROW(r->expert[s])) w->cap_idx[w->offsets[r->expert[s]] + w->ecount[r->expert[s]]++] = s;
         for (int e = 0; e < E; e++) {
             int32_t *sl = w->cap_idx + w->offsets[e];
             const int cnt = w->ecount[e];
@@ -221,14 +258,14 @@ static void dispatch(moec_moe_ws *w, int T, int64_t C, moec_drop_policy policy) 
     for (int s = 0; s < n; s++)
         if (r->expert[s] >= 0) {
             MOEC_ASSERT(r->expert[s] < E);
-            w->ecount[r->expert[s]]++;
+            if (HAS_ROW(r->expert[s])) w->ecount[r->expert[s]]++;
         }
     w->offsets[0] = 0;
     for (int e = 0; e < E; e++) w->offsets[e + 1] = w->offsets[e] + w->ecount[e];
     memset(w->ecount, 0, (size_t)E * sizeof *w->ecount);
     for (int s = 0; s < n; s++) {
         const int e = r->expert[s];
-        if (e < 0) {
+        if (!HAS_ROW(e)) {
             w->row_of[s] = -1;
             continue;
         }
@@ -250,6 +287,7 @@ static void dispatch(moec_moe_ws *w, int T, int64_t C, moec_drop_policy policy) 
         const int t = r->token[s];
         w->tok_slot[w->tok_off[t] + fill[t]++] = s;
     }
+#undef HAS_ROW
 }
 
 /* ------------------------------------------------------------------ experts (keep: F32, sgemm) */
@@ -291,6 +329,209 @@ static void ffn_backward_keep(float *dx, const moec_ffn *G, float *dout, float *
     moec_linear_backward(dx, d, G ? grad_of(&G->up) : NULL, NULL, hu, f, x, d, f32(&W->up), n, d, f);
 }
 
+/* ------------------------------------------------------------------ expert kinds (no GEMM) */
+
+/* Null renormalisation (AdaMoE; MoE++'s default gating path): a token's null picks weigh 0 and
+ * each other pick c·w/S, S = Σ of the token's non-null weights, c = routed_scaling (a scaling
+ * still applies). A token whose picks are all null gets weight 0 everywhere: MoE output 0. Runs
+ * before dispatch (expert == chosen). */
+static void null_renorm_forward(moec_moe_ws *w, int T, float c) {
+    moec_routing *r = &w->r;
+    const int nr = w->n_rowed, n = r->n_slots;
+    memset(w->wsum, 0, (size_t)T * sizeof *w->wsum);
+    for (int s = 0; s < n; s++) {
+        w->wraw[s] = r->weight[s];
+        if (r->expert[s] >= 0 && r->expert[s] < nr) w->wsum[r->token[s]] += r->weight[s];
+    }
+    for (int s = 0; s < n; s++) {
+        const int e = r->expert[s];
+        if (e < 0) continue;
+        const float S = w->wsum[r->token[s]];
+        r->weight[s] = e < nr && S > 0.f ? c * w->wraw[s] / S : 0.f;
+    }
+}
+
+/* dweight ← ∂ℓ/∂(router weight) given ∂ℓ/∂(renormalised weight): for a non-null pick i of a token,
+ * (c/S)(dw'_i − Σ_j dw'_j u_j), u_j = w_j / S over the token's non-null picks (the choice before
+ * capacity: a dropped pick was in S); null picks get 0. */
+static void null_renorm_backward(moec_moe_ws *w, int T, float c) {
+    const moec_routing *r = &w->r;
+    const int nr = w->n_rowed;
+    for (int t = 0; t < T; t++) {
+        const float S = w->wsum[t];
+        double dot = 0;
+        for (int i = w->tok_off[t]; i < w->tok_off[t + 1]; i++) {
+            const int s = w->tok_slot[i], e = r->chosen[s];
+            if (e >= 0 && e < nr && S > 0.f) dot += (double)w->dweight[s] * (w->wraw[s] / S);
+        }
+        for (int i = w->tok_off[t]; i < w->tok_off[t + 1]; i++) {
+            const int s = w->tok_slot[i], e = r->chosen[s];
+            w->dweight[s] = e >= 0 && e < nr && S > 0.f ? (float)(c / S * (w->dweight[s] - dot)) : 0.f;
+        }
+    }
+}
+
+/* Copy and constant experts on their rows of xg → eo: copy gives x; constant j gives
+ * a1·x + a2·v_j with [a1, a2] = softmax(W_c,j · x) (kept in cst_a for the backward). */
+static void zero_compute_forward(moec_moe_ws *w, const moec_layer *L) {
+    const int d = w->d;
+    for (int j = 0; j < w->n_const; j++) {
+        const int e = w->n_ffn + j, r0 = w->offsets[e], n = w->offsets[e + 1] - r0;
+        if (!n) continue;
+        float *a = w->cst_a + 2 * (size_t)r0;
+        moec_linear(a, 2, w->xg + (size_t)r0 * d, d, &L->const_w[j], NULL, n);
+        const float *v = L->const_v[j];
+        for (int i = 0; i < n; i++) {
+            float *ai = a + 2 * (size_t)i;
+            const float m = fmaxf(ai[0], ai[1]), e0 = expf(ai[0] - m), e1 = expf(ai[1] - m);
+            ai[0] = e0 / (e0 + e1);
+            ai[1] = e1 / (e0 + e1);
+            const float *x = w->xg + (size_t)(r0 + i) * d;
+            float *o = w->eo + (size_t)(r0 + i) * d;
+            for (int k = 0; k < d; k++) o[k] = ai[0] * x[k] + ai[1] * v[k];
+        }
+    }
+    const int c0 = w->offsets[w->n_ffn + w->n_const], c1 = w->offsets[w->n_rowed];
+    if (c1 > c0) memcpy(w->eo + (size_t)c0 * d, w->xg + (size_t)c0 * d, (size_t)(c1 - c0) * d * sizeof(float));
+}
+
+/* Backward of zero_compute_forward: on entry eo rows hold g = ∂ℓ/∂(expert output); on return
+ * ∂ℓ/∂xg (copy rows: g itself); W_c and v gradients into G. */
+static void zero_compute_backward(moec_moe_ws *w, const moec_layer *L, const moec_layer *G) {
+    const int d = w->d;
+    for (int j = 0; j < w->n_const; j++) {
+        const int e = w->n_ffn + j, r0 = w->offsets[e], n = w->offsets[e + 1] - r0;
+        const float *Wc = f32(&L->const_w[j]), *v = L->const_v[j];
+        float *dWc = G ? grad_of(&G->const_w[j]) : NULL, *dv = G ? (float *)G->const_v[j] : NULL;
+        for (int i = 0; i < n; i++) {
+            const float *a = w->cst_a + 2 * (size_t)(r0 + i), *x = w->xg + (size_t)(r0 + i) * d;
+            float *g = w->eo + (size_t)(r0 + i) * d;
+            double da0 = 0, da1 = 0;
+            for (int k = 0; k < d; k++) {
+                da0 += (double)g[k] * x[k];
+                da1 += (double)g[k] * v[k];
+            }
+            const double m = a[0] * da0 + a[1] * da1;
+            const float dc0 = (float)(a[0] * (da0 - m)), dc1 = (float)(a[1] * (da1 - m));
+            for (int k = 0; k < d; k++) {
+                if (dv) dv[k] += a[1] * g[k];
+                if (dWc) {
+                    dWc[k] += dc0 * x[k];
+                    dWc[d + k] += dc1 * x[k];
+                }
+                g[k] = a[0] * g[k] + dc0 * Wc[k] + dc1 * Wc[d + k];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ routing carry and RMoE */
+
+int moec_moe_carry_dim(const moec_hparams *hp) {
+    const moec_router_cfg *rc = &hp->route;
+    if (hp->n_expert <= 0) return 0;
+    return rc->rnn_dim > 0 ? rc->rnn_dim : rc->gate_residual ? rc->n_expert : 0;
+}
+
+const float *moec_moe_carry(const moec_moe_ws *ws) { return ws->carry_dim ? ws->carry_last : NULL; }
+
+const float *moec_moe_dcarry(const moec_moe_ws *ws) { return ws->dcarry; }
+
+static float sigmoidf(float x) { return 1.f / (1.f + expf(-x)); }
+
+/* RMoE's GRU cell (PyTorch's equations and gate order r, z, n) on x' = rx [T, r] and h [T, r]:
+ *   r = σ(W_ir x' + b_ir + W_hr h + b_hr), z = σ(W_iz x' + b_iz + W_hz h + b_hz),
+ *   n = tanh(W_in x' + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h  → hout.
+ * Keeps r, z, n in rg and W_hn h + b_hn in rghn. */
+static void gru_forward(moec_moe_ws *w, const moec_layer *L, const float *h, float *hout, int T) {
+    const int r = w->rnn;
+    moec_linear(w->rg, 3 * r, w->rx, r, &L->rnn_w_ih, L->rnn_b_ih, T);
+    moec_linear(w->rd3h, 3 * r, h, r, &L->rnn_w_hh, L->rnn_b_hh, T);
+    for (int t = 0; t < T; t++) {
+        float *gi = w->rg + (size_t)t * 3 * r;
+        const float *gh = w->rd3h + (size_t)t * 3 * r, *hp = h + (size_t)t * r;
+        float *ho = hout + (size_t)t * r, *ghn = w->rghn + (size_t)t * r;
+        for (int i = 0; i < r; i++) {
+            const float rr = sigmoidf(gi[i] + gh[i]), z = sigmoidf(gi[r + i] + gh[r + i]);
+            const float n = tanhf(gi[2 * r + i] + rr * gh[2 * r + i]);
+            ghn[i] = gh[2 * r + i];
+            gi[i] = rr;
+            gi[r + i] = z;
+            gi[2 * r + i] = n;
+            ho[i] = (1.f - z) * n + z * hp[i];
+        }
+    }
+}
+
+/* Backward of gru_forward: dh [T, r] = ∂ℓ/∂h' in, ∂ℓ/∂x' out (in place); dhprev [T, r] = ∂ℓ/∂h
+ * (overwritten); GRU gradients into G (shared by every layer: they add up). */
+static void gru_backward(moec_moe_ws *w, const moec_layer *L, const moec_layer *G, const float *h, float *dh,
+                         float *dhprev, int T) {
+    const int r = w->rnn;
+    for (int t = 0; t < T; t++) {
+        const float *g = w->rg + (size_t)t * 3 * r, *ghn = w->rghn + (size_t)t * r, *hp = h + (size_t)t * r;
+        const float *dho = dh + (size_t)t * r;
+        float *di = w->rd3 + (size_t)t * 3 * r, *dg = w->rd3h + (size_t)t * 3 * r, *dp = dhprev + (size_t)t * r;
+        for (int i = 0; i < r; i++) {
+            const float rr = g[i], z = g[r + i], n = g[2 * r + i];
+            const float dn = dho[i] * (1.f - z), dz = dho[i] * (hp[i] - n);
+            const float dnp = dn * (1.f - n * n), drp = dnp * ghn[i] * rr * (1.f - rr), dzp = dz * z * (1.f - z);
+            di[i] = dg[i] = drp;
+            di[r + i] = dg[r + i] = dzp;
+            di[2 * r + i] = dnp;
+            dg[2 * r + i] = dnp * rr;
+            dp[i] = dho[i] * z;
+        }
+    }
+    memset(dh, 0, (size_t)T * r * sizeof *dh);
+    moec_linear_backward(dh, r, G ? grad_of(&G->rnn_w_ih) : NULL, G ? (float *)G->rnn_b_ih : NULL, w->rd3, 3 * r, w->rx,
+                         r, f32(&L->rnn_w_ih), T, r, 3 * r);
+    moec_linear_backward(dhprev, r, G ? grad_of(&G->rnn_w_hh) : NULL, G ? (float *)G->rnn_b_hh : NULL, w->rd3h, 3 * r,
+                         h, r, f32(&L->rnn_w_hh), T, r, 3 * r);
+}
+
+/* Router logits [T, E] of the router input xin, with the routing carry: MoE++ adds W_g · carry_in
+ * (the previous MoE layer's post-residual logits) and passes the result on; RMoE runs
+ * logits = W2 · GRU(W1 · xin, carry_in) and passes the GRU state on. */
+static void route_logits(moec_moe_ws *w, const moec_layer *L, const float *xin, int T, const float *carry_in) {
+    const int d = w->d, E = w->E;
+    w->carry_in_used = carry_in ? carry_in : w->zeros;
+    float *cout = w->carry_dim ? w->carry[w->flip] : NULL;
+    if (w->rnn) {
+        moec_linear(w->rx, w->rnn, xin, d, &L->router_proj, NULL, T);
+        gru_forward(w, L, w->carry_in_used, cout, T);
+        moec_linear(w->logits, E, cout, w->rnn, &L->router, NULL, T);
+    } else {
+        moec_linear(w->logits, E, xin, d, &L->router, NULL, T);
+        if (carry_in && L->gate_map.data) {
+            moec_linear(w->probs, E, carry_in, E, &L->gate_map, NULL, T); /* probs: scratch until the router */
+            for (size_t i = 0; i < (size_t)T * E; i++) w->logits[i] += w->probs[i];
+        }
+        if (cout) memcpy(cout, w->logits, (size_t)T * E * sizeof(float));
+    }
+    if (cout) {
+        w->carry_last = cout;
+        if (!w->keep) w->flip ^= 1; /* the next layer sharing this workspace reads this one */
+    }
+}
+
+/* dW += dyᵀ · xin and dx += ∂/∂x of y = xin · Wᵀ, xin = x or the jittered x ⊙ noise. */
+static void router_input_backward(moec_moe_ws *w, const moec_mat *W, float *dW, const float *dy, int N, const float *x,
+                                  float *dx, int T) {
+    const int d = w->d;
+    /* xr (the jittered input) is still the forward's: dW needs it, then it is free scratch */
+    const float *xin = w->jittered ? w->xr : x;
+    moec_linear_backward(NULL, 0, dW, NULL, dy, N, xin, d, f32(W), T, d, N);
+    if (dx && !w->jittered) {
+        moec_linear_backward(dx, d, NULL, NULL, dy, N, NULL, d, f32(W), T, d, N);
+    } else if (dx) {
+        float *dxr = w->xr; /* ∂/∂x̃, then ⊙ noise into dx */
+        memset(dxr, 0, (size_t)T * d * sizeof(float));
+        moec_linear_backward(dxr, d, NULL, NULL, dy, N, NULL, d, f32(W), T, d, N);
+        for (size_t i = 0; i < (size_t)T * d; i++) dx[i] += dxr[i] * w->noise[i];
+    }
+}
+
 /* ------------------------------------------------------------------ forward */
 
 /* The LBL configuration of a call. Global scope without the step's counts (no accumulation,
@@ -327,7 +568,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
         }
         xin = w->xr;
     }
-    moec_linear(w->logits, E, xin, d, &L->router, NULL, T);
+    route_logits(w, L, xin, T, call->carry_in);
     moec_route_opts opts = call->opts ? *call->opts : (moec_route_opts){0};
     if (opts.k <= 0 || opts.k > w->k_max) opts.k = opts.k > w->k_max ? w->k_max : 0;
     w->k_eff = opts.k > 0 ? opts.k : rc->k; /* f_i = c_i / (N·k) uses the k this call routes with */
@@ -345,6 +586,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     rt->forward(rc, L->router_bias, w->logits, T, &opts, &w->r, w->probs, w->rscratch);
     moec_routing *r = &w->r;
     MOEC_ASSERT(r->n_slots >= 0 && r->n_slots <= r->cap);
+    if (rc->n_null && rc->null_renorm) null_renorm_forward(w, T, rc->routed_scaling);
 
     /* losses and load, from the router's choice before capacity */
     moec_routing_counts(r, E, 0, T, w->counts);
@@ -370,18 +612,19 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     for (int row = 0; row < R; row++)
         memcpy(w->xg + (size_t)row * d, x + (size_t)r->token[w->row_src[row]] * d, (size_t)d * sizeof(float));
 
-    /* experts */
+    /* experts: FFN groups, then the copy and constant experts (no GEMM; null experts have no rows) */
     if (w->keep) {
-        for (int e = 0; e < E; e++) {
+        for (int e = 0; e < w->n_ffn; e++) {
             const int n = w->offsets[e + 1] - w->offsets[e];
             if (!n) continue;
             const size_t r0 = (size_t)w->offsets[e];
             ffn_forward_keep(w->eo + r0 * d, w->hg + r0 * w->ff, w->hu + r0 * w->ff, w->act + r0 * w->ff,
-                             w->xg + r0 * d, n, d, w->ff, &L->experts[e]);
+                             w->xg + r0 * d, n, d, w->ff, L->expert_ptrs[e]);
         }
     } else {
-        moec_ffn_grouped(w->eo, w->xg, L->expert_ptrs, w->offsets, E, d, w->ff_max, w->hg, w->hu, w->items);
+        moec_ffn_grouped(w->eo, w->xg, L->expert_ptrs, w->offsets, w->n_ffn, d, w->ff_max, w->hg, w->hu, w->items);
     }
+    if (w->n_rowed > w->n_ffn) zero_compute_forward(w, L);
 
     /* combine: each token's slots in slot order (thread-independent sums) */
     PARALLEL_FOR_IF((int64_t)T * d >= BIG_WORK)
@@ -426,7 +669,13 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
         int64_t assigned = 0;
         for (int e = 0; e < E; e++) assigned += w->counts[e];
         st->n_assigned = assigned;
-        st->n_dropped = assigned - R;
+        int64_t true_chosen = 0, null_chosen = 0;
+        for (int e = 0; e < w->n_ffn; e++) true_chosen += w->counts[e];
+        for (int e = w->n_rowed; e < E; e++) null_chosen += w->counts[e];
+        st->n_dropped = assigned - R - null_chosen; /* null picks have no row and are not drops */
+        st->n_true = w->offsets[w->n_ffn];
+        st->n_true_chosen = true_chosen;
+        st->n_zero_compute = assigned - true_chosen;
         double ent = 0; /* a training metric: not worth T·E logs per inference step */
         for (size_t i = 0; call->losses && i < (size_t)T * E; i++) {
             const double p = w->probs[i];
@@ -460,6 +709,8 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
         w->dweight[s] = acc;
     }
 
+    if (rc->n_null && rc->null_renorm) null_renorm_backward(w, T, rc->routed_scaling);
+
     /* router backward: weights and balancing loss → logits, + z-loss; then the router matmul */
     const int lbl_on = w->losses && rc->aux_coef != 0.f, z_on = w->losses && rc->z_coef != 0.f;
     const int own_on = w->losses && w->router->loss, aux_on = lbl_on || own_on;
@@ -472,19 +723,26 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     w->router->backward(rc, L->router_bias, w->logits, T, r, w->dweight, aux_on ? w->dprobs : NULL, w->dlogits,
                         w->rscratch);
     if (z_on) moec_zloss_backward(rc->z_coef, w->logits, w->lse, T, E, dloss, w->dlogits);
-    {
-        /* xr (the jittered input) is still the forward's: dW_r needs it, then it is free scratch */
-        const float *xin = w->jittered ? w->xr : x;
-        moec_linear_backward(NULL, 0, G ? grad_of(&G->router) : NULL, NULL, w->dlogits, E, xin, d, f32(&L->router), T,
-                             d, E);
-        if (dx && !w->jittered) {
-            moec_linear_backward(dx, d, NULL, NULL, w->dlogits, E, NULL, d, f32(&L->router), T, d, E);
-        } else if (dx) {
-            float *dxr = w->xr; /* ∂/∂x̃, then ⊙ noise into dx */
-            memset(dxr, 0, (size_t)T * d * sizeof(float));
-            moec_linear_backward(dxr, d, NULL, NULL, w->dlogits, E, NULL, d, f32(&L->router), T, d, E);
-            for (size_t i = 0; i < (size_t)T * d; i++) dx[i] += dxr[i] * w->noise[i];
-        }
+    /* the routing carry: the next MoE layer's ∂ℓ/∂(this layer's carry out) joins here */
+    const float *dco = w->call.dcarry_out;
+    if (w->dcarry) memset(w->dcarry, 0, (size_t)T * w->carry_dim * sizeof(float));
+    if (w->rnn) { /* logits = W2 h, h = GRU(W1 x̃, h_prev) */
+        const int rr = w->rnn;
+        const float *h = w->carry_last;
+        moec_linear_backward(NULL, 0, G ? grad_of(&G->router) : NULL, NULL, w->dlogits, E, h, rr, f32(&L->router), T,
+                             rr, E);
+        if (dco) memcpy(w->rd1, dco, (size_t)T * rr * sizeof(float));
+        else memset(w->rd1, 0, (size_t)T * rr * sizeof(float));
+        moec_linear_backward(w->rd1, rr, NULL, NULL, w->dlogits, E, NULL, rr, f32(&L->router), T, rr, E);
+        gru_backward(w, L, G, w->carry_in_used, w->rd1, w->dcarry, T);
+        router_input_backward(w, &L->router_proj, G ? grad_of(&G->router_proj) : NULL, w->rd1, rr, x, dx, T);
+    } else {
+        if (dco)
+            for (size_t i = 0; i < (size_t)T * E; i++) w->dlogits[i] += dco[i];
+        if (L->gate_map.data && w->call.carry_in) /* logits += W_g · carry_in */
+            moec_linear_backward(w->dcarry, E, G ? grad_of(&G->gate_map) : NULL, NULL, w->dlogits, E, w->call.carry_in, E,
+                                 f32(&L->gate_map), T, E, E);
+        router_input_backward(w, &L->router, G ? grad_of(&G->router) : NULL, w->dlogits, E, x, dx, T);
     }
 
     /* shared expert */
@@ -519,14 +777,16 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
         for (int j = 0; j < d; j++) er[j] = ws * dyr[j];
     }
     /* experts: ∂/∂xg overwrites each expert's own eo rows once they have been read */
-    for (int e = 0; e < E; e++) {
+    for (int e = 0; e < w->n_ffn; e++) {
         const int cnt = w->offsets[e + 1] - w->offsets[e];
         if (!cnt) continue;
         const size_t r0 = (size_t)w->offsets[e];
         float *dout = w->eo + r0 * d;
-        ffn_backward_keep(dx ? dout : NULL, G ? &G->experts[e] : NULL, dout, w->hg + r0 * ff, w->hu + r0 * ff,
-                          w->act + r0 * ff, w->xg + r0 * d, cnt, d, ff, &L->experts[e], 1);
+        /* through expert_ptrs: with ReXMoE a group's layers share experts, and their gradients add up */
+        ffn_backward_keep(dx ? dout : NULL, G ? G->expert_ptrs[e] : NULL, dout, w->hg + r0 * ff, w->hu + r0 * ff,
+                          w->act + r0 * ff, w->xg + r0 * d, cnt, d, ff, L->expert_ptrs[e], 1);
     }
+    if (w->n_rowed > w->n_ffn) zero_compute_backward(w, L, G);
     /* scatter ∂/∂xg to tokens, each token's slots in slot order */
     if (dx) {
         PARALLEL_FOR_IF((int64_t)T * d >= BIG_WORK)

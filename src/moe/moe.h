@@ -6,9 +6,15 @@
  *             factor (training steps only), each expert keeps C = ceil(T·k/E · CF) slots (position: the first C in slot
  *             order; probs: the C largest weights) and the rest lose their expert (dropped:
  *             nothing is added to their token, which keeps its residual)
- *   experts   one SwiGLU FFN per non-empty expert on its contiguous rows
+ *   experts   one SwiGLU FFN per non-empty expert on its contiguous rows; the zero-computation
+ *             kinds without a GEMM: copy → x, constant → a1·x + a2·v; null experts get no rows
+ *             (the router's columns: FFN experts, then constant, copy, null; moe/router.h)
  *   combine   y[t] = Σ over t's slots, in slot order, weight · expert_out   (+ shared expert,
- *             × sigmoid(x · w_sg) when it has a gate)
+ *             × sigmoid(x · w_sg) when it has a gate); with null experts the weights are first
+ *             renormalised over the token's non-null picks (AdaMoE; moec_null_renorm)
+ *
+ * The router's logits may depend on the previous MoE layer through the routing carry (MoE++
+ * gating residual, RMoE's GRU state over depth; see moec_moe_carry below).
  *
  * Weights arrive through the model's one weight view (moec_layer: moec_mat of any dtype). A
  * workspace made with keep = 1 saves what the backward needs (training: F32 master weights,
@@ -53,6 +59,12 @@ typedef struct {
     int64_t step;                /* optimizer step of a training call (EvoMoE's τ schedule) */
     int causal;                  /* decoding (forward.c): a non-causal router runs its decode router */
     moec_rng *serve_rng, *seq_rng; /* random serving rules (THOR), see moec_route_opts */
+    /* layer-to-layer routing carry (MoE++ gating residual, RMoE GRU state; see below) */
+    const float *carry_in;       /* [T, moec_moe_carry_dim]: the previous MoE layer's moec_moe_carry; NULL
+                                    = this is the first MoE layer (no residual, h_0 = 0) */
+    const float *dcarry_out;     /* training: ∂ℓ/∂(this layer's carry out) [T, carry_dim], which the next
+                                    MoE layer's backward fills (moec_moe_dcarry) before this layer's
+                                    backward reads it; NULL = nothing downstream uses the carry */
 } moec_moe_call;
 
 /* What a call reports (for metrics, traces and the trainer). */
@@ -64,6 +76,10 @@ typedef struct {
     double entropy_sum;       /* Σ over tokens of the entropy of probs (nats); 0 unless call->losses */
     const moec_routing *routing; /* the slots of this call (borrowed, valid until the next call) */
     double router_loss;       /* the router's own loss (top-p: entropy), coefficient applied; included in aux */
+    /* expert kinds: counts is [router width] = FFN experts then constant, copy, null (router.h) */
+    int64_t n_true;           /* slots computed by FFN experts (after capacity) */
+    int64_t n_true_chosen;    /* slots that chose an FFN expert (before capacity) */
+    int64_t n_zero_compute;   /* slots that chose a constant, copy or null expert (no GEMM) */
 } moec_moe_stats;
 
 /* y [T, d] = MoE(x [T, d]) with the weights of layer L (L->is_moe). Overwrites y (no alias
@@ -78,5 +94,19 @@ void moec_moe_forward(moec_moe_ws *ws, const moec_hparams *hp, const moec_layer 
  * activations: once per forward. */
 void moec_moe_backward(moec_moe_ws *ws, const moec_hparams *hp, const moec_layer *L, const moec_layer *G, float *dx,
                        const float *dy, const float *x, int T, float dloss);
+
+/* The layer-to-layer routing carry: per-token state that MoE layer l hands to the next MoE layer
+ * (dense layers pass nothing and change nothing). It runs over DEPTH within one forward, so a
+ * KV-cache decode needs no state across calls. Width moec_moe_carry_dim(hp): MoE++ gating
+ * residual (moec_gate_residual) → the router width (post-residual logits); RMoE
+ * (moec_router_rnn_dim r) → r (the GRU state); 0 = none. */
+int moec_moe_carry_dim(const moec_hparams *hp);
+/* This workspace's last forward's carry out [T, carry_dim] (NULL without a carry): valid until
+ * this workspace's next forward but one (an inference workspace shared by all layers alternates
+ * two buffers, so layer l+1 reads layer l's while writing its own). */
+const float *moec_moe_carry(const moec_moe_ws *ws);
+/* After moec_moe_backward (keep): ∂ℓ/∂carry_in [T, carry_dim], the previous MoE layer's
+ * dcarry_out (zeros when the forward had no carry in). NULL without a carry. */
+const float *moec_moe_dcarry(const moec_moe_ws *ws);
 
 #endif

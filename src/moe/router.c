@@ -4,7 +4,7 @@
 #include "moe/router.h"
 
 #include "core/error.h"
-
+#include "core/rng.h"
 #include "moe/routers/routers.h"
 #include "nn/ops.h"
 
@@ -71,6 +71,9 @@ moec_router_cfg moec_router_cfg_default(int32_t n_expert, int32_t k, int norm_to
     c.hard_after = -1;
     c.thor_level = 0;
     c.consistency_alpha = 1.f; /* THOR code default (the IWSLT script: 5) */
+    c.null_renorm = 1; /* no effect without null experts */
+    c.coe_inner_residual = 1;
+    c.rex_reuse = 1;
     return c;
 }
 
@@ -106,6 +109,35 @@ moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *e
                     "checkpoint but not decode it (generate, logits, eval, serve); set \"moec_decode_router\": \"topk\" "
                     "in its config.json to decode with token choice over the same router weights",
                     cfg->router->name);
+}
+
+/* ------------------------------------------------------------------ ReXMoE progressive scaling */
+
+int32_t moec_rex_pool_size(const moec_router_cfg *c, int32_t N, int64_t step) {
+    const int64_t r = c->rex_reuse > 1 ? c->rex_reuse : 1, ts = c->rex_psr_start, te = c->rex_psr_end;
+    if (te <= 0 || step > te) return (int32_t)(r * N);
+    if (step <= ts) return N;
+    /* floor in exact integer arithmetic: N + (r−1)·N·(t − t_s) / (t_e − t_s) */
+    return (int32_t)(N + ((r - 1) * N * (step - ts)) / (te - ts));
+}
+
+void moec_rex_mask(const moec_router_cfg *c, int32_t N, int64_t step, uint64_t seed, int layer, uint8_t *mask) {
+    const int32_t pool = (c->rex_reuse > 1 ? c->rex_reuse : 1) * N, keep = moec_rex_pool_size(c, N, step);
+    for (int e = 0; e < c->n_expert; e++) mask[e] = 1;
+    if (keep >= pool) return;
+    moec_rng g;
+    moec_rng_seed(&g, moec_mix64(seed ^ moec_mix64(0x5245584d6f45ull + (uint64_t)step * 4096u + (uint64_t)layer)));
+    /* a uniform random subset of pool − keep candidates: the first entries of a partial Fisher–Yates */
+    int32_t idx[4096];
+    MOEC_ASSERT(pool <= 4096);
+    for (int i = 0; i < pool; i++) idx[i] = i;
+    for (int i = 0; i < pool - keep; i++) {
+        const int j = i + (int)moec_rng_below(&g, (uint64_t)(pool - i));
+        const int32_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+        mask[idx[i]] = 0;
+    }
 }
 
 /* ------------------------------------------------------------------ stable top-k */
@@ -179,6 +211,14 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
     if (c->n_group > 1)
         ADD(", %d groups keep %d (%s)", c->n_group, c->topk_group, c->group_score == MOEC_GROUP_SCORE_TOP2_SUM ? "top-2 sum" : "max");
     if (c->use_bias) ADD(", aux-loss-free selection bias");
+    /* expert kinds and depth routers (xkind) */
+    if (c->n_const || c->n_copy || c->n_null)
+        ADD(", + %d constant / %d copy / %d null experts%s", c->n_const, c->n_copy, c->n_null,
+            c->n_null && c->null_renorm ? " (null renorm)" : "");
+    if (c->gate_residual) ADD(", gating residual");
+    if (c->rnn_dim) ADD(", GRU router over depth (%d)", c->rnn_dim);
+    if (c->coe_iters) ADD(", Chain-of-Experts x%d", c->coe_iters);
+    if (c->rex_reuse > 1) ADD(", ReXMoE reuse x%d%s", c->rex_reuse, c->rex_psr_end > 0 ? " + PSR" : "");
     if (o >= cap) buf[cap - 1] = 0;
 #undef ADD
 }

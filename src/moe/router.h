@@ -16,6 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define MOEC_MAX_CONST_EXPERTS 8 /* MoE++ uses 2 */
+#define MOEC_MAX_COE_ITERS 8     /* Chain-of-Experts uses 2 */
+
 typedef enum { MOEC_SCORE_SOFTMAX = 0, MOEC_SCORE_SIGMOID } moec_score_func;
 typedef enum { MOEC_GROUP_SCORE_MAX = 0, MOEC_GROUP_SCORE_TOP2_SUM } moec_group_score;
 typedef enum { MOEC_LBL_MICRO_BATCH = 0, MOEC_LBL_SEQUENCE, MOEC_LBL_GLOBAL_BATCH } moec_lbl_scope;
@@ -56,7 +59,41 @@ typedef struct {
     int64_t hard_after;         /* EvoMoE: "moec_hard_gumbel_after": soft before this step, hard from it (-1: hard) */
     int thor_level;             /* THOR: "moec_thor_inference": 0 token | 1 sequence */
     float consistency_alpha;    /* THOR: "moec_consistency_alpha" α of the two-pass consistency loss */
+    /* expert kinds and depth routers (xkind; moe/moe.c, docs/routers.md). The router's width n_expert
+     * is the FFN experts followed by the zero-computation ones, in this index order:
+     *   [FFN 0..n_ffn-1 | n_const constant | n_copy copy | n_null null (zero)]   (MoE++'s order) */
+    int32_t n_const;            /* "moec_constant_experts": MoE++ a1·x + a2·v, [a1, a2] = softmax(W_c x) */
+    int32_t n_copy;             /* "moec_copy_experts": MoE++ output x */
+    int32_t n_null;             /* "moec_null_experts": AdaMoE null / MoE++ zero expert, output 0 */
+    int null_renorm;            /* "moec_null_renorm" (default true): null picks weigh 0, the other picks are
+                                   divided by their sum (AdaMoE; MoE++'s default gating path) */
+    int gate_residual;          /* "moec_gate_residual": MoE++ logits_l += W_g^l · logits_{l-1} */
+    int32_t rnn_dim;            /* "moec_router_rnn_dim": RMoE GRU over depth, state width (0 = off) */
+    /* Chain-of-Experts (model/layer.c): the FFN block is x_0 = rmsnorm(x2), x_{t+1} = [x_t +] MoE_t(x_t)
+     * for t < coe_iters, output x_C [+ x2]; experts shared by the iterations, a router per iteration */
+    int32_t coe_iters;          /* "moec_coe_iterations" C (0 = a plain MoE block) */
+    int coe_inner_residual;     /* "moec_coe_inner_residual" (default true) */
+    int coe_outer_residual;     /* "moec_coe_outer_residual" (default false, as CoE's code) */
+    int coe_shared_gate;        /* "moec_coe_shared_gate": one router for every iteration (CoE use_igate = false) */
+    /* ReXMoE (MOE_SPECS §26): layer l routes over the experts of its group of rex_reuse adjacent
+     * layers {g·r .. g·r + r − 1}, g = ⌊l/r⌋ (the experts are shared, not copied: each layer stores its
+     * own N and the group's layers point at them); the FFN part of the router width is r·N */
+    int32_t rex_reuse;          /* "moec_rex_reuse_frequency" r (1 = off) */
+    int32_t rex_psr_start;      /* "moec_rex_psr_start" t_s, "moec_rex_psr_end" t_e: Progressive Scaling */
+    int32_t rex_psr_end;        /*   Routing; t_e = 0: off (the whole pool from step 0) */
 } moec_router_cfg;
+
+/* ReXMoE PSR: the candidate pool size N_t at optimizer step t (N = FFN experts per layer):
+ * N for t <= t_s, floor((1 + (r−1)(t − t_s)/(t_e − t_s))·N) for t_s < t <= t_e, r·N after. */
+int32_t moec_rex_pool_size(const moec_router_cfg *c, int32_t n_per_layer, int64_t step);
+/* The PSR mask of one layer at one step, mask [c->n_expert]: r·N − N_t random FFN candidates 0
+ * (never selected, their scores in effect 0), everything else 1. One mask per layer per step, a
+ * function of (seed, step, layer) only (so a resumed run draws the same). */
+void moec_rex_mask(const moec_router_cfg *c, int32_t n_per_layer, int64_t step, uint64_t seed, int layer,
+                   uint8_t *mask);
+
+/* FFN experts of a routing configuration (the rest of its width needs no GEMM). */
+static inline int32_t moec_router_n_ffn(const moec_router_cfg *c) { return c->n_expert - c->n_const - c->n_copy - c->n_null; }
 
 typedef struct moec_router {
     const char *name; /* config.json "moec_router" */

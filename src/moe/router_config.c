@@ -79,6 +79,41 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
         cfg->router = rt;
     }
     if (cfg->router->defaults) cfg->router->defaults(cfg);
+    /* expert kinds and depth routers (xkind): the router's width grows by the zero-computation
+     * experts, which sit after the FFN experts (moe/router.h) */
+    if ((st = integer(&r, "moec_constant_experts", 0, MOEC_MAX_CONST_EXPERTS, &cfg->n_const))) return st;
+    if ((st = integer(&r, "moec_copy_experts", 0, 64, &cfg->n_copy))) return st;
+    if ((st = integer(&r, "moec_null_experts", 0, 4096, &cfg->n_null))) return st;
+    if ((st = boolean(&r, "moec_null_renorm", &cfg->null_renorm))) return st;
+    if ((st = boolean(&r, "moec_gate_residual", &cfg->gate_residual))) return st;
+    if ((st = integer(&r, "moec_router_rnn_dim", 0, 65536, &cfg->rnn_dim))) return st;
+    if ((st = integer(&r, "moec_coe_iterations", 0, MOEC_MAX_COE_ITERS, &cfg->coe_iters))) return st;
+    if ((st = boolean(&r, "moec_coe_inner_residual", &cfg->coe_inner_residual))) return st;
+    if ((st = boolean(&r, "moec_coe_outer_residual", &cfg->coe_outer_residual))) return st;
+    if ((st = boolean(&r, "moec_coe_shared_gate", &cfg->coe_shared_gate))) return st;
+    if (cfg->coe_iters > 0 && (cfg->gate_residual || cfg->rnn_dim > 0))
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: \"moec_coe_iterations\" does not combine with a routing carry between layers "
+                        "(\"moec_gate_residual\", \"moec_router_rnn_dim\")", path);
+    if ((st = integer(&r, "moec_rex_reuse_frequency", 1, 16, &cfg->rex_reuse))) return st;
+    if ((st = integer(&r, "moec_rex_psr_start", 0, INT32_MAX, &cfg->rex_psr_start))) return st;
+    if ((st = integer(&r, "moec_rex_psr_end", 0, INT32_MAX, &cfg->rex_psr_end))) return st;
+    if (cfg->rex_psr_end > 0 && (cfg->rex_reuse < 2 || cfg->rex_psr_end <= cfg->rex_psr_start))
+        return moec_err(err, MOEC_ERR_FORMAT,
+                        "%s: \"moec_rex_psr_end\" needs \"moec_rex_reuse_frequency\" >= 2 and must exceed \"moec_rex_psr_start\"",
+                        path);
+    if (cfg->rex_reuse > 1 && (int64_t)n_expert * cfg->rex_reuse > 4096) /* the PSR mask draws from a fixed table */
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"moec_rex_reuse_frequency\" x experts must be <= 4096", path);
+    if (cfg->rex_reuse > 1 && k > n_expert)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: ReXMoE needs k <= the experts of one layer (PSR starts from N)", path);
+    cfg->n_expert = n_expert * cfg->rex_reuse + cfg->n_const + cfg->n_copy + cfg->n_null;
+    if (cfg->gate_residual && cfg->rnn_dim > 0)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: \"moec_gate_residual\" and \"moec_router_rnn_dim\" both carry routing state between layers; "
+                        "choose one", path);
+    if (k > cfg->n_expert)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: %d experts per token but only %d selectable experts", path, k,
+                        cfg->n_expert);
     static const char *const scores[] = {"softmax", "sigmoid"};
     static const char *const methods[] = {"greedy", "group_limited_greedy", "noaux_tc"};
     static const char *const gscores[] = {"max", "top2_sum"};

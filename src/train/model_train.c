@@ -26,7 +26,7 @@ struct moec_tmodel {
     int32_t *pos, *inp, *tgt;     /* [BS] */
     float *dx;                    /* [BS, d] */
     moec_layer_grad_scratch gs;
-    int32_t *counts;              /* [n_layer, E] */
+    int32_t *counts;              /* [n_layer, E] (E = the router width: FFN then zero-computation experts) */
     moec_tlayer_stats *lstats;    /* [n_layer] */
     const int64_t *global_counts; /* [n_layer, E] or NULL */
     int64_t global_tokens;
@@ -35,6 +35,9 @@ struct moec_tmodel {
     int64_t route_step; /* optimizer step of the following steps (moec_tmodel_set_step) */
     moec_rng serve_rng; /* evaluation draws of random serving rules (THOR), reseeded every step */
     float *pair_p;      /* [2V] the pair step's softmax rows (moec_tmodel_pair_step) */
+    uint8_t *psr_mask;            /* [n_layer, E] ReXMoE PSR masks of the current step (NULL: none) */
+    moec_route_opts *psr_opts;    /* [n_layer] */
+    int psr_on;
     void **allocs;
     int n_allocs;
     size_t bytes;
@@ -63,6 +66,8 @@ void moec_tmodel_free(moec_tmodel *m) {
     moec_model_free_tables(&m->gv);
     free(m->counts);
     free(m->lstats);
+    free(m->psr_mask);
+    free(m->psr_opts);
     free(m->pos); /* inp and tgt live in the same block */
     free(m->pair_p);
     free(m);
@@ -114,11 +119,16 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
     bind_view(&m->gv, tp, 1);
     const size_t BS = (size_t)m->BS, d = (size_t)hp->n_embd, hd = (size_t)hp->head_dim;
     const size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = hp->n_expert > 0 ? (size_t)hp->route.n_expert : 1;
     m->acts = calloc((size_t)hp->n_layer, sizeof *m->acts);
     m->counts = calloc((size_t)hp->n_layer * E, sizeof *m->counts);
     m->lstats = calloc((size_t)hp->n_layer, sizeof *m->lstats);
     if (!m->acts || !m->counts || !m->lstats) goto oom;
+    if (hp->n_expert > 0 && hp->route.rex_psr_end > 0) {
+        m->psr_mask = calloc((size_t)hp->n_layer * E, 1);
+        m->psr_opts = calloc((size_t)hp->n_layer, sizeof *m->psr_opts);
+        if (!m->psr_mask || !m->psr_opts) goto oom;
+    }
     for (int il = 0; il < hp->n_layer; il++) {
         if ((st = moec_layer_acts_new(&m->acts[il], hp, il, m->BS, B, S, 1, 1, err))) {
             moec_tmodel_free(m);
@@ -173,6 +183,17 @@ void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
     m->noise_on = on;
 }
 
+void moec_tmodel_set_route_step(moec_tmodel *m, int on, int64_t step, uint64_t seed) {
+    const moec_hparams *hp = &m->hp;
+    m->psr_on = on && m->psr_mask;
+    if (!m->psr_on) return;
+    const size_t E = (size_t)hp->route.n_expert;
+    for (int il = 0; il < hp->n_layer; il++) {
+        moec_rex_mask(&hp->route, hp->n_expert, step, seed, il, m->psr_mask + (size_t)il * E);
+        m->psr_opts[il] = (moec_route_opts){.expert_mask = m->psr_mask + (size_t)il * E};
+    }
+}
+
 /* ------------------------------------------------------------------ the step */
 
 static void backward_from_logits(moec_tmodel *m, float scale);
@@ -192,13 +213,22 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
         }
     int64_t n_targets = 0;
     for (int t = 0; t < BS; t++) n_targets += m->tgt[t] >= 0;
-    const size_t E = hp->n_expert > 0 ? (size_t)hp->n_expert : 1;
+    const size_t E = hp->n_expert > 0 ? (size_t)hp->route.n_expert : 1;
     memset(m->counts, 0, (size_t)hp->n_layer * E * sizeof *m->counts);
     double aux = 0, z = 0;
     moec_embedding_forward(m->acts[0].x, moec_tparams_find(tp, 0, MOEC_T_EMBED, -1, -1), m->inp, BS, d);
+    /* the routing carry (moe.h): layer il reads the previous MoE layer's carry out, and its
+     * backward reads the next MoE layer's ∂/∂carry_in, which that layer's backward fills first */
+    int prev_moe = -1;
     for (int il = 0; il < hp->n_layer; il++) {
         if (il == 0) moec_rng_seed(&m->serve_rng, 0x7407 + (uint64_t)m->route_step); /* reproducible evaluation */
-        const moec_moe_call call = {.losses = 1, .seq_len = S,
+        int next_moe = il + 1;
+        while (next_moe < hp->n_layer && !hp->layer_moe[next_moe]) next_moe++;
+        const int carry = hp->layer_moe[il] && moec_moe_carry_dim(hp) > 0;
+        const moec_moe_call call = {.opts = m->psr_on ? &m->psr_opts[il] : NULL, .losses = 1, .seq_len = S,
+                                    .carry_in = carry && prev_moe >= 0 ? moec_moe_carry(m->acts[prev_moe].moe) : NULL,
+                                    .dcarry_out = carry && backward && next_moe < hp->n_layer
+                                                      ? moec_moe_dcarry(m->acts[next_moe].moe) : NULL,
                                     .global_counts = m->global_counts ? m->global_counts + (size_t)il * E : NULL,
                                     .global_tokens = m->global_tokens, .jitter_rng = m->noise_on ? &m->noise : NULL,
                                     .train = backward, .token_ids = m->inp, .step = m->route_step,
@@ -219,6 +249,8 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
             ls->dropped = st.n_dropped;
             ls->entropy_sum = st.entropy_sum;
             ls->tokens = BS;
+            ls->true_assigned = st.n_true_chosen;
+            prev_moe = il;
         }
     }
     moec_rmsnorm_forward_train(m->xnf, m->rstdf, m->x_final, m->wv.out_norm, BS, d, hp->rms_eps);

@@ -16,13 +16,15 @@ typedef struct {
     int64_t assigned;    /* slots that chose an expert (before capacity) */
     int64_t dropped;     /* of those, dropped by capacity */
     double entropy_sum;  /* Σ_t entropy of the router's probabilities (nats) */
+    int64_t true_assigned; /* slots that chose an FFN expert (not a null/copy/constant one), before capacity */
 } moec_tlayer_stats;
 
 typedef struct {
     double ce;        /* mean next-token cross-entropy over the valid targets */
     int64_t n_targets; /* valid targets in the micro-batch */
     double aux, z;    /* load-balancing and z losses summed over MoE layers (coefficients applied) */
-    const int32_t *expert_counts; /* [n_layer, E] tokens per expert in this micro-batch (borrowed; 0 rows for dense layers) */
+    const int32_t *expert_counts; /* [n_layer, E] tokens per expert in this micro-batch (borrowed; 0 rows for dense
+                                     layers); E = hp->route.n_expert, the router width (FFN experts first) */
     const moec_tlayer_stats *layers; /* [n_layer] (borrowed) */
 } moec_tstep;
 
@@ -54,6 +56,12 @@ void moec_tmodel_set_step(moec_tmodel *m, int64_t step);
  * out: m1's routing statistics, ce = ½(CE1 + CE2), aux includes the consistency term. */
 moec_status moec_tmodel_pair_step(moec_tmodel *m1, moec_tmodel *m2, const int32_t *tokens, float scale, float alpha,
                                   int backward, moec_tstep *out, moec_error *err);
+
+/* ReXMoE Progressive Scaling Routing (config moec_rex_psr_*): on = 1 masks, in every following
+ * step, the candidates that optimizer step `step` leaves out of each layer's pool (moe/router.h
+ * moec_rex_mask; drawn from seed, step and layer only, so a resumed run draws the same); on = 0
+ * (the default; evaluation and inference) routes over the whole pool. No effect without PSR. */
+void moec_tmodel_set_route_step(moec_tmodel *m, int on, int64_t step, uint64_t seed);
 
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of

@@ -73,9 +73,11 @@ void moec_tparams_init(moec_tparams *tp, uint64_t seed, float std) {
     for (int64_t i = 0; i < tp->n_tensors; i++) {
         const moec_tensor_spec *s = &tp->specs[i];
         float *w = tp->w + tp->offset[i];
-        const int is_bias = s->role == MOEC_T_BQ || s->role == MOEC_T_BK || s->role == MOEC_T_BV || s->role == MOEC_T_BO;
+        const int is_bias = s->role == MOEC_T_BQ || s->role == MOEC_T_BK || s->role == MOEC_T_BV || s->role == MOEC_T_BO ||
+                            s->role == MOEC_T_RNN_B_IH || s->role == MOEC_T_RNN_B_HH;
+        const int unit_normal = s->role == MOEC_T_CONST_V; /* MoE++ draws the constant expert's v from N(0, 1) */
         for (int64_t j = 0; j < s->numel; j++)
-            w[j] = s->n_dims == 2 ? std * moec_rng_normal(&r) : is_bias ? 0.f : 1.f;
+            w[j] = s->n_dims == 2 || unit_normal ? (unit_normal ? 1.f : std) * moec_rng_normal(&r) : is_bias ? 0.f : 1.f;
     }
 }
 

@@ -464,20 +464,21 @@ double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t
 static void print_load_table(run *r, FILE *out) {
     const moec_hparams *hp = &r->tp.hp;
     if (hp->n_expert <= 0) return;
+    const int E = moec_hparams_n_route(hp); /* FFN experts, then constant, copy, null */
     fprintf(out, "expert load (share of routed tokens, %%), this run:\n  layer");
-    for (int e = 0; e < hp->n_expert && e < 16; e++) fprintf(out, " %5d", e);
-    fprintf(out, "%s  max/mean\n", hp->n_expert > 16 ? "  ..." : "");
+    for (int e = 0; e < E && e < 16; e++) fprintf(out, " %5d", e);
+    fprintf(out, "%s  max/mean\n", E > 16 ? "  ..." : "");
     for (int il = 0; il < hp->n_layer; il++) {
         if (!hp->layer_moe[il]) continue;
-        const int64_t *c = r->load + (size_t)il * hp->n_expert;
+        const int64_t *c = r->load + (size_t)il * E;
         double tot = 0, mx = 0;
-        for (int e = 0; e < hp->n_expert; e++) {
+        for (int e = 0; e < E; e++) {
             tot += (double)c[e];
             mx = fmax(mx, (double)c[e]);
         }
         fprintf(out, "  %5d", il);
-        for (int e = 0; e < hp->n_expert && e < 16; e++) fprintf(out, " %5.1f", tot > 0 ? 100.0 * (double)c[e] / tot : 0.0);
-        fprintf(out, "%s  %.2f\n", hp->n_expert > 16 ? "  ..." : "", tot > 0 ? mx / (tot / hp->n_expert) : 0.0);
+        for (int e = 0; e < E && e < 16; e++) fprintf(out, " %5.1f", tot > 0 ? 100.0 * (double)c[e] / tot : 0.0);
+        fprintf(out, "%s  %.2f\n", E > 16 ? "  ..." : "", tot > 0 ? mx / (tot / E) : 0.0);
     }
 }
 
@@ -491,7 +492,7 @@ static uint64_t noise_seed(uint64_t seed, int64_t step, int a) {
 static void update_router_state(run *r, const moec_hparams *hp) {
     const moec_router *rt = hp->route.router;
     if (hp->n_expert <= 0 || !rt || !rt->update) return;
-    const int E = hp->n_expert;
+    const int E = moec_hparams_n_route(hp);
     for (int il = 0; il < hp->n_layer; il++) {
         float *state = moec_tparams_find(&r->tp, 0, MOEC_T_ROUTER_BIAS, il, -1);
         if (!hp->layer_moe[il] || !state) continue;
@@ -511,11 +512,11 @@ typedef struct {
  * table. Returns the progress line's summary. */
 static routing_summary write_routing_metrics(run *r, FILE *f) {
     const moec_hparams *hp = &r->hp;
-    const int E = hp->n_expert > 0 ? hp->n_expert : 1;
+    const int E = moec_hparams_n_route(hp);
     routing_summary s = {0};
     int n_moe = 0;
     int64_t assigned = 0, dropped = 0;
-    char json[320];
+    char json[512];
     fprintf(f, ",\"imbalance\":[");
     for (int il = 0, first = 1; il < hp->n_layer; il++) {
         if (!hp->layer_moe[il]) continue;
@@ -546,12 +547,18 @@ static routing_summary write_routing_metrics(run *r, FILE *f) {
         const double vio = mean > 0 ? (mx - mean) / mean : 0; /* batch MaxVio (Wang et al. 2024, Eq. 4) */
         const double drop = ls->assigned > 0 ? (double)ls->dropped / (double)ls->assigned : 0;
         const double ent = ls->tokens > 0 ? ls->entropy_sum / (double)ls->tokens : 0;
-        /* mean experts per token: slots that chose an expert (before capacity) per token (issue10-api.md) */
+        /* mean experts per token: slots that chose an expert (before capacity) per token
+         * (issue10-api.md); of those, FFN experts (null/copy/constant picks cost no GEMM) and the
+         * expert FLOPs saved against k FFN experts per token (forward, 3 matmuls of 2·d·ff each) */
         const double ept = ls->tokens > 0 ? (double)ls->assigned / (double)ls->tokens : 0;
+        const double true_pt = ls->tokens > 0 ? (double)ls->true_assigned / (double)ls->tokens : 0;
+        const double k = hp->route.k, saved_pt = (k - true_pt) * 6.0 * hp->n_embd * hp->n_ff_expert;
         snprintf(json, sizeof json,
                  "%s{\"layer\":%d,\"load_max_mean\":%.4f,\"load_cv\":%.4f,\"max_vio\":%.4f,\"drop_rate\":%.5f,"
-                 "\"gate_entropy\":%.4f,\"unused_experts\":%d,\"experts_per_token\":%.4f}",
-                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused, ept);
+                 "\"gate_entropy\":%.4f,\"unused_experts\":%d,\"experts_per_token\":%.4f,\"true_experts_per_token\":%.4f,"
+                 "\"flops_saved_frac\":%.4f,\"flops_saved_per_token\":%.6g}",
+                 first ? "" : ",", il, imb, cv, vio, drop, ent, unused, ept, true_pt, k > 0 ? 1.0 - true_pt / k : 0.0,
+                 saved_pt);
         fputs(json, f);
         first = 0;
         s.worst_imb = fmax(s.worst_imb, imb);
@@ -648,9 +655,9 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     }
     r.m1 = calloc(r.tp.n_floats, sizeof(float));
     r.m2 = calloc(r.tp.n_floats, sizeof(float));
-    r.load = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.load);
-    r.step_counts = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.step_counts);
-    r.global_counts = calloc((size_t)r.hp.n_layer * (size_t)(r.hp.n_expert > 0 ? r.hp.n_expert : 1), sizeof *r.global_counts);
+    r.load = calloc((size_t)r.hp.n_layer * (size_t)moec_hparams_n_route(&r.hp), sizeof *r.load);
+    r.step_counts = calloc((size_t)r.hp.n_layer * (size_t)moec_hparams_n_route(&r.hp), sizeof *r.step_counts);
+    r.global_counts = calloc((size_t)r.hp.n_layer * (size_t)moec_hparams_n_route(&r.hp), sizeof *r.global_counts);
     r.step_layers = calloc((size_t)r.hp.n_layer, sizeof *r.step_layers);
     r.tokens = malloc((size_t)p->batch * (size_t)(p->seq + 1) * sizeof *r.tokens);
     r.n_valid = malloc((size_t)p->batch * sizeof *r.n_valid);
@@ -698,7 +705,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     const int64_t line_every = p->steps / 20 > 1 ? p->steps / 20 : 1;
     const moec_adamw_cfg acfg = {p->beta1, p->beta2, p->eps, p->weight_decay};
     double val = NAN;
-    const int E = r.hp.n_expert > 0 ? r.hp.n_expert : 1;
+    const int E = moec_hparams_n_route(&r.hp);
     const int64_t first_step = r.step;
     const moec_hparams *thp = moec_tmodel_hparams(r.tm);
     const int global_lbl = r.hp.n_expert > 0 && thp->route.aux_scope == MOEC_LBL_GLOBAL_BATCH && thp->route.aux_coef != 0.f &&
@@ -715,6 +722,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         }
         const double t0 = now_s();
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
+        moec_tmodel_set_route_step(r.tm, 1, r.step + 1, p->seed); /* ReXMoE PSR masks of this step (steps count from 1) */
         double ce = 0, aux = 0, z = 0;
         moec_tmodel_set_step(r.tm, r.step); /* routing schedules (EvoMoE τ) follow the optimizer step */
         int32_t *cnt = r.step_counts;
@@ -758,10 +766,12 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
                     ls->assigned += o.layers[il].assigned;
                     ls->dropped += o.layers[il].dropped;
                     ls->entropy_sum += o.layers[il].entropy_sum;
+                    ls->true_assigned += o.layers[il].true_assigned;
                 }
             }
         }
         moec_tmodel_set_noise(r.tm, 0, 0);
+        moec_tmodel_set_route_step(r.tm, 0, 0, 0);
         if (st) goto done;
         const float lr = moec_lr_at(r.step, p->warmup, p->steps, p->lr, p->lr_min);
         int ok = isfinite(ce) && isfinite(aux) && isfinite(z);

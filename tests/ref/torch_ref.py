@@ -163,6 +163,26 @@ class Reference:
             self.norm_topk = bool(cfg.get("norm_topk_prob", False))
         if "norm_topk" in self.ablate:
             self.norm_topk = not self.norm_topk
+        # expert kinds and depth routers (MOE_SPECS 7, 9; docs/routers.md): the router's width is the
+        # FFN experts followed by constant, copy and null (zero) experts, in this order
+        self.n_const = cfg.get("moec_constant_experts", 0)
+        self.n_copy = cfg.get("moec_copy_experts", 0)
+        self.n_null = cfg.get("moec_null_experts", 0)
+        # ReXMoE (MOE_SPECS 26): layer i routes over the experts of layers g*r .. g*r + r - 1, g = i // r,
+        # in that order (the weights are shared: each is stored once, under its own layer)
+        self.rex = cfg.get("moec_rex_reuse_frequency", 1)
+        self.Epool = self.E * self.rex
+        self.Er = self.Epool + self.n_const + self.n_copy + self.n_null
+        self.null_renorm = cfg.get("moec_null_renorm", True)
+        self.gate_residual = cfg.get("moec_gate_residual", False)
+        self.rnn_dim = cfg.get("moec_router_rnn_dim", 0)
+        self.carry = None    # the previous MoE layer's post-residual logits (MoE++) or GRU state (RMoE)
+        # Chain-of-Experts (MOE_SPECS 10): C iterations of the MoE block per layer, experts shared,
+        # a router per iteration ("gate.weight", then "gate.iterations.<t>.weight")
+        self.coe = cfg.get("moec_coe_iterations", 0)
+        self.coe_inner = cfg.get("moec_coe_inner_residual", True)
+        self.coe_outer = cfg.get("moec_coe_outer_residual", False)
+        self.coe_shared_gate = cfg.get("moec_coe_shared_gate", False)
         self.stats = None
 
     def is_sparse(self, i):
@@ -299,7 +319,26 @@ class Reference:
             return w * scale, sel
         raise ValueError(f"reference has no router {name}")
 
-    def moe(self, i, x):
+    def router_logits(self, p, x, it=0):
+        """Router logits [T, Er] with the layer-to-layer carry (MOE_SPECS 7 addendum, 9)."""
+        W = self.W
+        if it > 0 and not self.coe_shared_gate:   # Chain-of-Experts iteration it's own router
+            return linear(x, W(p + f"gate.iterations.{it}.weight"))
+        if self.rnn_dim:     # RMoE: logits = W2 GRU(W1 x, h_prev), one GRU cell for all layers, h_0 = 0
+            xp = linear(x, W(p + "gate.proj.weight"))
+            h = self.carry if self.carry is not None else torch.zeros(x.shape[0], self.rnn_dim)
+            h = torch.gru_cell(xp, h, W("model.router_rnn.weight_ih"), W("model.router_rnn.weight_hh"),
+                               W("model.router_rnn.bias_ih"), W("model.router_rnn.bias_hh"))
+            self.carry = h
+            return linear(h, W(p + "gate.weight"))
+        z = linear(x, W(p + "gate.weight"))
+        if self.gate_residual:   # MoE++: logits_l = W_r x + W_g logits_(l-1) (post-residual), none at the first
+            if self.carry is not None:
+                z = z + linear(self.carry, W(p + "gate_map.weight"))
+            self.carry = z
+        return z
+
+    def moe(self, i, x, it=0):
         W = self.W
         T = x.shape[0]
         if self.arch == "mixtral":
@@ -308,23 +347,43 @@ class Reference:
         else:
             p = f"model.layers.{i}.mlp."
             names = ("gate_proj", "up_proj", "down_proj")
-        router_logits = linear(x, W(p + "gate.weight"))            # [T, E]
+        router_logits = self.router_logits(p, x, it)               # [T, Er]
         bias = W(p + "gate.e_score_correction_bias") if self.cfg.get("topk_method") == "noaux_tc" else None
         self.cur_layer = i
         if self.cfg.get("moec_router", "topk") != "topk":            # issue 10's routers (below)
             routing_w, selected = self.route_served(router_logits)
         else:
             routing_w, selected = self.route(router_logits, bias)
+        if self.n_null and self.null_renorm:
+            # AdaMoE / MoE++ default gating: null picks weigh 0, the others are renormalised among
+            # themselves (x routed_scaling); only null picks: weight 0, output 0
+            true = selected < self.Er - self.n_null
+            wt = routing_w * true
+            tot = wt.sum(-1, keepdim=True)
+            safe = torch.where(tot > 0, tot, torch.ones_like(tot))
+            routing_w = torch.where(tot > 0, wt / safe, torch.zeros_like(wt)) * self.cfg.get("routed_scaling_factor", 1.0)
         out = torch.zeros_like(x)
-        expert_mask = F.one_hot(selected, num_classes=self.E).permute(2, 1, 0)   # [E, k, T]
-        for e in range(self.E):
+        expert_mask = F.one_hot(selected, num_classes=self.Er).permute(2, 1, 0)   # [Er, k, T]
+        for e in range(self.Er):
             idx, top_x = torch.where(expert_mask[e])
-            gname, uname, dname = (p + f"experts.{e}.{n}.weight" for n in names)
-            wg, wu, wd = W(gname), W(uname), W(dname)
-            if top_x.numel() == 0:
+            if e < self.Epool:
+                owner = p.replace(f"layers.{i}.", f"layers.{i // self.rex * self.rex + e // self.E}.")
+                gname, uname, dname = (owner + f"experts.{e % self.E}.{n}.weight" for n in names)
+                wg, wu, wd = W(gname), W(uname), W(dname)
+            elif e < self.Epool + self.n_const:    # MoE++ constant: a1 x + a2 v, [a1, a2] = softmax(W_c x)
+                j = e - self.Epool
+                wc, v = W(p + f"constant_experts.{j}.weight"), W(p + f"constant_experts.{j}.v")
+            if top_x.numel() == 0 or e >= self.Er - self.n_null:   # null experts: output 0, not computed
                 continue
-            y = swiglu_mlp(x[top_x], wg, wu, wd) * routing_w[top_x, idx, None]
-            out.index_add_(0, top_x, y)
+            xe = x[top_x]
+            if e < self.Epool:
+                y = swiglu_mlp(xe, wg, wu, wd)
+            elif e < self.Epool + self.n_const:
+                a = torch.softmax(linear(xe, wc), dim=-1)
+                y = a[:, :1] * xe + a[:, 1:] * v
+            else:                              # MoE++ copy: x
+                y = xe
+            out.index_add_(0, top_x, y * routing_w[top_x, idx, None])
         if self.arch == "qwen2_moe":
             s = p + "shared_expert."
             shared = swiglu_mlp(x, W(s + "gate_proj.weight"), W(s + "up_proj.weight"),
@@ -337,9 +396,9 @@ class Reference:
                 out = out + gate * shared
         # statistics: usage and closeness to another routing decision
         srt = torch.sort(router_logits, dim=-1, descending=True).values
-        gap = (srt[:, self.topk - 1] - srt[:, self.topk]) if self.topk < self.E else torch.full((T,), float("inf"))
+        gap = (srt[:, self.topk - 1] - srt[:, self.topk]) if self.topk < self.Er else torch.full((T,), float("inf"))
         st = self.stats
-        st["tokens_per_expert"].append(torch.bincount(selected.flatten(), minlength=self.E).tolist())
+        st["tokens_per_expert"].append(torch.bincount(selected.flatten(), minlength=self.Er).tolist())
         st["min_router_gap"] = min(st["min_router_gap"], float(gap.min()))
         st["moe_layers"].append(i)
         st.setdefault("router_logits", []).append(router_logits)   # for the training losses
@@ -358,6 +417,7 @@ class Reference:
             raise ValueError(f"token ids must be in [0, {V})")
         T = ids.numel()
         self.ids = ids                                            # hash routing reads the token ids
+        self.carry = None
         self.stats = {"tokens_per_expert": [], "min_router_gap": float("inf"), "moe_layers": []}
         h = W("model.embed_tokens.weight")[ids]                   # [T, H]
         cos, sin = rope_cos_sin(self.hd, self.theta, T)
@@ -368,7 +428,11 @@ class Reference:
             h = r + self.attention(i, x, cos, sin)
             r = h
             x = rms_norm(h, W(p + "post_attention_layernorm.weight"), self.eps)
-            if self.is_sparse(i):
+            if self.is_sparse(i) and self.coe:
+                for it in range(self.coe):     # x_{t+1} = [x_t +] MoE_t(x_t), from the normalised input
+                    x = (x if self.coe_inner else 0) + self.moe(i, x, it)
+                h = x + (r if self.coe_outer else 0)
+            elif self.is_sparse(i):
                 h = r + self.moe(i, x)
             else:
                 h = r + self.dense_mlp(i, x)

@@ -112,7 +112,7 @@ int moec_cmd_eval(int argc, char **argv) {
     if (moec_session_new(&sess, m, (int32_t)S, &err) ||
         moec_session_set_experts_per_token(sess, (int32_t)k, &err))
         goto fail;
-    const int V = info->n_vocab, L = info->n_layer, E = info->n_expert > 0 ? info->n_expert : 1;
+    const int V = info->n_vocab, L = info->n_layer, E = info->n_route_expert; /* issue10-merge: the session counts per router column */
     const int32_t n_dom = moec_data_n_domains(d);
     row = malloc((size_t)(S + 1) * sizeof *row);
     logits = malloc((size_t)S * (size_t)V * sizeof *logits);
