@@ -21,6 +21,7 @@ import os
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,30 @@ METRICS = [  # key, header, format, lower is better (for the table's reading onl
     ("flops_saved_frac", "FLOPs saved", "{:.3f}"), ("specialization", "specialization", "{:.4f}"),
     ("tokens_per_s", "tokens/s", "{:.0f}"),
 ]
+
+
+_child, _stopped = None, 0  # the moec process running now: a terminated sweep takes it down too
+
+
+def run_child(cmd, out):
+    global _child
+    _child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    rc = _child.wait()
+    _child = None
+    if _stopped:
+        print(f"sweep: stopped by signal {_stopped}; the same command continues", file=sys.stderr, flush=True)
+        sys.exit(128 + _stopped)
+    return rc
+
+
+def on_signal(sig, _frame):
+    # only signal here: the main thread may be inside Popen.wait, whose lock a handler must not take
+    global _stopped
+    _stopped = sig
+    if _child is None:
+        print(f"sweep: stopped by signal {sig}; the same command continues", file=sys.stderr, flush=True)
+        sys.exit(128 + sig)
+    os.kill(_child.pid, signal.SIGTERM)  # the checkpoint on disk stays valid: --resume continues
 
 
 def die(msg):
@@ -290,11 +315,11 @@ def run_one(args, size, s, seed, did):
             f.write("$ " + shlex.join(cmd) + "\n")
             f.flush()
             c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+            rc = run_child(cmd, f)
             c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu += (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
-        if r.returncode:
-            die(f"{s['name']} seed {seed}: moec train failed (exit {r.returncode}); see {d}/train.out")
+        if rc:
+            die(f"{s['name']} seed {seed}: moec train failed (exit {rc}); see {d}/train.out")
         wall += time.time() - t0
         write_atomic(wall_path, f"{wall:.1f} {cpu:.1f}\n")
         if json.load(open(state))["step"] < size["steps"]:
@@ -303,9 +328,9 @@ def run_one(args, size, s, seed, did):
     cmd = [args.moec, "eval", "-m", ckpt, "--data", args.data, "--seq", str(size["seq"]),
            "--max-windows", str(size["eval_windows"]), "-t", str(args.threads), "--json", ev_path]
     with open(os.path.join(d, "eval.out"), "w") as f:
-        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode:
-        die(f"{s['name']} seed {seed}: moec eval failed (exit {r.returncode}); see {d}/eval.out")
+        rc = run_child(cmd, f)
+    if rc:
+        die(f"{s['name']} seed {seed}: moec eval failed (exit {rc}); see {d}/eval.out")
     steps, train_val = read_log(os.path.join(ckpt, "train_log.jsonl"))
     if len(steps) != size["steps"]:
         die(f"{s['name']} seed {seed}: the log has {len(steps)} of {size['steps']} steps")
@@ -713,6 +738,8 @@ def main():
     args.data, args.schemes, args.doc = map(os.path.abspath, (args.data, args.schemes, args.doc))
     if not args.no_nice:
         os.nice(10)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     schemes = parse_schemes(args.schemes, args.routers)
     if args.only:
         want = args.only.split(",")

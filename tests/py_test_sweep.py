@@ -18,8 +18,11 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -207,7 +210,29 @@ def main():
         check(r.returncode == 0 and os.path.isfile(doc) and "| `topk-lbl` | 1 |" in open(doc).read(),
               "report: --report-only rewrites it without moec", r.stderr[-200:])
 
-        # 6. bad scheme files
+        # 6. SIGTERM mid-run stops the sweep and its moec child; the next invocation resumes the run
+        out4 = os.path.join(tmp, "out4")
+        p = subprocess.Popen(sweep_cmd(args, tmp, schemes, out4, "--only", "topk-lbl", "--steps", "400"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        state = os.path.join(out4, "topk-lbl", "seed1", "ckpt", "train_state.json")
+        t0 = time.time()
+        while not os.path.isfile(state) and p.poll() is None and time.time() - t0 < 120:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        alive = [l for l in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+                 if out4 in l]
+        check(p.returncode == 128 + signal.SIGTERM and "stopped by signal" in err and not alive,
+              "sweep: SIGTERM stops it and its moec child", f"rc {p.returncode}, {len(alive)} left; {err.strip()[-200:]}")
+        r = run(sweep_cmd(args, tmp, schemes, out4, "--only", "topk-lbl", "--steps", "400", "--stop-after", "1"))
+        check(r.returncode == 0 and "train (resuming at step" in r.stdout, "sweep: ... and the same command resumes it",
+              (r.stdout + r.stderr)[-200:])
+
+        # 7. bad scheme files
         for body, what in (("no-such-preset 3\n", "no preset"), ("topk-lbl 3 oops\n", "neither SEEDS"),
                            ("topk-lbl 1\ntopk-lbl 2\n", "twice")):
             with open(schemes, "w") as f:
