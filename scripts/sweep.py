@@ -638,6 +638,15 @@ def report(args, size_name, size, schemes, agg, did):
              f"{size['seq']} tokens = **{tok:,} training tokens per run** for every scheme (lr {size['lr']:g}, warmup "
              f"{size['warmup']}, cosine to lr/10, AdamW defaults), evaluated on {size['eval_windows']} validation windows of "
              f"{size['seq']} tokens per domain. Data `{os.path.relpath(args.data, ROOT)}` (id {did}).\n")
+    if size_name != "full":
+        L.append(f"**Scale caveat.** This is the `{size_name}` size, not the comparison's `full` size: {tok:,} tokens "
+                 "per run is early training, so the directions below are a first look, not the comparison; "
+                 "`full` (the default) is what the claims are meant to be read at.\n")
+    loads = [x for a in agg for r in a["runs"] for x in (r.get("loadavg") or [])]
+    if loads:
+        L.append(f"tokens/s were measured on a shared 2-core machine (1-minute load average {min(loads):.1f}–"
+                 f"{max(loads):.1f} at the runs' starts and ends): compare them between schemes of one sweep only, "
+                 "and read them as relative costs.\n")
     done = sum(a["n"] for a in agg)
     want = sum(s["seeds"] for s in schemes)
     L.append(f"Runs with results: {done} of {want} listed in `{os.path.relpath(args.schemes, ROOT)}`"
