@@ -200,7 +200,8 @@ def main():
         check("| `topk-lbl` | 1 |" in text and "| `global-lbl` | 1 |" in text and "2 of 2" in text,
               "report: a table row per scheme")
         check("`global-lbl` vs `topk-lbl` | specialization (higher)" in text and
-              "this sweep has no results for `aux-free`" in text, "report: claims tested and awaiting")
+              "`aux-free`, `aux-free-fast`, `aux-free-flat`, `sigmoid`: no such scheme in" in text,
+              "report: claims tested and awaiting")
         svgs = sorted(glob.glob(os.path.join(tmp, "doc", "cmp", "*.svg")))
         good = [p for p in svgs if ET.parse(p).getroot().tag.endswith("svg")]
         check(len(svgs) == 6 and len(good) == 6 and all(f"cmp/{os.path.basename(p)}" in text for p in svgs),
