@@ -577,7 +577,7 @@ def svg_heatmaps(agg, path):
         mx = max(max(r) for r in sh) or 1
         spec = a["specialization"][0]
         o.append(f'<text x="{ox + lab_w}" y="{oy + 12}" font-size="11">{esc(a["name"])}'
-                 f'{"" if spec is None else f" (S = {spec:.3f})"}</text>')
+                 f'{"" if spec is None else f" (S = {spec:.3f}, mean over seeds)"}</text>')
         for d, name in enumerate(a["domain_names"]):
             y0 = oy + 18 + d * cell
             o.append(f'<text x="{ox + lab_w - 4}" y="{y0 + 12}" text-anchor="end">{esc(name)}</text>')
