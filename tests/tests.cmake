@@ -65,3 +65,6 @@ endforeach()
 if(TARGET test_alloc_fail)
   target_link_options(test_alloc_fail PRIVATE -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc)
 endif()
+# The router comparison's machinery (scripts/sweep.py, moec eval --json): a micro-sweep of two tiny
+# runs on a three-domain corpus; registered by the py_test_* glob above, seconds, not minutes.
+set_tests_properties(py_test_sweep PROPERTIES TIMEOUT 600 LABELS sweep)

@@ -4,8 +4,11 @@
  * stay in their stored dtype (memory ≈ weights + one window's activations and KV cache). */
 #include "commands.h"
 
+#include "io/file.h"
 #include "moec.h"
 #include "train/data.h"
+
+#include <cjson/cJSON.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +24,8 @@ static void usage(FILE *f) {
                "  --max-windows N    evaluate at most N windows per domain, 0 = all (default 0)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
                "  --experts-per-token K  route each token to K experts (default: the model's)\n"
+               "  --json FILE        also write every figure as one JSON object (format moec-eval, see\n"
+               "                     docs/router_comparison.md), atomically; '-' = stdout (the table then goes to stderr)\n"
                "The 'all' row pools the per-domain sums: every target of the split counted once.\n"
                "Then: each domain's share of routed tokens per expert (mean over MoE layers) and the\n"
                "global MaxVio per layer, (max load - mean load) / mean load over the whole split.\n");
@@ -56,8 +61,113 @@ static moec_status eval_domain(moec_data_reader *d, moec_data_split split, int32
     return MOEC_OK;
 }
 
+/* Routing figures of one row of counts [L, E_r] over `tokens` routed tokens (see --json):
+ * per layer the experts per token (every router expert) and the true ones (FFN experts 0..E-1). */
+static cJSON *json_row(const char *name, int64_t targets, double sum, const double *load, int L, int E, int E_r) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "name", name);
+    cJSON_AddNumberToObject(o, "targets", (double)targets);
+    cJSON_AddNumberToObject(o, "loss", targets ? sum / (double)targets : NAN);
+    cJSON_AddNumberToObject(o, "perplexity", targets ? exp(sum / (double)targets) : NAN);
+    cJSON_AddNumberToObject(o, "routed_tokens", (double)targets); /* a window forwards its nv-1 input positions */
+    double ept = 0, tept = 0;
+    int n_moe = 0;
+    cJSON *rows = cJSON_AddArrayToObject(o, "expert_load");
+    for (int il = 0; il < L; il++) {
+        const double *c = load + (size_t)il * E_r;
+        double all = 0, ffn = 0;
+        for (int e = 0; e < E_r; e++) {
+            all += c[e];
+            if (e < E) ffn += c[e];
+        }
+        if (all > 0 && targets > 0) {
+            ept += all / (double)targets;
+            tept += ffn / (double)targets;
+            n_moe++;
+        }
+        cJSON *r = cJSON_CreateArray();
+        for (int e = 0; r && e < E_r; e++) cJSON_AddItemToArray(r, cJSON_CreateNumber(c[e]));
+        cJSON_AddItemToArray(rows, r);
+    }
+    cJSON_AddNumberToObject(o, "experts_per_token", n_moe ? ept / n_moe : 0.0);
+    cJSON_AddNumberToObject(o, "true_experts_per_token", n_moe ? tept / n_moe : 0.0);
+    return o;
+}
+
+/* The machine-readable result (format "moec-eval" v1, documented in docs/router_comparison.md). */
+static char *eval_json(const char *model, const char *data, moec_data_reader *d, moec_data_split split, long S,
+                       long max_windows, long k_req, const moec_model_info *info, int E_r, const double *sums,
+                       const int64_t *counts, const double *load) {
+    const int L = info->n_layer, E = info->n_expert > 0 ? info->n_expert : 1;
+    const int32_t n_dom = moec_data_n_domains(d);
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return NULL;
+    cJSON_AddStringToObject(j, "format", "moec-eval");
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddStringToObject(j, "model", model);
+    cJSON_AddStringToObject(j, "data", data);
+    cJSON_AddStringToObject(j, "split", split == MOEC_DATA_VAL ? "val" : "train");
+    cJSON_AddNumberToObject(j, "seq", (double)S);
+    cJSON_AddNumberToObject(j, "max_windows", (double)max_windows);
+    cJSON_AddNumberToObject(j, "n_layer", L);
+    cJSON_AddNumberToObject(j, "n_expert", info->n_expert);
+    cJSON_AddNumberToObject(j, "n_route_expert", info->n_expert > 0 ? E_r : 0);
+    cJSON_AddNumberToObject(j, "k", info->n_expert_used);
+    cJSON_AddNumberToObject(j, "experts_per_token_request", (double)k_req);
+    cJSON_AddNumberToObject(j, "n_params_total", (double)info->n_params_total);
+    cJSON_AddNumberToObject(j, "n_params_active", (double)info->n_params_active);
+    cJSON_AddStringToObject(j, "routing", info->routing);
+    cJSON *doms = cJSON_AddArrayToObject(j, "domains");
+    for (int32_t dom = 0; dom <= n_dom; dom++) {
+        cJSON *o = json_row(dom == n_dom ? "all" : moec_data_domain_name(d, dom), counts[dom], sums[dom],
+                            load + (size_t)dom * L * E_r, L, E, E_r);
+        if (dom == n_dom) cJSON_AddItemToObject(j, "all", o);
+        else cJSON_AddItemToArray(doms, o);
+    }
+    /* per layer over the whole split: global MaxVio over the FFN experts, experts per token */
+    const double *all = load + (size_t)n_dom * L * E_r;
+    const int64_t n_all = counts[n_dom];
+    cJSON *layers = cJSON_AddArrayToObject(j, "layers");
+    double vio_sum = 0, ept = 0, tept = 0;
+    int n_moe = 0;
+    for (int il = 0; il < L; il++) {
+        const double *c = all + (size_t)il * E_r;
+        double tot = 0, ffn = 0, mx = 0;
+        for (int e = 0; e < E_r; e++) {
+            tot += c[e];
+            if (e < E) {
+                ffn += c[e];
+                mx = c[e] > mx ? c[e] : mx;
+            }
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "layer", il);
+        cJSON_AddBoolToObject(o, "moe", tot > 0);
+        if (tot > 0) {
+            const double vio = ffn > 0 ? (mx - ffn / E) / (ffn / E) : 0.0;
+            cJSON_AddNumberToObject(o, "max_vio", vio);
+            cJSON_AddNumberToObject(o, "experts_per_token", tot / (double)n_all);
+            cJSON_AddNumberToObject(o, "true_experts_per_token", ffn / (double)n_all);
+            vio_sum += vio;
+            ept += tot / (double)n_all;
+            tept += ffn / (double)n_all;
+            n_moe++;
+        }
+        cJSON_AddItemToArray(layers, o);
+    }
+    cJSON_AddNumberToObject(j, "max_vio", n_moe ? vio_sum / n_moe : 0.0);
+    cJSON_AddNumberToObject(j, "experts_per_token", n_moe ? ept / n_moe : 0.0);
+    cJSON_AddNumberToObject(j, "true_experts_per_token", n_moe ? tept / n_moe : 0.0);
+    cJSON_AddNumberToObject(j, "flops_saved_frac",
+                            n_moe && info->n_expert_used > 0 ? 1.0 - tept / n_moe / info->n_expert_used : 0.0);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
 int moec_cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL;
+    const char *model = NULL, *data = NULL, *json = NULL;
     long S = 128, threads = 0, max_windows = 0, k = 0;
     moec_data_split split = MOEC_DATA_VAL;
     for (int i = 1; i < argc; i++) {
@@ -67,6 +177,7 @@ int moec_cmd_eval(int argc, char **argv) {
             return 0;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
         else if (!strcmp(a, "--data") && v) data = argv[++i];
+        else if (!strcmp(a, "--json") && v) json = argv[++i];
         else if (!strcmp(a, "--split") && v) {
             const char *s = argv[++i];
             if (!strcmp(s, "val")) split = MOEC_DATA_VAL;
@@ -98,7 +209,9 @@ int moec_cmd_eval(int argc, char **argv) {
     moec_data_reader *d = NULL;
     int32_t *row = NULL;
     float *logits = NULL;
-    double *load = NULL;
+    double *load = NULL, *sums = NULL;
+    int64_t *counts = NULL;
+    char *js = NULL;
     int rc = 1;
     char tk[4096];
     moec_model_params mp = moec_model_default_params();
@@ -112,12 +225,18 @@ int moec_cmd_eval(int argc, char **argv) {
     if (moec_session_new(&sess, m, (int32_t)S, &err) ||
         moec_session_set_experts_per_token(sess, (int32_t)k, &err))
         goto fail;
-    const int V = info->n_vocab, L = info->n_layer, E = info->n_route_expert; /* issue10-merge: the session counts per router column */
+    const int V = info->n_vocab, L = info->n_layer, E = info->n_expert > 0 ? info->n_expert : 1;
+    /* the router's width: the session's counts are [L, E_r] (FFN experts first, then any
+     * zero-compute experts) */
+    const int E_r = info->n_route_expert > E ? info->n_route_expert : E;
     const int32_t n_dom = moec_data_n_domains(d);
+    FILE *tab = json && !strcmp(json, "-") ? stderr : stdout; /* stdout carries the JSON then */
     row = malloc((size_t)(S + 1) * sizeof *row);
     logits = malloc((size_t)S * (size_t)V * sizeof *logits);
-    load = calloc((size_t)(n_dom + 1) * (size_t)L * (size_t)E, sizeof *load);
-    if (!row || !logits || !load) {
+    load = calloc((size_t)(n_dom + 1) * (size_t)L * (size_t)E_r, sizeof *load);
+    sums = calloc((size_t)n_dom + 1, sizeof *sums);
+    counts = calloc((size_t)n_dom + 1, sizeof *counts);
+    if (!row || !logits || !load || !sums || !counts) {
         fprintf(stderr, "moec eval: out of memory\n");
         goto done;
     }
@@ -127,7 +246,7 @@ int moec_cmd_eval(int argc, char **argv) {
                 split == MOEC_DATA_VAL ? "validation" : "training");
         goto done;
     }
-    printf("%-20s %12s %10s %12s\n", "domain", "tokens", "loss", "perplexity");
+    fprintf(tab, "%-20s %12s %10s %12s\n", "domain", "tokens", "loss", "perplexity");
     double all_sum = 0;
     int64_t all_count = 0;
     for (int32_t dom = 0; dom <= n_dom; dom++) {
@@ -139,19 +258,21 @@ int moec_cmd_eval(int argc, char **argv) {
             if (eval_domain(d, split, dom, sess, V, (int)S, (uint64_t)max_windows, row, logits, &sum, &count, &err))
                 goto fail;
             const int64_t *c = moec_session_expert_counts(sess);
-            for (size_t i = 0; i < (size_t)L * E; i++) {
-                load[(size_t)dom * L * E + i] = (double)c[i];
-                load[(size_t)n_dom * L * E + i] += (double)c[i];
+            for (size_t i = 0; i < (size_t)L * E_r; i++) {
+                load[(size_t)dom * L * E_r + i] = (double)c[i];
+                load[(size_t)n_dom * L * E_r + i] += (double)c[i];
             }
             all_sum += sum;
             all_count += count;
         }
+        sums[dom] = sum;
+        counts[dom] = count;
         const char *name = last ? "all" : moec_data_domain_name(d, dom);
         if (count == 0) {
-            printf("%-20s %12s %10s %12s\n", name, "0", "-", "-");
+            fprintf(tab, "%-20s %12s %10s %12s\n", name, "0", "-", "-");
             continue;
         }
-        printf("%-20s %12lld %10.4f %12.2f\n", name, (long long)count, sum / (double)count, exp(sum / (double)count));
+        fprintf(tab, "%-20s %12lld %10.4f %12.2f\n", name, (long long)count, sum / (double)count, exp(sum / (double)count));
     }
     if (all_count == 0) {
         fprintf(stderr, "moec eval: no %s targets in %s (every window is shorter than 2 tokens)\n",
@@ -160,30 +281,30 @@ int moec_cmd_eval(int argc, char **argv) {
     }
     if (info->n_expert > 0) {
         /* per domain: each expert's share of the routed tokens, mean over MoE layers */
-        printf("\nexpert load by domain (share of routed tokens, %%, mean over MoE layers):\n%-20s", "domain");
-        for (int e = 0; e < E && e < 16; e++) printf(" %5d", e);
-        printf("%s\n", E > 16 ? "  ..." : "");
+        fprintf(tab, "\nexpert load by domain (share of routed tokens, %%, mean over MoE layers):\n%-20s", "domain");
+        for (int e = 0; e < E && e < 16; e++) fprintf(tab, " %5d", e);
+        fprintf(tab, "%s\n", E > 16 ? "  ..." : "");
         for (int32_t dom = 0; dom <= n_dom; dom++) {
             double share[16] = {0};
             int n_moe = 0;
             for (int il = 0; il < L; il++) {
-                const double *c = load + ((size_t)dom * L + il) * E;
+                const double *c = load + ((size_t)dom * L + il) * E_r;
                 double tot = 0;
                 for (int e = 0; e < E; e++) tot += c[e];
                 if (tot <= 0) continue;
                 n_moe++;
                 for (int e = 0; e < E && e < 16; e++) share[e] += c[e] / tot;
             }
-            printf("%-20s", dom == n_dom ? "all" : moec_data_domain_name(d, dom));
-            for (int e = 0; e < E && e < 16; e++) printf(" %5.1f", n_moe ? 100.0 * share[e] / n_moe : 0.0);
-            printf("%s\n", E > 16 ? "  ..." : "");
+            fprintf(tab, "%-20s", dom == n_dom ? "all" : moec_data_domain_name(d, dom));
+            for (int e = 0; e < E && e < 16; e++) fprintf(tab, " %5.1f", n_moe ? 100.0 * share[e] / n_moe : 0.0);
+            fprintf(tab, "%s\n", E > 16 ? "  ..." : "");
         }
         /* global MaxVio (Wang et al. 2024): loads over the whole split, per layer and mean */
-        printf("\nglobal MaxVio by layer:");
+        fprintf(tab, "\nglobal MaxVio by layer:");
         double mean_vio = 0;
         int n_moe = 0;
         for (int il = 0; il < L; il++) {
-            const double *c = load + ((size_t)n_dom * L + il) * E;
+            const double *c = load + ((size_t)n_dom * L + il) * E_r;
             double tot = 0, mx = 0;
             for (int e = 0; e < E; e++) {
                 tot += c[e];
@@ -191,11 +312,29 @@ int moec_cmd_eval(int argc, char **argv) {
             }
             if (tot <= 0) continue;
             const double vio = (mx - tot / E) / (tot / E);
-            printf(" %d:%.3f", il, vio);
+            fprintf(tab, " %d:%.3f", il, vio);
             mean_vio += vio;
             n_moe++;
         }
-        printf("\nglobal MaxVio (mean over MoE layers): %.4f\n", n_moe ? mean_vio / n_moe : 0.0);
+        fprintf(tab, "\nglobal MaxVio (mean over MoE layers): %.4f\n", n_moe ? mean_vio / n_moe : 0.0);
+    }
+    if (json) {
+        js = eval_json(model, data, d, split, S, max_windows, k, info, E_r, sums, counts, load);
+        if (!js) {
+            fprintf(stderr, "moec eval: out of memory\n");
+            goto done;
+        }
+        const size_t n = strlen(js);
+        js[n] = '\n'; /* cJSON_Print leaves no final newline; its terminator becomes one */
+        if (!strcmp(json, "-")) {
+            if (fwrite(js, 1, n + 1, stdout) != n + 1 || fflush(stdout)) {
+                fprintf(stderr, "moec eval: cannot write the JSON to stdout\n");
+                goto done;
+            }
+        } else {
+            moec_iovec part = {js, n + 1};
+            if (moec_file_write_atomic(json, &part, 1, &err)) goto fail;
+        }
     }
     rc = 0;
     goto done;
@@ -205,6 +344,9 @@ done:
     free(row);
     free(logits);
     free(load);
+    free(sums);
+    free(counts);
+    free(js);
     moec_session_free(sess);
     moec_model_close(m);
     moec_data_close(d);
