@@ -61,7 +61,9 @@ foreach(src ${MOEC_HF_TESTS})
   endif()
   set_tests_properties(${name} PROPERTIES TIMEOUT 1800)
 endforeach()
-# The allocation-failure test counts (and fails) every allocation the static library makes.
+# The allocation-failure test counts (and fails) every allocation the static library makes
+# (cJSON's and PCRE2's included: core/mem.h).
 if(TARGET test_alloc_fail)
-  target_link_options(test_alloc_fail PRIVATE -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc)
+  target_link_options(test_alloc_fail PRIVATE
+                      -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup)
 endif()
