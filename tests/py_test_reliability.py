@@ -321,6 +321,19 @@ def test_prompt_file(moec, root, tok, good, asan):
     for p in (big, huge, ids, small, npy):
         os.remove(p)
 
+    # a context the machine cannot hold: refused with its size before the KV cache is allocated
+    # (the cache is never touched up front, so it used to be "allocated" and fill up later)
+    long_ctx = os.path.join(root, "long_ctx")
+    shutil.copytree(good, long_ctx)
+    cfg = json.load(open(os.path.join(long_ctx, "config.json")))
+    cfg["max_position_embeddings"] = 1 << 22
+    json.dump(cfg, open(os.path.join(long_ctx, "config.json"), "w"))
+    r, t = timed([moec, "generate", "-m", long_ctx, "--tokenizer", tok, "-p", "hi", "-n", str(1 << 20)],
+                 env=dict(os.environ, MOEC_MEM_LIMIT=str(100 << 20)))
+    refused("generate with a context the machine cannot hold is refused before allocating", r,
+            ["KV cache", "MB needed", "refused before allocating"], max_s=5, t=t)
+    shutil.rmtree(long_ctx)
+
 
 def test_train_state(moec, root, data, cfg):
     base = os.path.join(root, "state_base")
