@@ -192,6 +192,13 @@ def tokenizer_text_seeds():
             "decode_out_of_range": b"\x01" + struct.pack("<2i", -1, 1 << 30)}
 
 
+def bpe_train_seeds():
+    """Byte 0: vocabulary size over the initial one (low 6 bits), 0x40 = declare a special token."""
+    return {"text_10_merges": b"\x0a" + TEXT[:600].encode(), "text_63_merges_special": b"\x7f" + TEXT.encode(),
+            "repeated_pair": b"\x20" + b"ab" * 500, "empty": b"\x05", "crlf_tabs": b"\x10a\r\nb\tc  d\n\n",
+            "combining": b"\x08e\xcc\x81e\xcc\x8fA\xcc\x8a\n", "invalid_utf8": b"\x08ok \xff\xfe"}
+
+
 def data_input(d, meta_override=None):
     meta = json.load(open(os.path.join(d, "meta.json")))
     if meta_override:
@@ -259,7 +266,7 @@ def main():
         if args.out:
             sets = {"safetensors": safetensors_seeds(), "st_index": st_index_seeds(), "gguf": gguf_seeds(),
                     "config": dict(config_seeds(), **config_regressions()), "tokenizer_load": tokenizer_seeds(tok),
-                    "tokenizer_text": tokenizer_text_seeds(), "data": data_seeds(data),
+                    "tokenizer_text": tokenizer_text_seeds(), "bpe_train": bpe_train_seeds(), "data": data_seeds(data),
                     "train_state": dict(state_seeds(), **state_regressions()), "cli_args": cli_seeds()}
             for h, s in sets.items():
                 print(f"{h}: {write_set(args.out, h, s)} seeds")
@@ -272,6 +279,8 @@ def main():
                     "config": dict(config_regressions(), good_qwen3_tiny=config_seeds()["preset_qwen3-tiny"]),
                     "tokenizer_load": {"bug_fuse_strip_decoder": json.dumps(FUSE_STRIP).encode()},
                     "tokenizer_text": {"bug_decode_zero_ids": b"\x01", "good_encode": b"\x00hello world"},
+                    "bpe_train": {"good_text": bpe_train_seeds()["text_10_merges"],
+                                  "good_invalid_utf8": bpe_train_seeds()["invalid_utf8"]},
                     "data": data_regressions(data), "train_state": state_regressions(),
                     "cli_args": {"good_ids": b"\x021,2,3", "int_huge": b"\x0099999999999999999999"}}
             for h, s in sets.items():

@@ -6,6 +6,8 @@
 #   bash fuzz/run.sh --minutes 10            # every harness 10 minutes (a local campaign)
 #   bash fuzz/run.sh --seconds 30            # what CI runs (.ci/run)
 #   bash fuzz/run.sh --seconds 60 config data  # some harnesses only
+#   bash fuzz/run.sh --no-build --minutes 15 data  # the binaries and seeds already built (a
+#                                            # long campaign that source edits must not change)
 #
 # Prints, and writes to build-fuzz/fuzz-stats.md, a table of executions, exec/s, coverage
 # (edges) and features per harness. A crash, leak, timeout or OOM is copied into
@@ -16,24 +18,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=60
 names=()
+build=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --minutes) secs=$(( $2 * 60 )); shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) names+=("$1"); shift ;;
     esac
 done
-all=(safetensors st_index gguf config tokenizer_load tokenizer_text data train_state cli_args)
+all=(safetensors st_index gguf config tokenizer_load tokenizer_text bpe_train data train_state cli_args)
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 command -v clang >/dev/null || { echo "fuzz/run.sh: clang not found (apt-get install -y clang libclang-rt-14-dev)" >&2; exit 1; }
 
 B=build-fuzz
-CC=clang cmake -S . -B $B -DMOEC_FUZZ=ON -DMOEC_SANITIZE=ON -DMOEC_OPENMP=OFF \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build $B -j "${JOBS:-2}" --target moec $(printf 'fuzz_%s ' "${names[@]}") >/dev/null
-rm -rf $B/seeds
-python3 fuzz/make_seeds.py --moec $B/moec --out $B/seeds >/dev/null
+if [ $build = 1 ]; then
+    CC=clang cmake -S . -B $B -DMOEC_FUZZ=ON -DMOEC_SANITIZE=ON -DMOEC_OPENMP=OFF \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build $B -j "${JOBS:-2}" --target moec $(printf 'fuzz_%s ' "${names[@]}") >/dev/null
+    rm -rf $B/seeds
+    python3 fuzz/make_seeds.py --moec $B/moec --out $B/seeds >/dev/null
+fi
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

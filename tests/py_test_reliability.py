@@ -18,7 +18,12 @@ one stderr line that names the problem, no sanitizer or crash output, no signal.
   - train_state.json with out-of-range numbers (n_bad 1e300, step -1) is refused on --resume;
   - meta.json whose n_docs cannot fit in the shard is refused before allocating;
   - tokenize -t /dev/zero and --file /dev/zero are refused at once (it read 2 GiB first);
-  - qwen3_moe without head_dim and hidden < heads; an index with an empty weight_map.
+  - qwen3_moe without head_dim and hidden < heads; an index with an empty weight_map;
+  - a 1 MB prompt (beyond Linux's 128 KiB argv limit) through generate --prompt-file, from a
+    file and from standard input: one line saying it exceeds the context, within bounded
+    memory (peak RSS measured) and time; a prompt that fits generates what -p generates;
+    files over the 16 MiB limit, /dev/zero, a directory are refused at once; ten million ids
+    through logits --ids-file are refused naming the context before [n, V] logits are made.
 Ends with `N passed, M failed`; exits 1 on any failure.
 """
 import argparse
@@ -231,6 +236,105 @@ def test_tokenize(moec, root, tok, asan):
     refused("tokenize --file /dev/zero is refused at once", r, ["/dev/zero"], max_s=5, t=t)
 
 
+# Runs argv[2:], writes its peak RSS (KB) to argv[1], exits with its status. A separate small
+# process: a child's ru_maxrss starts from the RSS of the process it was forked from, and this
+# test's own Python holds hundreds of MB after the --jsonl case.
+RSS_HELPER = ("import os, subprocess, sys\n"
+              "p = subprocess.Popen(sys.argv[2:])\n"
+              "_, st, ru = os.wait4(p.pid, 0)\n"
+              "open(sys.argv[1], 'w').write(str(ru.ru_maxrss))\n"
+              "c = os.waitstatus_to_exitcode(st)\n"
+              "sys.exit(c if c >= 0 else 128 - c)\n")
+
+
+def run_rss(cmd, stdin=None, timeout=120):
+    """Runs cmd; returns (CompletedProcess, seconds, peak RSS in MB of that one process)."""
+    f = os.path.join(os.path.dirname(os.path.abspath(cmd[0])), ".rss")
+    t0 = time.time()
+    r = run([sys.executable, "-c", RSS_HELPER, f] + cmd, timeout=timeout,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL)
+    t = time.time() - t0
+    rss = int(open(f).read()) / 1024 if os.path.exists(f) else float("inf")
+    if os.path.exists(f):
+        os.remove(f)
+    return r, t, rss
+
+
+def test_prompt_file(moec, root, tok, good, asan):
+    gen = [moec, "generate", "-m", good, "--tokenizer", tok, "--temp", "0", "-n", "4"]
+    big = os.path.join(root, "prompt_1mb.txt")
+    with open(big, "w") as f:
+        f.write("the quick brown fox jumps over the lazy dog. " * ((1 << 20) // 45 + 1))
+    assert os.path.getsize(big) >= 1 << 20
+    rss_cap = 1024 if asan else 128
+    r, t, rss = run_rss(gen + ["--prompt-file", big])
+    refused(f"generate --prompt-file with a 1 MB prompt: exceeds the context (peak RSS {rss:.0f} MB)", r,
+            ["exceeds", "context"], max_s=60, t=t)
+    check(rss < rss_cap, f"1 MB prompt from a file: peak RSS {rss:.0f} MB < {rss_cap} MB")
+    with open(big, "rb") as f:
+        r, t, rss = run_rss(gen + ["--prompt-file", "-"], stdin=f)
+    refused(f"generate --prompt-file - with a 1 MB prompt on stdin: exceeds the context (peak RSS {rss:.0f} MB)",
+            r, ["exceeds", "context"], max_s=60, t=t)
+    check(rss < rss_cap, f"1 MB prompt from stdin: peak RSS {rss:.0f} MB < {rss_cap} MB")
+
+    small = os.path.join(root, "prompt_small.txt")
+    open(small, "w").write("the quick brown fox")
+    a = run(gen + ["-p", "the quick brown fox"])
+    b = run(gen + ["--prompt-file", small])
+    with open(small) as f:
+        c = run(gen + ["--prompt-file", "-"], stdin=f)
+    check(a.returncode == 0 and a.stdout and a.stdout == b.stdout == c.stdout,
+          "a prompt that fits: --prompt-file FILE and - generate exactly what -p generates",
+          f"{a.returncode}/{b.returncode}/{c.returncode} {a.stdout!r} {b.stdout!r} {c.stdout!r} {b.stderr[-200:]!r}")
+
+    huge = os.path.join(root, "prompt_17mb.txt")
+    with open(huge, "wb") as f:
+        f.truncate(17 << 20)
+    r, t = timed(gen + ["--prompt-file", huge])
+    refused("generate --prompt-file over 16 MiB is refused before reading", r, ["16 MiB", "prompt_17mb"], max_s=5,
+            t=t)
+    with open("/dev/zero", "rb") as f:
+        r, t, rss = run_rss(gen + ["--prompt-file", "-"], stdin=f)
+    refused(f"generate --prompt-file - with /dev/zero on stdin stops at the limit (peak RSS {rss:.0f} MB)", r,
+            ["16 MiB", "standard input"], max_s=10, t=t)
+    r, t = timed(gen + ["--prompt-file", "/dev/zero"])
+    refused("generate --prompt-file /dev/zero is refused at once", r, ["/dev/zero", "regular file"], max_s=5, t=t)
+    r, t = timed(gen + ["--prompt-file", root])
+    refused("generate --prompt-file DIR is refused", r, ["directory"], max_s=5, t=t)
+    r = run(gen + ["-p", "hi", "--prompt-file", small])
+    refused("generate -p with --prompt-file is a usage error", r, ["--prompt-file"], code=2)
+
+    ids = os.path.join(root, "ten_million_ids.txt")
+    with open(ids, "w") as f:
+        f.write("5," * 9999999 + "7\n")
+    npy = os.path.join(root, "ids.npy")
+    r, t, rss = run_rss([moec, "logits", "-m", good, "--ids-file", ids, "-o", npy])
+    refused(f"logits --ids-file with ten million ids: exceeds the context, before allocating logits "
+            f"(peak RSS {rss:.0f} MB)", r, ["10000000", "context"], max_s=30, t=t)
+    open(small, "w").write("1,2,3\n")
+    a = run([moec, "logits", "-m", good, "--ids", "1,2,3", "-o", npy])
+    ref = open(npy, "rb").read() if a.returncode == 0 else None
+    with open(small) as f:
+        b = run([moec, "logits", "-m", good, "--ids-file", "-", "-o", npy], stdin=f)
+    check(a.returncode == 0 and b.returncode == 0 and open(npy, "rb").read() == ref,
+          "logits --ids-file - gives the same logits as --ids", b.stderr[-200:])
+    for p in (big, huge, ids, small, npy):
+        os.remove(p)
+
+    # a context the machine cannot hold: refused with its size before the KV cache is allocated
+    # (the cache is never touched up front, so it used to be "allocated" and fill up later)
+    long_ctx = os.path.join(root, "long_ctx")
+    shutil.copytree(good, long_ctx)
+    cfg = json.load(open(os.path.join(long_ctx, "config.json")))
+    cfg["max_position_embeddings"] = 1 << 22
+    json.dump(cfg, open(os.path.join(long_ctx, "config.json"), "w"))
+    r, t = timed([moec, "generate", "-m", long_ctx, "--tokenizer", tok, "-p", "hi", "-n", str(1 << 20)],
+                 env=dict(os.environ, MOEC_MEM_LIMIT=str(100 << 20)))
+    refused("generate with a context the machine cannot hold is refused before allocating", r,
+            ["KV cache", "MB needed", "refused before allocating"], max_s=5, t=t)
+    shutil.rmtree(long_ctx)
+
+
 def test_train_state(moec, root, data, cfg):
     base = os.path.join(root, "state_base")
     r = train(moec, cfg, data, base, "--steps", "4", "--save-every", "1", "--stop-after", "2")
@@ -274,6 +378,7 @@ def main():
     test_symlinked_out(moec, root, data, cfg)
     test_output_paths(moec, root, good)
     test_tokenize(moec, root, tok, asan)
+    test_prompt_file(moec, root, tok, good, asan)
     test_train_state(moec, root, data, cfg)
     test_meta(moec, root, data, cfg)
     shutil.rmtree(root, ignore_errors=True)

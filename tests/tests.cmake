@@ -61,10 +61,20 @@ foreach(src ${MOEC_HF_TESTS})
   endif()
   set_tests_properties(${name} PROPERTIES TIMEOUT 1800)
 endforeach()
-# The allocation-failure test counts (and fails) every allocation the static library makes.
+# The allocation-failure test counts (and fails) every allocation the static library makes
+# (cJSON's and PCRE2's included: core/mem.h).
 if(TARGET test_alloc_fail)
-  target_link_options(test_alloc_fail PRIVATE -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc)
+  target_link_options(test_alloc_fail PRIVATE
+                      -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=strdup,--wrap=strndup)
 endif()
 # The router comparison's machinery (scripts/sweep.py, moec eval --json): a micro-sweep of two tiny
 # runs on a three-domain corpus; registered by the py_test_* glob above, seconds, not minutes.
 set_tests_properties(py_test_sweep PROPERTIES TIMEOUT 600 LABELS sweep)
+
+# Tests that run threaded code at 2+ threads (forward/backward, the MoE layer, training steps):
+# the ThreadSanitizer build runs these (`ctest -L threads` in build-tsan, .ci/run).
+foreach(t test_matmul test_grad_fd test_moe test_moe_layer test_forward_equiv py_test_train_grad py_test_moe_train)
+  if(TEST ${t})
+    set_tests_properties(${t} PROPERTIES LABELS threads)
+  endif()
+endforeach()

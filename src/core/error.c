@@ -1,8 +1,14 @@
 /* error.c — status names and the error-context writer. */
 #include "core/error.h"
 
+#include "core/mem.h"
+
 #include <stdarg.h>
 #include <string.h>
+
+/* core/mem.c installs cJSON's allocation hooks before main; this reference links it into every
+ * program that reports an error (all of them), static library or not. */
+__attribute__((used)) static void *(*const moec_link_mem)(size_t) = moec_lib_malloc;
 
 const char *moec_status_name(moec_status s) {
     switch (s) {

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
@@ -34,4 +35,17 @@ moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err) {
     return moec_err(err, MOEC_ERR_OOM,
                     "%s: %.0f MB needed, this machine allows %.0f MB (RAM + swap, ulimit -v): refused before allocating",
                     what, (double)bytes / 1e6, (double)avail / 1e6);
+}
+
+void *moec_lib_malloc(size_t n) { return malloc(n); }
+void moec_lib_free(void *p) { free(p); }
+
+/* cJSON allocates through global hooks, libc's malloc by default. Naming malloc and free here,
+ * in moec's code, makes no difference in a normal build (cJSON sees its own defaults and keeps
+ * using realloc), but where moec is linked with --wrap=malloc the hooks become the wrappers,
+ * and cJSON's allocations are counted and failed with moec's own. Runs before main, so before
+ * any thread and any cJSON call (error.c pulls this file into every program). */
+__attribute__((constructor)) static void moec_mem_hook_cjson(void) {
+    cJSON_Hooks hooks = {.malloc_fn = malloc, .free_fn = free};
+    cJSON_InitHooks(&hooks);
 }

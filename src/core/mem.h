@@ -1,7 +1,10 @@
 /* mem.h — sizes computed from files: overflow-checked arithmetic, and a check that a request
  * can fit in this machine (RAM + swap, and the address-space limit of `ulimit -v`) before it
  * is allocated, so that an absurd config or header is refused with a message that says how
- * much it asked for instead of a crash, a wrap-around or an OOM kill. Not an allocator. */
+ * much it asked for instead of a crash, a wrap-around or an OOM kill. Not an allocator; but
+ * the libraries moec parses with (cJSON, PCRE2) are given moec_lib_malloc / moec_lib_free, so
+ * that every allocation made on moec's behalf is a call from moec's own code, which a test
+ * can fail (tests/test_alloc_fail.c wraps malloc at link time). */
 #ifndef MOEC_CORE_MEM_H
 #define MOEC_CORE_MEM_H
 
@@ -24,5 +27,11 @@ size_t moec_mem_available(void);
 /* MOEC_OK if `bytes` fit in moec_mem_available(); otherwise MOEC_ERR_OOM with
  * "<what>: N MB needed, this machine allows M MB ..." (nothing is allocated either way). */
 moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err);
+
+/* malloc and free, for libraries that take allocation callbacks (PCRE2's general context,
+ * text/regex.c). cJSON is given malloc and free themselves as hooks, installed before main
+ * (mem.c). */
+void *moec_lib_malloc(size_t n);
+void moec_lib_free(void *p);
 
 #endif

@@ -2,10 +2,12 @@
 #include "infer/session.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "nn/ops.h"
 #include "moe/router.h"
 #include "nn/rope.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,15 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) total += (slots[i].bytes + 63) & ~(size_t)63;
+    /* the KV cache is left untouched until used: without this check a context too big for the
+     * machine would be "allocated" and end in an OOM kill mid-generation */
+    char what[96];
+    snprintf(what, sizeof what, "the KV cache and buffers of a %d-token session", n_ctx);
+    moec_status cst = moec_mem_check(total, what, err);
+    if (cst) {
+        free(s);
+        return cst;
+    }
     s->block = aligned_alloc(64, total);
     if (!s->block) {
         free(s);

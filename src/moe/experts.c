@@ -22,9 +22,12 @@ void moec_ffn_grouped(float *out, const float *x, const moec_ffn *const *ffn, co
     if (R == 0) return;
 #pragma omp parallel
     {
-        /* 1. gate and up projections: item i → group g, matrix (gate|up), slice s */
+        /* 1. gate and up projections: item i → group g, matrix (gate|up), slice s. g only moves
+         * forward, so each thread must get its items in increasing order: `monotonic`, which
+         * OpenMP 5 no longer implies for dynamic (LLVM's libomp steals items out of order, and
+         * items then ran with the wrong group's rows: test_forward_equiv failed at 2 threads) */
         int g = 0;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(monotonic : dynamic, 1)
         for (int i = 0; i < n_up_items; i++) {
             while (items[g + 1] <= i) g++;
             const int local = i - items[g], ns = n_slices(ffn[g]->gate.rows);

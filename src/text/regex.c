@@ -3,6 +3,7 @@
 #include "text/regex.h"
 
 #include "core/error.h"
+#include "core/mem.h"
 #include "text/jsonutil.h"
 #include "text/utf8.h"
 
@@ -14,6 +15,22 @@
 struct tk_regex {
     pcre2_code *code;
 };
+
+/* PCRE2 allocates (compiled patterns, match data, heap frames, JIT stacks) through one general
+ * context whose callbacks are moec's (core/mem.h), so allocation-failure tests reach its error
+ * paths too. Made before main, never freed; NULL (PCRE2's own malloc) if even that failed. */
+static void *pcre2_alloc(PCRE2_SIZE n, void *data) {
+    (void)data;
+    return moec_lib_malloc(n);
+}
+static void pcre2_dealloc(void *p, void *data) {
+    (void)data;
+    moec_lib_free(p);
+}
+static pcre2_general_context *g_pcre2_ctx;
+__attribute__((constructor)) static void regex_make_context(void) {
+    g_pcre2_ctx = pcre2_general_context_create(pcre2_alloc, pcre2_dealloc, NULL);
+}
 
 /* ---------------------------------------------------------------- translation */
 
@@ -99,12 +116,13 @@ static moec_status compile_translated(tk_regex **out, const char *pat, size_t n,
                                       const char *shown, moec_error *err) {
     int ec = 0;
     PCRE2_SIZE eoff = 0;
-    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
+    pcre2_compile_context *cc = pcre2_compile_context_create(g_pcre2_ctx);
     if (!cc) return moec_err(err, MOEC_ERR_OOM, "%s: out of memory", where);
     pcre2_set_newline(cc, PCRE2_NEWLINE_LF); /* Ruby syntax: only \n ends a line, whatever the build default */
     pcre2_code *code = pcre2_compile((PCRE2_SPTR)pat, n, PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE,
                                      &ec, &eoff, cc);
     pcre2_compile_context_free(cc);
+    if (!code && ec == PCRE2_ERROR_HEAP_FAILED) return moec_err(err, MOEC_ERR_OOM, "%s: out of memory", where);
     if (!code) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(ec, msg, sizeof msg);
@@ -222,7 +240,7 @@ void tk_spans_free(tk_spans *s) {
 
 moec_status tk_regex_find_all(const tk_regex *re, const char *s, size_t n, tk_spans *out,
                               moec_error *err) {
-    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    pcre2_match_data *md = pcre2_match_data_create(1, g_pcre2_ctx);
     if (!md) return moec_err(err, MOEC_ERR_OOM, "regex: out of memory");
     pcre2_match_context *mctx = NULL;
     pcre2_jit_stack *jstack = NULL;
@@ -236,14 +254,18 @@ moec_status tk_regex_find_all(const tk_regex *re, const char *s, size_t n, tk_sp
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !jstack) {
             /* very long subjects: give the JIT a bigger stack and retry */
-            jstack = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, NULL);
-            mctx = pcre2_match_context_create(NULL);
+            jstack = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, g_pcre2_ctx);
+            mctx = pcre2_match_context_create(g_pcre2_ctx);
             if (!jstack || !mctx) {
                 st = moec_err(err, MOEC_ERR_OOM, "regex: out of memory");
                 break;
             }
             pcre2_jit_stack_assign(mctx, NULL, jstack);
             continue;
+        }
+        if (rc == PCRE2_ERROR_NOMEMORY) {
+            st = moec_err(err, MOEC_ERR_OOM, "regex: out of memory");
+            break;
         }
         if (rc < 0) {
             PCRE2_UCHAR msg[160];

@@ -2,11 +2,14 @@
 #include "commands.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_fail(const char *cmd, const moec_error *err) {
     fprintf(stderr, "moec %s: %s: %s\n", cmd, moec_status_name(err->status), err->msg);
@@ -77,6 +80,61 @@ int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n) {
     }
     *ids = v;
     *n = (int32_t)len;
+    return 1;
+}
+
+int cli_read_input(const char *cmd, const char *flag, const char *path, size_t max, char **data, size_t *len) {
+    const int is_stdin = !strcmp(path, "-");
+    const char *shown = is_stdin ? "standard input" : path;
+    const int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "moec %s: %s %s: cannot open: %s\n", cmd, flag, path, strerror(errno));
+        return 0;
+    }
+    struct stat sb;
+    const char *bad = NULL;
+    if (fstat(fd, &sb) != 0) bad = strerror(errno);
+    else if (S_ISDIR(sb.st_mode)) bad = "is a directory";
+    else if (!is_stdin && !S_ISREG(sb.st_mode) && !S_ISFIFO(sb.st_mode)) bad = "not a regular file or a pipe";
+    else if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > max) bad = "too large";
+    size_t n = 0, cap = S_ISREG(sb.st_mode) && !bad ? (size_t)sb.st_size + 1 : 1 << 16;
+    char *b = bad ? NULL : malloc(cap);
+    if (!bad && !b) bad = "out of memory";
+    while (!bad) {
+        if (n == cap) { /* a stream: grow, but never past max + 1 bytes */
+            const size_t ncap = cap > max / 2 ? max + 1 : 2 * cap;
+            char *nb = ncap > cap ? realloc(b, ncap) : NULL;
+            if (!nb) {
+                bad = ncap > cap ? "out of memory" : "too large";
+                break;
+            }
+            b = nb;
+            cap = ncap;
+        }
+        const ssize_t r = read(fd, b + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) bad = strerror(errno);
+        if (r <= 0) break;
+        n += (size_t)r;
+        if (n > max) bad = "too large";
+    }
+    if (!is_stdin) close(fd);
+    if (!bad && n == cap) { /* room for the NUL */
+        char *nb = realloc(b, cap + 1);
+        if (!nb) bad = "out of memory";
+        else b = nb;
+    }
+    if (bad) {
+        free(b);
+        if (!strcmp(bad, "too large"))
+            fprintf(stderr, "moec %s: %s %s: larger than the %zu MiB limit\n", cmd, flag, shown, max >> 20);
+        else
+            fprintf(stderr, "moec %s: %s %s: %s\n", cmd, flag, shown, bad);
+        return 0;
+    }
+    b[n] = 0;
+    *data = b;
+    *len = n;
     return 1;
 }
 

@@ -6,10 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Far more text than any model context holds; bounds what a prompt file can make moec read
+ * and tokenize before the context check refuses it. */
+#define PROMPT_FILE_MAX ((size_t)16 << 20)
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: moec generate -m DIR -p TEXT [options]\n"
+    fprintf(f, "usage: moec generate -m DIR (-p TEXT | --prompt-file PATH) [options]\n"
                "  -m, --model DIR      Hugging Face checkpoint directory or GGUF file (required)\n"
-               "  -p, --prompt TEXT    prompt text (required)\n"
+               "  -p, --prompt TEXT    prompt text (one of -p and --prompt-file is required)\n"
+               "  --prompt-file PATH   read the prompt from a file, a pipe, or - for standard input\n"
+               "                       (up to 16 MiB; a command-line argument is capped at 128 KiB)\n"
                "  -n, --n-predict N    tokens to generate (default 64)\n"
                "  --temp X             temperature, 0 = greedy (default 0.8)\n"
                "  --top-k N            keep the N most likely tokens, 0 = off (default 40)\n"
@@ -24,7 +30,7 @@ static void usage(FILE *f) {
 }
 
 int moec_cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *tok_path = NULL;
+    const char *model = NULL, *prompt = NULL, *prompt_file = NULL, *tok_path = NULL;
     long n_predict = 64, top_k = 40, threads = 0, seed = 42, moe_k = 0;
     double temp = 0.8, top_p = 0.95;
     int bos = 0, ignore_eos = 0;
@@ -35,6 +41,7 @@ int moec_cmd_generate(int argc, char **argv) {
             return 0;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
         else if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && v) prompt = argv[++i];
+        else if (!strcmp(a, "--prompt-file") && v) prompt_file = argv[++i];
         else if (!strcmp(a, "--tokenizer") && v) tok_path = argv[++i];
         else if ((!strcmp(a, "-n") || !strcmp(a, "--n-predict")) && v) {
             if (!cli_parse_int("generate", a, argv[++i], 0, 1 << 20, &n_predict)) return 2;
@@ -61,9 +68,17 @@ int moec_cmd_generate(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model || !prompt) {
-        fprintf(stderr, "moec generate: -m DIR and -p TEXT are required (see moec generate --help)\n");
+    if (!model || !prompt == !prompt_file) {
+        fprintf(stderr, "moec generate: -m DIR and one of -p TEXT or --prompt-file PATH are required (see moec "
+                        "generate --help)\n");
         return 2;
+    }
+    char *prompt_buf = NULL; /* the prompt file's text */
+    size_t prompt_len = prompt ? strlen(prompt) : 0;
+    if (prompt_file) {
+        if (!cli_read_input("generate", "--prompt-file", prompt_file, PROMPT_FILE_MAX, &prompt_buf, &prompt_len))
+            return 1;
+        prompt = prompt_buf;
     }
     char tok_default[4096];
     if (!tok_path) { /* a GGUF file carries its vocabulary */
@@ -89,7 +104,7 @@ int moec_cmd_generate(int argc, char **argv) {
                 moec_tokenizer_n_vocab(tok), in->n_vocab);
         goto done;
     }
-    if (moec_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids, &err)) goto fail;
+    if (moec_tokenizer_encode(tok, prompt, prompt_len, &ids, &n_ids, &err)) goto fail;
     const size_t n_prompt = n_ids + ((bos || in->add_bos_token) && in->bos_token_id >= 0);
     if (n_prompt == 0) {
         fprintf(stderr, "moec generate: the prompt encodes to no tokens (give some text, or --bos)\n");
@@ -116,7 +131,7 @@ int moec_cmd_generate(int argc, char **argv) {
     if (moec_sampler_new(&smp, &sp, in->n_vocab, &err)) goto fail;
     fprintf(stderr, "moec generate: %s (%s), %d threads, prompt %zu tokens, temp %g top-k %ld top-p %g seed %ld\n",
             in->model_type, in->weight_dtype, in->n_threads, n_prompt, temp, top_k, top_p, seed);
-    fwrite(prompt, 1, strlen(prompt), stdout);
+    fwrite(prompt, 1, prompt_len, stdout);
     fflush(stdout);
     double t0 = cli_now_s();
     if (moec_session_forward(s, prompt_ids, (int32_t)n_prompt, logits, 0, &err)) goto fail;
@@ -145,6 +160,7 @@ int moec_cmd_generate(int argc, char **argv) {
 fail:
     rc = cli_fail("generate", &err);
 done:
+    free(prompt_buf);
     free(ids);
     free(prompt_ids);
     free(logits);

@@ -8,10 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* About 30 M ids: far beyond any context, and a bound on what an ids file makes moec read. */
+#define IDS_FILE_MAX ((size_t)256 << 20)
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: moec logits -m DIR --ids 1,2,3 -o OUT.npy [options]\n"
+    fprintf(f, "usage: moec logits -m DIR (--ids 1,2,3 | --ids-file PATH) -o OUT.npy [options]\n"
                "  -m, --model DIR    Hugging Face checkpoint directory or GGUF file (required)\n"
-               "  --ids LIST         comma-separated token ids (required)\n"
+               "  --ids LIST         comma-separated token ids (one of --ids and --ids-file is required)\n"
+               "  --ids-file PATH    the same list read from a file, a pipe, or - for standard input\n"
+               "                     (up to 256 MiB; a command-line argument is capped at 128 KiB)\n"
                "  -o, --out FILE     output .npy, float32 [T, V] (required)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
                "  --step             feed the ids one at a time through the KV cache (decode path)\n"
@@ -20,7 +25,7 @@ static void usage(FILE *f) {
 }
 
 int moec_cmd_logits(int argc, char **argv) {
-    const char *model = NULL, *ids_s = NULL, *out = NULL;
+    const char *model = NULL, *ids_s = NULL, *ids_file = NULL, *out = NULL;
     long threads = 0, moe_k = 0;
     int step = 0;
     for (int i = 1; i < argc; i++) {
@@ -31,6 +36,7 @@ int moec_cmd_logits(int argc, char **argv) {
             return 0;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
         else if (!strcmp(a, "--ids") && v) ids_s = argv[++i];
+        else if (!strcmp(a, "--ids-file") && v) ids_file = argv[++i];
         else if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && v) out = argv[++i];
         else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             if (!cli_parse_int("logits", a, argv[++i], 1, 1024, &threads)) return 2;
@@ -42,12 +48,24 @@ int moec_cmd_logits(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model || !ids_s || !out) {
-        fprintf(stderr, "moec logits: -m DIR, --ids LIST and -o FILE are required (see moec logits --help)\n");
+    if (!model || !ids_s == !ids_file || !out) {
+        fprintf(stderr, "moec logits: -m DIR, one of --ids LIST or --ids-file PATH, and -o FILE are required (see "
+                        "moec logits --help)\n");
         return 2;
     }
     int32_t *ids = NULL, n = 0;
-    if (!cli_parse_ids("logits", ids_s, &ids, &n)) return 2;
+    if (ids_file) {
+        char *text = NULL;
+        size_t len = 0;
+        if (!cli_read_input("logits", "--ids-file", ids_file, IDS_FILE_MAX, &text, &len)) return 1;
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) text[--len] = 0;
+        const int ok = strlen(text) == len && cli_parse_ids("logits", text, &ids, &n);
+        if (strlen(text) != len) fprintf(stderr, "moec logits: --ids-file %s: contains a NUL byte\n", ids_file);
+        free(text);
+        if (!ok) return 2;
+    } else if (!cli_parse_ids("logits", ids_s, &ids, &n)) {
+        return 2;
+    }
 
     moec_error err = {0};
     moec_model_params mp = moec_model_default_params();
@@ -58,7 +76,11 @@ int moec_cmd_logits(int argc, char **argv) {
     int rc = 1;
     if (moec_model_open(&m, model, &mp, &err)) goto fail;
     const moec_model_info *info = moec_model_get_info(m);
-    if (moec_session_new(&s, m, n < info->n_ctx_max ? n : info->n_ctx_max, &err) ||
+    if (n > info->n_ctx_max) { /* before the [n, V] logits are allocated */
+        fprintf(stderr, "moec logits: %d ids exceed the model's context of %d tokens\n", n, info->n_ctx_max);
+        goto done;
+    }
+    if (moec_session_new(&s, m, n, &err) ||
         moec_session_set_experts_per_token(s, (int32_t)moe_k, &err))
         goto fail;
     logits = malloc((size_t)n * (size_t)info->n_vocab * sizeof(float));

@@ -25,6 +25,14 @@ int cli_parse_float(const char *cmd, const char *flag, const char *s, double lo,
 /* Parses "1,2,3" into a malloc'ed int32 array (caller frees); prints an error and returns 0 on bad input. */
 int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n);
 
+/* Reads a whole input named on the command line into a NUL-terminated malloc'ed buffer (caller
+ * frees): a regular file, a FIFO (`<(...)`), or "-" for standard input (whatever it is). At most
+ * max bytes: a regular file's size is checked before reading, a stream is read up to max + 1
+ * bytes, so memory stays bounded either way. Directories and devices given by name are refused
+ * before reading (/dev/zero would never end). On error prints one line naming flag and path and
+ * returns 0. Argument strings are capped at 128 KiB by Linux; this is how longer inputs come in. */
+int cli_read_input(const char *cmd, const char *flag, const char *path, size_t max, char **data, size_t *len);
+
 /* Monotonic clock in seconds, for tokens/s. */
 double cli_now_s(void);
 /* 1 if path is a regular file starting with the GGUF magic. */
