@@ -93,15 +93,7 @@ static void scores(const moec_router_cfg *c, const float *z, int E, float *s) {
         for (int e = 0; e < E; e++) s[e] = 1.f / (1.f + expf(-z[e]));
         return;
     }
-    float m = z[0];
-    for (int e = 1; e < E; e++) m = z[e] > m ? z[e] : m;
-    double sum = 0.0;
-    for (int e = 0; e < E; e++) {
-        s[e] = expf(z[e] - m);
-        sum += s[e];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int e = 0; e < E; e++) s[e] *= inv;
+    moec_router_softmax_row(z, E, s);
 }
 
 /* Pre-scale weights of one token's k slots from its picks ex [k] (< 0: no expert): a [k] before
