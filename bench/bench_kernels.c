@@ -19,7 +19,7 @@ static double now_s(void) {
 }
 
 static void run(int N, int K, int T, moec_dtype dt) {
-    const size_t es = moec_dtype_size(dt), sz = (size_t)N * K * es;
+    const size_t sz = (size_t)N * moec_row_bytes(dt, K);
     const int pool = (int)(512u * 1024 * 1024 / sz) + 1; /* ~512 MB of weights */
     unsigned char *w = malloc(sz * (size_t)pool);
     float *x = malloc(sizeof(float) * (size_t)T * K), *y = malloc(sizeof(float) * (size_t)T * N);

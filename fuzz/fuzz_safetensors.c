@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             size_t n = (size_t)t->numel < 64 ? (size_t)t->numel : 64;
             moec_to_f32(tmp, t->data, t->dtype, n);
             if (t->numel > 0) { /* the last element too */
-                const uint8_t *last = (const uint8_t *)t->data + t->nbytes - moec_dtype_size(t->dtype);
+                const uint8_t *last = (const uint8_t *)t->data + t->nbytes - moec_dtype_info(t->dtype)->block_bytes;
                 moec_to_f32(tmp, last, t->dtype, 1);
             }
         }

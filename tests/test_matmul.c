@@ -43,7 +43,7 @@ int main(void) {
     const int Ks[] = {8, 13, 64, 100};
     const int Ns[] = {1, 4, 7, 33};
     const int Ts[] = {1, 2, 3, 9, 70};
-    for (int dt = 0; dt < MOEC_DTYPE_COUNT; dt++) {
+    for (int dt = 0; dt <= MOEC_DTYPE_BF16; dt++) { /* the float formats */
         for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
             for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
                 for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {

@@ -3,13 +3,27 @@
 
 #include <math.h>
 
-const char *moec_dtype_name(moec_dtype t) {
-    switch (t) {
-    case MOEC_DTYPE_F32: return "F32";
-    case MOEC_DTYPE_F16: return "F16";
-    case MOEC_DTYPE_BF16: return "BF16";
-    default: return "?";
-    }
+#include "core/error.h"
+
+static const moec_dtype_traits k_traits[MOEC_DTYPE_COUNT] = {
+    [MOEC_DTYPE_F32] = {"F32", 1, 4, 0},
+    [MOEC_DTYPE_F16] = {"F16", 1, 2, 0},
+    [MOEC_DTYPE_BF16] = {"BF16", 1, 2, 0},
+    [MOEC_DTYPE_Q8_0] = {"Q8_0", MOEC_QBLOCK, sizeof(moec_block_q8_0), 1},
+    [MOEC_DTYPE_Q4_0] = {"Q4_0", MOEC_QBLOCK, sizeof(moec_block_q4_0), 1},
+};
+
+const moec_dtype_traits *moec_dtype_info(moec_dtype t) {
+    MOEC_ASSERT((unsigned)t < MOEC_DTYPE_COUNT);
+    return &k_traits[t];
+}
+
+const char *moec_dtype_name(moec_dtype t) { return (unsigned)t < MOEC_DTYPE_COUNT ? k_traits[t].name : "?"; }
+
+size_t moec_row_bytes(moec_dtype t, int64_t n) {
+    const moec_dtype_traits *tr = moec_dtype_info(t);
+    MOEC_ASSERT(n >= 0 && n % tr->block == 0);
+    return (size_t)(n / tr->block) * tr->block_bytes;
 }
 
 float moec_f16_to_f32(uint16_t h) {
@@ -47,6 +61,27 @@ void moec_to_f32(float *dst, const void *src, moec_dtype t, size_t n) {
             dst[i] = moec_f16_to_f32(h);
         }
         break;
-    default: break;
+    case MOEC_DTYPE_Q8_0:
+        MOEC_ASSERT(n % MOEC_QBLOCK == 0);
+        for (size_t b = 0; b < n / MOEC_QBLOCK; b++) {
+            moec_block_q8_0 blk;
+            memcpy(&blk, p + b * sizeof blk, sizeof blk);
+            const float d = moec_f16_to_f32(blk.d);
+            for (int j = 0; j < MOEC_QBLOCK; j++) dst[b * MOEC_QBLOCK + j] = d * (float)blk.qs[j];
+        }
+        break;
+    case MOEC_DTYPE_Q4_0:
+        MOEC_ASSERT(n % MOEC_QBLOCK == 0);
+        for (size_t b = 0; b < n / MOEC_QBLOCK; b++) {
+            moec_block_q4_0 blk;
+            memcpy(&blk, p + b * sizeof blk, sizeof blk);
+            const float d = moec_f16_to_f32(blk.d);
+            for (int j = 0; j < MOEC_QBLOCK / 2; j++) {
+                dst[b * MOEC_QBLOCK + j] = d * (float)((blk.qs[j] & 0x0f) - 8);
+                dst[b * MOEC_QBLOCK + j + MOEC_QBLOCK / 2] = d * (float)((blk.qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    default: MOEC_ASSERT(!"unknown dtype");
     }
 }

@@ -1,4 +1,8 @@
-/* dtype.h — storage dtypes of weights and their conversions to fp32 (compute is fp32). */
+/* dtype.h — the storage formats of weights, behind one traits table: elements per block, bytes
+ * per block, and so the bytes of a row. Float formats (F32, F16, BF16) are blocks of one element;
+ * the quantized ones (Q8_0, Q4_0) are ggml's blocks bit for bit (docs/formats.md), so a GGUF file's
+ * Q8_0/Q4_0 tensors are used in place. Compute is fp32; kernels read the blocks directly
+ * (src/nn/matmul.c), the scalar conversions here are the oracle. */
 #ifndef MOEC_CORE_DTYPE_H
 #define MOEC_CORE_DTYPE_H
 
@@ -6,10 +10,43 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef enum { MOEC_DTYPE_F32 = 0, MOEC_DTYPE_F16, MOEC_DTYPE_BF16, MOEC_DTYPE_COUNT } moec_dtype;
+typedef enum {
+    MOEC_DTYPE_F32 = 0,
+    MOEC_DTYPE_F16,
+    MOEC_DTYPE_BF16,
+    MOEC_DTYPE_Q8_0, /* 32 int8 with one fp16 scale: value = d * q */
+    MOEC_DTYPE_Q4_0, /* 32 4-bit with one fp16 scale: value = d * (q - 8) */
+    MOEC_DTYPE_COUNT
+} moec_dtype;
 
-static inline size_t moec_dtype_size(moec_dtype t) { return t == MOEC_DTYPE_F32 ? 4 : 2; }
+typedef struct {
+    const char *name;   /* "F32", "Q8_0", ... (the safetensors / GGUF spelling) */
+    int64_t block;      /* elements per block */
+    size_t block_bytes; /* bytes per block */
+    int quantized;      /* 1 for the block formats with a scale */
+} moec_dtype_traits;
+
+/* Traits of t; aborts on a value outside the enum (an unknown format never passes silently). */
+const moec_dtype_traits *moec_dtype_info(moec_dtype t);
 const char *moec_dtype_name(moec_dtype t);
+
+/* Bytes of n elements of t; n must be a multiple of the block (rows of quantized weights are
+ * whole blocks: readers check it when they load). */
+size_t moec_row_bytes(moec_dtype t, int64_t n);
+
+/* ggml's Q8_0 and Q4_0 blocks (ggml-common.h): the scale d is IEEE fp16. Q4_0 packs element j in
+ * the low nibble of qs[j] and element j + 16 in the high nibble, for j < 16. */
+#define MOEC_QBLOCK 32
+typedef struct {
+    uint16_t d;
+    int8_t qs[MOEC_QBLOCK];
+} moec_block_q8_0;
+typedef struct {
+    uint16_t d;
+    uint8_t qs[MOEC_QBLOCK / 2];
+} moec_block_q4_0;
+_Static_assert(sizeof(moec_block_q8_0) == 34, "Q8_0 block is 34 bytes");
+_Static_assert(sizeof(moec_block_q4_0) == 18, "Q4_0 block is 18 bytes");
 
 static inline float moec_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -29,7 +66,8 @@ static inline uint16_t moec_f32_to_bf16(float f) {
 
 float moec_f16_to_f32(uint16_t h);
 
-/* Converts n elements of dtype t starting at src (any alignment) to fp32. */
+/* Converts n elements of t starting at src (any alignment) to fp32 (dequantizes; n a multiple of
+ * the block). */
 void moec_to_f32(float *dst, const void *src, moec_dtype t, size_t n);
 
 #endif

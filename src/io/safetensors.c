@@ -174,7 +174,7 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
                           path, name, b, e, data_size);
             break;
         }
-        size_t es = moec_dtype_size(t->dtype);
+        size_t es = moec_dtype_info(t->dtype)->block_bytes; /* float formats: blocks of 1 */
         if (e - b != numel * es) {
             st = moec_err(err, MOEC_ERR_FORMAT,
                           "%s: tensor '%s' data_offsets span %" PRIu64 " bytes but its shape and dtype need %" PRIu64,

@@ -33,7 +33,7 @@ moec_status moec_st_write(const char *path, const moec_st_entry *entries, int n,
             }
     }
     qsort(order, (size_t)n, sizeof *order, cmp_entry);
-    const size_t es = moec_dtype_size(dtype);
+    const size_t es = moec_dtype_info(dtype)->block_bytes; /* float formats: blocks of 1 */
     /* header */
     size_t cap = 64 + (size_t)n * 256, len = 0, data_bytes = 0;
     char *hdr = malloc(cap);

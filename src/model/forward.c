@@ -20,7 +20,7 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
     omp_set_num_threads(m->n_threads);
 #endif
     moec_layer_acts *a = &s->acts;
-    const size_t row_bytes = (size_t)d * moec_dtype_size(m->tok_embd.dtype);
+    const size_t row_bytes = moec_row_bytes(m->tok_embd.dtype, d);
     for (int t = 0; t < T; t++) {
         moec_to_f32(a->x + (size_t)t * d, (const char *)m->tok_embd.data + (size_t)ids[t] * row_bytes,
                     m->tok_embd.dtype, (size_t)d);

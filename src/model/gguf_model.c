@@ -329,7 +329,7 @@ static moec_status bind_spec(moec_gguf_model *gm, const moec_gguf_arch *ga, cons
     out->shape[1] = sp->n_dims == 2 ? sp->shape[1] : 0;
     out->numel = sp->numel;
     out->data = src;
-    out->nbytes = (size_t)sp->numel * moec_dtype_size(out->dtype);
+    out->nbytes = moec_row_bytes(out->dtype, sp->numel);
     return MOEC_OK;
 }
 

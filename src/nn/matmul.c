@@ -3,8 +3,10 @@
  * Runtime dispatch picks AVX2+FMA when the CPU has it, else a portable scalar loop. */
 #include "nn/matmul.h"
 
+#include "core/cpu.h"
 #include "core/error.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -35,7 +37,7 @@ static void rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, cons
                         int T, int64_t n0, int64_t n1) {
     const int64_t K = W->cols;
     for (int64_t n = n0; n < n1; n++) {
-        const char *wr = (const char *)W->data + (size_t)n * (size_t)K * moec_dtype_size(W->dtype);
+        const char *wr = (const char *)W->data + (size_t)n * moec_row_bytes(W->dtype, K);
         for (int t = 0; t < T; t++) {
             const float *xr = x + (size_t)t * (size_t)ldx;
             float acc = 0.f;
@@ -73,7 +75,7 @@ AVX2_FN static inline float hsum(__m256 v) {
 #define DEFINE_TILE(NAME, DT)                                                                                  \
     AVX2_FN static void NAME(float *out, const float *x, int64_t ldx, const void *w, int64_t K, int64_t N, int T, int64_t n, \
                              int64_t nr, const float *bias) {                                                  \
-        const size_t es = moec_dtype_size(DT), rs = (size_t)K * es;                                           \
+        const size_t es = moec_dtype_info(DT)->block_bytes, rs = (size_t)K * es;                                           \
         const char *w0 = (const char *)w + (size_t)n * rs;                                                     \
         const char *w1 = nr > 1 ? w0 + rs : w0, *w2 = nr > 2 ? w0 + 2 * rs : w0, *w3 = nr > 3 ? w0 + 3 * rs : w0; \
         const int64_t K8 = K & ~(int64_t)7;                                                                    \
@@ -174,7 +176,7 @@ AVX2_FN static inline void transpose8(__m256 r[8]) {
 /* P[k*16 + j] = W[n + j][k] for j < nr, 0 for nr <= j < 16. */
 AVX2_FN static void pack_panel(float *P, const moec_mat *W, int64_t n, int nr) {
     const int64_t K = W->cols, K8 = K & ~(int64_t)7;
-    const size_t es = moec_dtype_size(W->dtype), rs = (size_t)K * es;
+    const size_t es = moec_dtype_info(W->dtype)->block_bytes, rs = (size_t)K * es;
     const char *base = (const char *)W->data + (size_t)n * rs;
     for (int64_t k = 0; k < K8; k += 8)
         for (int j0 = 0; j0 < PANEL; j0 += 8) {
@@ -355,17 +357,11 @@ typedef void (*rows_fn)(float *, int64_t, const float *, int64_t, const moec_mat
                         int64_t);
 
 static rows_fn pick(const char **name) {
-    const char *force = getenv("MOEC_SIMD");
 #ifdef MOEC_X86
-    if (!(force && !strcmp(force, "scalar"))) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-            *name = "avx2";
-            return rows_avx2;
-        }
+    if (moec_cpu_isa() >= MOEC_ISA_AVX2) { /* AVX-512 machines run the AVX2 kernels for now */
+        *name = "avx2";
+        return rows_avx2;
     }
-#else
-    (void)force;
 #endif
     *name = "scalar";
     return rows_scalar;
@@ -373,14 +369,13 @@ static rows_fn pick(const char **name) {
 
 static rows_fn g_rows;
 static const char *g_name;
+static pthread_once_t g_rows_once = PTHREAD_ONCE_INIT;
 
+static void pick_once(void) { g_rows = pick(&g_name); }
+
+/* Chosen once (pthread_once): expert threads call this concurrently on their first GEMM. */
 static rows_fn get_rows(void) {
-    if (!g_rows) {
-        const char *name = NULL;
-        rows_fn f = pick(&name);
-        g_name = name;
-        g_rows = f; /* idempotent race: every thread computes the same value */
-    }
+    pthread_once(&g_rows_once, pick_once);
     return g_rows;
 }
 

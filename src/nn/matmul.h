@@ -25,7 +25,7 @@ void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bia
 void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
                       const float *bias, int T, int64_t n0, int64_t n1);
 
-/* Which kernel is in use ("avx2" or "scalar"); MOEC_SIMD=scalar forces the scalar one. */
+/* Which kernel is in use ("avx2" or "scalar"); MOEC_ISA=scalar forces the scalar one (core/cpu.h). */
 const char *moec_matmul_kernel_name(void);
 
 /* Scalar oracle, for tests. */
