@@ -2,6 +2,9 @@
 #include "core/cpu.h"
 
 #include <pthread.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,14 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static const char *const k_isa_names[MOEC_ISA_COUNT] = {"scalar", "avx2", "avx512"};
 
+#if defined(__x86_64__) || defined(__i386__)
+static unsigned long long xgetbv0(void) {
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
 static int has(const moec_cpu_features *f, moec_isa isa) {
     switch (isa) {
     case MOEC_ISA_SCALAR: return 1;
@@ -22,20 +33,38 @@ static int has(const moec_cpu_features *f, moec_isa isa) {
     }
 }
 
-static void detect(void) {
+static void read_x86(moec_cpu_features *f) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    g_feat.avx2 = __builtin_cpu_supports("avx2");
-    g_feat.fma = __builtin_cpu_supports("fma");
-    g_feat.f16c = __builtin_cpu_supports("f16c");
-    g_feat.avx512f = __builtin_cpu_supports("avx512f");
-    g_feat.avx512bw = __builtin_cpu_supports("avx512bw");
-    g_feat.avx512vl = __builtin_cpu_supports("avx512vl");
-    g_feat.avx512dq = __builtin_cpu_supports("avx512dq");
-    g_feat.avx512bf16 = __builtin_cpu_supports("avx512bf16");
-    g_feat.avx512vnni = __builtin_cpu_supports("avx512vnni");
-    g_feat.avxvnni = __builtin_cpu_supports("avxvnni");
+    /* CPUID bits (Intel SDM vol. 2A, CPUID), and XGETBV: the OS must save the YMM / ZMM state. */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    const int osxsave = (c >> 27) & 1;
+    const unsigned long long xcr0 = osxsave ? xgetbv0() : 0;
+    const int ymm_ok = (xcr0 & 0x6) == 0x6, zmm_ok = (xcr0 & 0xe6) == 0xe6;
+    f->fma = ymm_ok && ((c >> 12) & 1);
+    f->f16c = ymm_ok && ((c >> 29) & 1);
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        f->avx2 = ymm_ok && ((b >> 5) & 1);
+        f->avx512f = zmm_ok && ((b >> 16) & 1);
+        f->avx512dq = zmm_ok && ((b >> 17) & 1);
+        f->avx512bw = zmm_ok && ((b >> 30) & 1);
+        f->avx512vl = zmm_ok && ((b >> 31) & 1);
+        f->avx512vnni = zmm_ok && ((c >> 11) & 1);
+        const unsigned max_sub = a;
+        if (max_sub >= 1) {
+            __cpuid_count(7, 1, a, b, c, d);
+            f->avxvnni = ymm_ok && ((a >> 4) & 1);
+            f->avx512bf16 = zmm_ok && ((a >> 5) & 1);
+        }
+    }
+#else
+    (void)f;
 #endif
+}
+
+static void detect(void) {
+    read_x86(&g_feat);
     const struct {
         const char *name;
         int on;
