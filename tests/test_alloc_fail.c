@@ -1,5 +1,7 @@
-/* test_alloc_fail.c — walks the error paths of model open and tokenizer load by failing the
- * N-th allocation, for N = 1, 2, ... until the call succeeds (as Lua's ltests.c does). Each
+/* test_alloc_fail.c — walks the error paths of model open (safetensors and GGUF), tokenizer
+ * load + encode + decode, session creation + prefill + decode, data open and a training
+ * --resume by failing the N-th allocation, for N = 1, 2, ... until the call succeeds (as Lua's
+ * ltests.c does); a failed resume must leave a checkpoint that still opens. Each
  * failing call must return an error status with a message (never crash, never report success
  * with a missing piece); in the ASan build, LeakSanitizer then checks at exit that every error
  * path freed what it built. The hook: this executable is linked with
@@ -16,8 +18,11 @@
 #include "text/bpe_train.h"
 #include "text/regex.h"
 #include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/trainer.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -141,55 +146,164 @@ static void test_hook_reaches_libraries(void) {
 
 /* ---------------------------------------------------------------- the walks */
 
-static void walk_model(const char *dir) {
+/* One attempt of the operation under test, with allocation N armed to fail: builds, uses and
+ * frees everything itself; returns its status, with a message in err on failure. `bad` is set
+ * when a failure broke an invariant (a half-built object handed out). */
+typedef moec_status (*attempt_fn)(void *ctx, moec_error *err, int *bad);
+
+/* Fails allocation 1, 2, ... until the whole attempt runs without reaching the armed one. */
+static void walk(const char *what, attempt_fn attempt, void *ctx) {
     long n, errors = 0;
-    for (n = 1; n < 100000; n++) {
-        moec_model *m = NULL;
+    for (n = 1; n < 200000; n++) {
         moec_error err = {0};
+        int bad = 0;
         arm(n);
-        moec_status st = moec_model_open(&m, dir, NULL, &err);
+        moec_status st = attempt(ctx, &err, &bad);
         const long used = g_count;
         arm(0);
-        if (st == MOEC_OK) {
-            CHECK(m != NULL, "model open succeeded without a model at N = %ld", n);
-            moec_model_close(m);
-            if (used < n) break; /* allocation n was never reached: every error path has been walked */
-            continue;            /* a failure handled without an error (none expected, but not wrong) */
+        CHECK(!bad, "%s failing at allocation %ld: broke an invariant (status %d)", what, n, st);
+        if (used < n) { /* allocation n was never reached: every error path has been walked */
+            CHECK(st == MOEC_OK, "%s fails without an allocation failure: %s", what, err.msg);
+            break;
         }
+        if (st == MOEC_OK) continue;          /* the failed allocation was handled without an error */
         errors++;
-        CHECK(m == NULL && err.msg[0], "model open failing at allocation %ld: status %d, message '%s'", n, st,
-              err.msg);
+        CHECK(err.msg[0], "%s failing at allocation %ld: status %d without a message", what, n, st);
     }
-    printf("model open: %ld allocations walked, %ld failed cleanly\n", n - 1, errors);
-    CHECK(n > 1 && n < 100000, "model open allocates and finishes (%ld)", n);
+    printf("%s: %ld allocations walked, %ld failed cleanly\n", what, n - 1, errors);
+    CHECK(n > 1 && n < 200000, "%s allocates and finishes (%ld)", what, n);
 }
 
-static void walk_tokenizer(const char *path) {
-    long n, errors = 0;
-    for (n = 1; n < 100000; n++) {
-        moec_tokenizer *tok = NULL;
-        moec_error err = {0};
-        arm(n);
-        moec_status st = moec_tokenizer_load(&tok, path, &err);
-        int32_t *ids = NULL;
-        size_t n_ids = 0;
-        if (st == MOEC_OK) st = moec_tokenizer_encode(tok, "the quick fox <|endoftext|>", 27, &ids, &n_ids, &err);
-        char *text = NULL;
-        size_t len = 0;
-        if (st == MOEC_OK) st = moec_tokenizer_decode(tok, ids, n_ids, 0, &text, &len, &err);
+static moec_status attempt_model_open(void *ctx, moec_error *err, int *bad) {
+    moec_model *m = NULL;
+    moec_status st = moec_model_open(&m, ctx, NULL, err);
+    *bad = (st == MOEC_OK) != (m != NULL);
+    moec_model_close(m);
+    return st;
+}
+
+static moec_status attempt_tokenizer(void *ctx, moec_error *err, int *bad) {
+    moec_tokenizer *tok = NULL;
+    moec_status st = moec_tokenizer_load(&tok, ctx, err);
+    *bad = (st == MOEC_OK) != (tok != NULL);
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (st == MOEC_OK) st = moec_tokenizer_encode(tok, "the quick fox <|endoftext|>", 27, &ids, &n_ids, err);
+    char *text = NULL;
+    size_t len = 0;
+    if (st == MOEC_OK) st = moec_tokenizer_decode(tok, ids, n_ids, 0, &text, &len, err);
+    free(text);
+    free(ids);
+    moec_tokenizer_free(tok);
+    return st;
+}
+
+/* A session on an open model (opened outside the armed window): creation, a 3-token prefill
+ * and one decode step through the KV cache. */
+static moec_status attempt_session(void *ctx, moec_error *err, int *bad) {
+    moec_session *s = NULL;
+    moec_status st = moec_session_new(&s, ctx, 16, err);
+    *bad = (st == MOEC_OK) != (s != NULL);
+    static float logits[40];
+    const int32_t ids[3] = {1, 2, 3}, next = 4;
+    if (st == MOEC_OK) st = moec_session_forward(s, ids, 3, logits, 0, err);
+    if (st == MOEC_OK) st = moec_session_forward(s, &next, 1, logits, 0, err);
+    moec_session_free(s);
+    return st;
+}
+
+/* Opening a data directory and drawing a batch from it. */
+static moec_status attempt_data(void *ctx, moec_error *err, int *bad) {
+    moec_data_reader *r = NULL;
+    moec_status st = moec_data_open(&r, ctx, err);
+    *bad = (st == MOEC_OK) != (r != NULL);
+    moec_data_close(r);
+    return st;
+}
+
+/* --resume of a one-step run to step 2: the run directory is restored from a pristine copy
+ * before each attempt (outside the armed window), so every attempt resumes the same state. */
+typedef struct {
+    moec_train_params p;
+    char run[400], pristine[400];
+} resume_ctx;
+
+/* A flat directory (a checkpoint), file by file, in C: cp's fork + exec per attempt would
+ * dominate the walk's time. */
+static void copy_dir(const char *from, const char *to) {
+    moec_error err = {0};
+    struct stat sb;
+    if ((lstat(to, &sb) == 0 && moec_rmtree(to, &err)) || mkdir(to, 0755)) {
+        fprintf(stderr, "fixture: cannot recreate %s: %s\n", to, err.msg);
+        exit(2);
+    }
+    DIR *d = opendir(from);
+    struct dirent *e;
+    static char buf[1 << 16];
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char a[600], b[600];
+        snprintf(a, sizeof a, "%s/%s", from, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", to, e->d_name);
+        FILE *in = fopen(a, "rb"), *out = fopen(b, "wb");
+        size_t n;
+        while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+        if (!in || !out || ferror(in) || fclose(out)) {
+            fprintf(stderr, "fixture: cannot copy %s\n", a);
+            exit(2);
+        }
+        fclose(in);
+    }
+    if (!d) exit(2);
+    closedir(d);
+}
+
+static moec_status attempt_resume(void *ctx, moec_error *err, int *bad) {
+    resume_ctx *c = ctx;
+    const long armed = g_fail_at;
+    arm(0);
+    copy_dir(c->pristine, c->run);
+    arm(armed);
+    moec_status st = moec_train_run(&c->p, err);
+    if (st != MOEC_OK) { /* a failed resume must leave a checkpoint that still opens */
         const long used = g_count;
         arm(0);
-        free(text);
-        free(ids);
-        moec_tokenizer_free(tok);
-        if (st == MOEC_OK && used < n) break; /* the whole sequence ran without reaching allocation n */
-        if (st == MOEC_OK) continue;          /* the failed allocation was handled and retried elsewhere */
-        errors++;
-        CHECK(err.msg[0], "tokenizer load/encode/decode failing at allocation %ld: status %d without a message", n,
-              st);
+        moec_model *m = NULL;
+        moec_error e2 = {0};
+        *bad = moec_model_open(&m, c->run, NULL, &e2) != MOEC_OK;
+        if (*bad) fprintf(stderr, "after a failed resume (%s): %s\n", err->msg, e2.msg);
+        moec_model_close(m);
+        arm(armed);
+        g_count = used; /* the check's allocations do not count towards the attempt */
     }
-    printf("tokenizer load + encode + decode: %ld allocations walked, %ld failed cleanly\n", n - 1, errors);
-    CHECK(n > 1 && n < 100000, "tokenizer walk finishes (%ld)", n);
+    return st;
+}
+
+static void write_data(const char *dir) {
+    static const int32_t d0[] = {5, 6, 7, 8, 9, 1}, d1[] = {10, 11, 1}, d2[] = {12, 13, 14, 15, 1};
+    const int32_t *const docs[] = {d0, d1, d2};
+    const uint64_t lens[] = {6, 3, 5};
+    const uint32_t dom[] = {0, 1, 0};
+    const uint8_t split[] = {MOEC_DATA_TRAIN, MOEC_DATA_TRAIN, MOEC_DATA_VAL};
+    const char *const names[] = {"prose", "code"};
+    moec_data_write_params p = {0};
+    p.tokenizer_path = "tokenizer.json";
+    p.fingerprint = 1;
+    p.n_vocab = 40;
+    p.eot_id = 1;
+    p.n_domains = 2;
+    p.domain_names = names;
+    p.n_docs = 3;
+    p.doc_tokens = docs;
+    p.doc_n_tokens = lens;
+    p.doc_domain = dom;
+    p.doc_split = split;
+    p.max_shard_tokens = 8; /* two shards */
+    moec_error err = {0};
+    if (moec_data_write(dir, &p, &err)) {
+        fprintf(stderr, "fixture data: %s\n", err.msg);
+        exit(2);
+    }
 }
 
 int main(void) {
@@ -200,8 +314,59 @@ int main(void) {
     write_model(g_root);
     write_tokenizer(tok);
     test_hook_reaches_libraries();
-    walk_model(g_root);
-    walk_tokenizer(tok);
+    walk("model open", attempt_model_open, g_root);
+    walk("tokenizer load + encode + decode", attempt_tokenizer, tok);
+
+    moec_model *m = NULL;
+    moec_error err = {0};
+    CHECK(moec_model_open(&m, g_root, NULL, &err) == MOEC_OK, "fixture model opens: %s", err.msg);
+    if (m) walk("session new + prefill + decode", attempt_session, m);
+    moec_model_close(m);
+
+    char gguf[400];
+    snprintf(gguf, sizeof gguf, "%s/model.gguf", g_root);
+    moec_gguf_export_params gp = moec_gguf_export_default_params();
+    gp.no_tokenizer = 1;
+    CHECK(moec_export_gguf(g_root, gguf, &gp, &err) == MOEC_OK, "fixture GGUF exports: %s", err.msg);
+    walk("GGUF model open", attempt_model_open, gguf);
+
+    char data[400];
+    snprintf(data, sizeof data, "%s/data", g_root);
+    write_data(data);
+    walk("data open", attempt_data, data);
+
+    resume_ctx rc;
+    rc.p = moec_train_default_params();
+    char cfg[400];
+    snprintf(cfg, sizeof cfg, "%s/config.json", g_root);
+    snprintf(rc.run, sizeof rc.run, "%s/run", g_root);
+    snprintf(rc.pristine, sizeof rc.pristine, "%s/run-step1", g_root);
+    rc.p.config_path = cfg;
+    rc.p.data_dir = data;
+    rc.p.out_dir = rc.pristine;
+    rc.p.steps = 2;
+    rc.p.stop_after = 1; /* interrupted after step 1, as a kill would */
+    rc.p.batch = 2;
+    rc.p.seq = 4;
+    rc.p.threads = 1;
+    rc.p.eval_every = 0;
+    rc.p.eval_batches = 1;
+    rc.p.progress = 0;
+    FILE *devnull = fopen("/dev/null", "w");
+    rc.p.log = devnull;
+    CHECK(moec_train_run(&rc.p, &err) == MOEC_OK, "fixture run trains one step: %s", err.msg);
+    rc.p.out_dir = rc.run;
+    rc.p.config_path = NULL;
+    rc.p.resume = 1;
+    rc.p.stop_after = 0;
+    copy_dir(rc.pristine, rc.run);
+    arm(1L << 40);
+    moec_status rst = moec_train_run(&rc.p, &err);
+    const long n_resume = g_count;
+    arm(0);
+    CHECK(rst == MOEC_OK && n_resume > 100, "fixture resume runs (%ld allocations): %s", n_resume, err.msg);
+    walk("train --resume one more step", attempt_resume, &rc);
+    fclose(devnull);
     moec_rmtree(g_root, NULL);
     return test_finish("test_alloc_fail");
 }

@@ -77,7 +77,12 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
         free(s);
         return st;
     }
-    moec_rope_fill(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, &hp->rope);
+    if (moec_rope_fill(s->rope_cos, s->rope_sin, n_ctx, hp->head_dim, &hp->rope)) {
+        moec_layer_acts_free(&s->acts);
+        free(s->block);
+        free(s);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory filling the rotary tables");
+    }
     moec_rng_seed(&s->serve_rng, 0x7407); /* fixed: a fresh session serves reproducibly */
     moec_rng_seed(&s->seq_rng, moec_rng_u64(&s->serve_rng));
     *out = s;

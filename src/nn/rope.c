@@ -77,10 +77,10 @@ void moec_rope_inv_freq(const moec_rope_cfg *c, int hd, int64_t seq_len, double 
     }
 }
 
-void moec_rope_fill(float *cos_tab, float *sin_tab, int n_ctx, int hd, const moec_rope_cfg *cfg) {
+int moec_rope_fill(float *cos_tab, float *sin_tab, int n_ctx, int hd, const moec_rope_cfg *cfg) {
     const int half = hd / 2;
     double *inv = malloc((size_t)half * sizeof *inv);
-    MOEC_ASSERT(inv); /* hd/2 doubles, next to the tables the caller allocated */
+    if (!inv) return -1;
     double af = 1.0;
     for (int p = 0; p < n_ctx; p++) {
         if (p == 0 || (cfg->type == MOEC_ROPE_DYNAMIC && p + 1 > cfg->max_pos)) moec_rope_inv_freq(cfg, hd, p + 1, inv, &af);
@@ -91,4 +91,5 @@ void moec_rope_fill(float *cos_tab, float *sin_tab, int n_ctx, int hd, const moe
         }
     }
     free(inv);
+    return 0;
 }

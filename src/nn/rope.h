@@ -42,6 +42,7 @@ void moec_rope_inv_freq(const moec_rope_cfg *cfg, int hd, int64_t seq_len, doubl
  * moec_rope_pos read. Position p uses the frequencies for seq_len = p + 1: for every type but
  * "dynamic" that is one table; for "dynamic" it equals transformers' token-by-token decoding
  * (its prefill of a prompt longer than max_pos uses the prompt length for all positions). */
-void moec_rope_fill(float *cos_tab, float *sin_tab, int n_ctx, int hd, const moec_rope_cfg *cfg);
+/* Returns 0, or -1 when its hd/2-double scratch cannot be allocated (tables untouched). */
+int moec_rope_fill(float *cos_tab, float *sin_tab, int n_ctx, int hd, const moec_rope_cfg *cfg);
 
 #endif

@@ -159,7 +159,7 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
     m->inp = m->pos + BS;
     m->tgt = m->pos + 2 * BS;
     for (size_t t = 0; t < BS; t++) m->pos[t] = (int32_t)(t % (size_t)S);
-    moec_rope_fill(m->rope_cos, m->rope_sin, S, hp->head_dim, &hp->rope);
+    if (moec_rope_fill(m->rope_cos, m->rope_sin, S, hp->head_dim, &hp->rope)) goto oom;
     *out = m;
     return MOEC_OK;
 oom:
