@@ -1,6 +1,6 @@
-/* fuzz_cli_args.c — the CLI's numeric and list argument parsers (tools/moec/cli_util.c):
- * byte 0 picks cli_parse_int, cli_parse_float or cli_parse_ids, the rest is the argument
- * string. A value that is accepted must be inside the stated range; ids must be non-negative.
+/* fuzz_cli_args.c — the CLI's argument and line parsers (tools/moec/cli_util.c): byte 0 picks
+ * cli_parse_int, cli_parse_float, cli_parse_ids, cli_ids_parse (a --decode-jsonl line) or
+ * cli_json_string_line (a --jsonl line); the rest is the argument string or line. A value that is accepted must be inside the stated range; ids must be non-negative.
  * The parsers print one line on bad input; stderr is muted around each call. */
 #include "commands.h"
 #include "fuzz_util.h"
@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s[size - 1] = 0;
     const int saved = dup(2);
     dup2(g_null, 2);
-    switch (data[0] % 3) {
+    switch (data[0] % 5) {
     case 0: {
         long v;
         if (cli_parse_int("fuzz", "-n", s, -5, 1L << 20, &v) && (v < -5 || v > 1L << 20)) abort();
@@ -35,6 +35,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 1: {
         double v;
         if (cli_parse_float("fuzz", "--temp", s, 0.0, 100.0, &v) && !(v >= 0.0 && v <= 100.0)) abort();
+        break;
+    }
+    case 3: {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        const char *why = NULL;
+        if (cli_ids_parse(s, &ids, &n, &why)) {
+            for (size_t i = 0; i < n; i++)
+                if (ids[i] < 0) abort();
+            free(ids);
+        } else if (!why) abort();
+        break;
+    }
+    case 4: { /* the line without its NUL, as getline hands it over (embedded NULs included) */
+        size_t n = 0;
+        const char *why = NULL;
+        const char *o = cli_json_string_line(s, size - 1, &n, &why);
+        if (o ? (o < s || o + n > s + size - 1) : !why) abort();
         break;
     }
     default: {

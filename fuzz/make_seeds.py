@@ -242,7 +242,11 @@ def cli_seeds():
     return {"int": b"\x0042", "int_neg": b"\x00-3", "int_huge": b"\x0099999999999999999999", "float": b"\x010.8",
             "float_nan": b"\x01nan", "float_exp": b"\x011e308", "ids": b"\x021,2,3", "ids_bad": b"\x021,,2",
             "ids_neg": b"\x02-1", "ids_json": b"\x02[1, 2, 3]", "ids_huge": b"\x02" + b"4294967296",
-            "ids_many": b"\x02" + b",".join([b"7"] * 5000)}
+            "ids_many": b"\x02" + b",".join([b"7"] * 5000),
+            # --decode-jsonl and --jsonl lines (tokenize)
+            "line_ids": b"\x03[1, 2, 3]\n", "line_ids_empty": b"\x03[]", "line_ids_open": b"\x03[4, 5",
+            "line_str": b'\x04"hello \\u00e9 \\ud83d\\ude00 \\n"\n', "line_str_nul": b'\x04  "\\u0000x"  \r\n',
+            "line_str_bad": b'\x04"lone \\ud800"', "line_str_ctrl": b'\x04"tab\there"'}
 
 
 def write_set(root, harness, seeds):

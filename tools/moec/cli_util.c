@@ -43,42 +43,175 @@ int cli_parse_float(const char *cmd, const char *flag, const char *s, double lo,
     return 1;
 }
 
-int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n) {
+static int put_utf8(char *o, size_t *k, unsigned long cp) {
+    if (cp < 0x80) {
+        o[(*k)++] = (char)cp;
+    } else if (cp < 0x800) {
+        o[(*k)++] = (char)(0xC0 | (cp >> 6));
+        o[(*k)++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        o[(*k)++] = (char)(0xE0 | (cp >> 12));
+        o[(*k)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[(*k)++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+        o[(*k)++] = (char)(0xF0 | (cp >> 18));
+        o[(*k)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        o[(*k)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[(*k)++] = (char)(0x80 | (cp & 0x3F));
+    }
+    return 1;
+}
+
+static int hex4(const char *s, unsigned long *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        unsigned d;
+        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
+        else return 0;
+        *v = *v * 16 + d;
+    }
+    return 1;
+}
+
+/* Decodes one JSON string literal filling the whole line (surrounding blanks allowed) in place.
+ * Unlike cJSON this keeps \u0000. Returns NULL with *why set on error. */
+char *cli_json_string_line(char *line, size_t n, size_t *out_len, const char **why) {
+    size_t a = 0;
+    while (a < n && (line[a] == ' ' || line[a] == '\t')) a++;
+    while (n > a && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
+    if (n - a < 2 || line[a] != '"' || line[n - 1] != '"') {
+        *why = "expected a JSON string";
+        return NULL;
+    }
+    char *o = line + a; /* output never outruns input */
+    size_t k = 0;
+    for (size_t i = a + 1; i < n - 1; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if (c == '"' || c < 0x20) {
+            *why = "unescaped quote or control character in JSON string";
+            return NULL;
+        }
+        if (c != '\\') {
+            o[k++] = (char)c;
+            continue;
+        }
+        if (++i >= n - 1) {
+            *why = "dangling backslash in JSON string";
+            return NULL;
+        }
+        switch (line[i]) {
+        case '"': o[k++] = '"'; break;
+        case '\\': o[k++] = '\\'; break;
+        case '/': o[k++] = '/'; break;
+        case 'b': o[k++] = '\b'; break;
+        case 'f': o[k++] = '\f'; break;
+        case 'n': o[k++] = '\n'; break;
+        case 'r': o[k++] = '\r'; break;
+        case 't': o[k++] = '\t'; break;
+        case 'u': {
+            unsigned long cp, lo;
+            if (i + 4 > n - 2) {
+                *why = "truncated \\u escape";
+                return NULL;
+            }
+            if (!hex4(line + i + 1, &cp)) {
+                *why = "bad \\u escape";
+                return NULL;
+            }
+            i += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (i + 6 > n - 2 || line[i + 1] != '\\' || line[i + 2] != 'u' ||
+                    !hex4(line + i + 3, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
+                    *why = "unpaired surrogate in JSON string";
+                    return NULL;
+                }
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                i += 6;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                *why = "unpaired surrogate in JSON string";
+                return NULL;
+            }
+            put_utf8(o, &k, cp);
+            break;
+        }
+        default:
+            *why = "unknown escape in JSON string";
+            return NULL;
+        }
+    }
+    *out_len = k;
+    return o;
+}
+
+/* "1,2,3" (or "" for none) -> malloc'ed ids; also accepts "[1, 2, 3]" for --decode-jsonl. */
+int cli_ids_parse(const char *s, int32_t **ids, size_t *n, const char **why) {
     size_t cap = 16, len = 0;
     int32_t *v = malloc(cap * sizeof *v);
     if (!v) {
-        fprintf(stderr, "moec %s: out of memory\n", cmd);
+        *why = "out of memory";
         return 0;
     }
     const char *p = s;
-    while (p && *p) {
+    while (*p == ' ' || *p == '\t') p++;
+    int bracket = *p == '[';
+    if (bracket) p++;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p || *p == ']' || *p == '\n' || *p == '\r') break;
         char *end = NULL;
         errno = 0;
         long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
-            fprintf(stderr, "moec %s: --ids expects comma-separated non-negative integers, bad at '%s'\n", cmd, p);
+        if (end == p || errno || x < 0 || x > INT32_MAX) {
             free(v);
+            *why = "expected comma-separated non-negative integers";
             return 0;
         }
         if (len == cap) {
-            int32_t *nv = realloc(v, 2 * cap * sizeof *v);
+            int32_t *nv = realloc(v, 2 * cap * sizeof *nv);
             if (!nv) {
                 free(v);
-                fprintf(stderr, "moec %s: out of memory\n", cmd);
+                *why = "out of memory";
                 return 0;
             }
             v = nv;
             cap *= 2;
         }
         v[len++] = (int32_t)x;
-        p = *end ? end + 1 : end;
+        p = end;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == ',') p++;
+        else if (*p && *p != ']' && *p != '\n' && *p != '\r') {
+            free(v);
+            *why = "expected comma-separated non-negative integers";
+            return 0;
+        }
     }
-    if (len == 0) {
-        fprintf(stderr, "moec %s: --ids is empty\n", cmd);
+    if (bracket && *p != ']') {
         free(v);
+        *why = "missing ']'";
         return 0;
     }
     *ids = v;
+    *n = len;
+    return 1;
+}
+
+int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n) {
+    const char *why = NULL;
+    size_t len = 0;
+    if (!cli_ids_parse(s, ids, &len, &why)) {
+        fprintf(stderr, "moec %s: --ids: %s\n", cmd, why);
+        return 0;
+    }
+    if (len == 0 || len > INT32_MAX) {
+        fprintf(stderr, "moec %s: --ids is %s\n", cmd, len ? "too long" : "empty");
+        free(*ids);
+        *ids = NULL;
+        return 0;
+    }
     *n = (int32_t)len;
     return 1;
 }

@@ -38,109 +38,6 @@ static void print_ids(const int32_t *ids, size_t n) {
     putchar('\n');
 }
 
-static int put_utf8(char *o, size_t *k, unsigned long cp) {
-    if (cp < 0x80) {
-        o[(*k)++] = (char)cp;
-    } else if (cp < 0x800) {
-        o[(*k)++] = (char)(0xC0 | (cp >> 6));
-        o[(*k)++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        o[(*k)++] = (char)(0xE0 | (cp >> 12));
-        o[(*k)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[(*k)++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-        o[(*k)++] = (char)(0xF0 | (cp >> 18));
-        o[(*k)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        o[(*k)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[(*k)++] = (char)(0x80 | (cp & 0x3F));
-    }
-    return 1;
-}
-
-static int hex4(const char *s, unsigned long *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = s[i];
-        unsigned d;
-        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-        else return 0;
-        *v = *v * 16 + d;
-    }
-    return 1;
-}
-
-/* Decodes one JSON string literal filling the whole line (surrounding blanks allowed) in place.
- * Unlike cJSON this keeps \u0000. Returns NULL with *why set on error. */
-static char *json_string(char *line, size_t n, size_t *out_len, const char **why) {
-    size_t a = 0;
-    while (a < n && (line[a] == ' ' || line[a] == '\t')) a++;
-    while (n > a && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t')) n--;
-    if (n - a < 2 || line[a] != '"' || line[n - 1] != '"') {
-        *why = "expected a JSON string";
-        return NULL;
-    }
-    char *o = line + a; /* output never outruns input */
-    size_t k = 0;
-    for (size_t i = a + 1; i < n - 1; i++) {
-        unsigned char c = (unsigned char)line[i];
-        if (c == '"' || c < 0x20) {
-            *why = "unescaped quote or control character in JSON string";
-            return NULL;
-        }
-        if (c != '\\') {
-            o[k++] = (char)c;
-            continue;
-        }
-        if (++i >= n - 1) {
-            *why = "dangling backslash in JSON string";
-            return NULL;
-        }
-        switch (line[i]) {
-        case '"': o[k++] = '"'; break;
-        case '\\': o[k++] = '\\'; break;
-        case '/': o[k++] = '/'; break;
-        case 'b': o[k++] = '\b'; break;
-        case 'f': o[k++] = '\f'; break;
-        case 'n': o[k++] = '\n'; break;
-        case 'r': o[k++] = '\r'; break;
-        case 't': o[k++] = '\t'; break;
-        case 'u': {
-            unsigned long cp, lo;
-            if (i + 4 > n - 2) {
-                *why = "truncated \\u escape";
-                return NULL;
-            }
-            if (!hex4(line + i + 1, &cp)) {
-                *why = "bad \\u escape";
-                return NULL;
-            }
-            i += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (i + 6 > n - 2 || line[i + 1] != '\\' || line[i + 2] != 'u' ||
-                    !hex4(line + i + 3, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
-                    *why = "unpaired surrogate in JSON string";
-                    return NULL;
-                }
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                i += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                *why = "unpaired surrogate in JSON string";
-                return NULL;
-            }
-            put_utf8(o, &k, cp);
-            break;
-        }
-        default:
-            *why = "unknown escape in JSON string";
-            return NULL;
-        }
-    }
-    *out_len = k;
-    return o;
-}
-
 /* Writes s as a JSON string literal (non-ASCII left as UTF-8). */
 static void print_json_string(const char *s, size_t n) {
     putchar('"');
@@ -154,59 +51,6 @@ static void print_json_string(const char *s, size_t n) {
         else putchar(c);
     }
     fputs("\"\n", stdout);
-}
-
-/* "1,2,3" (or "" for none) -> malloc'ed ids; also accepts "[1, 2, 3]" for --decode-jsonl. */
-static int parse_ids(const char *s, int32_t **ids, size_t *n, const char **why) {
-    size_t cap = 16, len = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) {
-        *why = "out of memory";
-        return 0;
-    }
-    const char *p = s;
-    while (*p == ' ' || *p == '\t') p++;
-    int bracket = *p == '[';
-    if (bracket) p++;
-    for (;;) {
-        while (*p == ' ' || *p == '\t') p++;
-        if (!*p || *p == ']' || *p == '\n' || *p == '\r') break;
-        char *end = NULL;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > INT32_MAX) {
-            free(v);
-            *why = "expected comma-separated non-negative integers";
-            return 0;
-        }
-        if (len == cap) {
-            int32_t *nv = realloc(v, 2 * cap * sizeof *nv);
-            if (!nv) {
-                free(v);
-                *why = "out of memory";
-                return 0;
-            }
-            v = nv;
-            cap *= 2;
-        }
-        v[len++] = (int32_t)x;
-        p = end;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == ',') p++;
-        else if (*p && *p != ']' && *p != '\n' && *p != '\r') {
-            free(v);
-            *why = "expected comma-separated non-negative integers";
-            return 0;
-        }
-    }
-    if (bracket && *p != ']') {
-        free(v);
-        *why = "missing ']'";
-        return 0;
-    }
-    *ids = v;
-    *n = len;
-    return 1;
 }
 
 /* ---------------------------------------------------------------- modes */
@@ -327,7 +171,7 @@ static int for_each_line(const char *path, const moec_tokenizer *tok, int skip, 
         if (decode) {
             int32_t *ids = NULL;
             size_t n = 0;
-            if (!parse_ids(line, &ids, &n, &why)) {
+            if (!cli_ids_parse(line, &ids, &n, &why)) {
                 rc = fail_line(path, lineno, why);
                 break;
             }
@@ -335,7 +179,7 @@ static int for_each_line(const char *path, const moec_tokenizer *tok, int skip, 
             free(ids);
         } else {
             size_t n = 0;
-            char *s = json_string(line, (size_t)got, &n, &why);
+            char *s = cli_json_string_line(line, (size_t)got, &n, &why);
             rc = s ? encode_print(tok, s, n) : fail_line(path, lineno, why);
         }
     }
@@ -386,7 +230,7 @@ int moec_cmd_tokenize(int argc, char **argv) {
     size_t n_ids = 0;
     if (ids_arg) {
         const char *why = NULL;
-        if (!parse_ids(ids_arg, &ids, &n_ids, &why)) {
+        if (!cli_ids_parse(ids_arg, &ids, &n_ids, &why)) {
             fprintf(stderr, "moec tokenize: --decode: %s, got '%s'\n", why, ids_arg);
             return 2;
         }

@@ -24,6 +24,13 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, lon
 int cli_parse_float(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out);
 /* Parses "1,2,3" into a malloc'ed int32 array (caller frees); prints an error and returns 0 on bad input. */
 int cli_parse_ids(const char *cmd, const char *s, int32_t **ids, int32_t *n);
+/* "1,2,3", "[1, 2, 3]" or "" (none) -> malloc'ed ids (*ids set, also when empty); 0 with *why
+ * (a static message) on error. The --ids flags and the --decode-jsonl lines. */
+int cli_ids_parse(const char *s, int32_t **ids, size_t *n, const char **why);
+/* One JSON string literal filling a line of n bytes (blanks and the newline around it allowed),
+ * decoded in place (\u0000 kept, unlike cJSON); returns its start (length in *out_len) or NULL
+ * with *why set. The --jsonl lines. */
+char *cli_json_string_line(char *line, size_t n, size_t *out_len, const char **why);
 
 /* Reads a whole input named on the command line into a NUL-terminated malloc'ed buffer (caller
  * frees): a regular file, a FIFO (`<(...)`), or "-" for standard input (whatever it is). At most
