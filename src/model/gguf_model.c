@@ -199,8 +199,16 @@ static moec_status fill_hparams(moec_gguf_model *gm, const moec_gguf_arch *ga, m
         cJSON_Delete(eos);
         return moec_err(err, MOEC_ERR_OOM, "out of memory");
     }
-    cJSON_AddItemToObject(root, "mlp_only_layers", dense);
-    cJSON_AddItemToObject(root, "eos_token_id", eos);
+    /* every add is checked: a config built with a field missing would parse with its default */
+    const int own_dense = cJSON_AddItemToObject(root, "mlp_only_layers", dense);
+    const int own_eos = cJSON_AddItemToObject(root, "eos_token_id", eos);
+    if (!own_dense || !own_eos) {
+        if (!own_dense) cJSON_Delete(dense);
+        if (!own_eos) cJSON_Delete(eos);
+        cJSON_Delete(root);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    int ok = 1;
     for (int il = 0; il < n_layer && !st; il++) {
         const moec_gguf_tensor *r = layer_tensor(g, il, "ffn_gate_inp.weight");
         if (!r && !arch->has_dense_layers) {
@@ -215,7 +223,7 @@ static moec_status fill_hparams(moec_gguf_model *gm, const moec_gguf_arch *ga, m
         if (st) break;
         int64_t *ff = r ? &ff_exp : &ff_dense;
         if (!*ff) *ff = t->ne[1];
-        if (!r) cJSON_AddItemToArray(dense, cJSON_CreateNumber(il));
+        if (!r) ok &= cJSON_AddItemToArray(dense, cJSON_CreateNumber(il)) != 0;
         const moec_gguf_tensor *sh = r && arch->key_ff_shared ? layer_tensor(g, il, "ffn_gate_shexp.weight") : NULL;
         if (sh && !ff_shared && sh->ne[1] <= width) ff_shared = sh->ne[1];
     }
@@ -227,36 +235,36 @@ static moec_status fill_hparams(moec_gguf_model *gm, const moec_gguf_arch *ga, m
                                       "tokenizer.ggml.eom_token_id"};
     for (size_t i = 0; i < sizeof eog / sizeof eog[0] && !st; i++) {
         if ((st = moec_gguf_get_int(g, eog[i], 1, -1, -1, INT32_MAX, &id, err))) break;
-        if (id >= 0 && id < n_vocab) cJSON_AddItemToArray(eos, cJSON_CreateNumber((double)id));
+        if (id >= 0 && id < n_vocab) ok &= cJSON_AddItemToArray(eos, cJSON_CreateNumber((double)id)) != 0;
     }
     if (st) {
         cJSON_Delete(root);
         return st;
     }
-    cJSON_AddStringToObject(root, "model_type", ga->model_type);
-    cJSON_AddNumberToObject(root, "vocab_size", (double)n_vocab);
-    cJSON_AddNumberToObject(root, "hidden_size", n_embd);
-    cJSON_AddNumberToObject(root, "num_hidden_layers", n_layer);
-    cJSON_AddNumberToObject(root, "num_attention_heads", n_head);
-    cJSON_AddNumberToObject(root, "num_key_value_heads", n_head_kv);
-    if (arch->reads_head_dim) cJSON_AddNumberToObject(root, "head_dim", head_dim);
-    cJSON_AddNumberToObject(root, "max_position_embeddings", max_pos);
-    cJSON_AddNumberToObject(root, arch->key_n_expert, n_expert);
-    cJSON_AddNumberToObject(root, "num_experts_per_tok", n_used);
-    cJSON_AddNumberToObject(root, arch->key_ff_expert, (double)ff_exp);
-    if (ff_dense) cJSON_AddNumberToObject(root, "intermediate_size", (double)ff_dense);
-    if (arch->key_ff_shared) cJSON_AddNumberToObject(root, arch->key_ff_shared, (double)ff_shared);
-    cJSON_AddNumberToObject(root, "decoder_sparse_step", 1);
-    cJSON_AddNumberToObject(root, "rope_theta", theta);
-    cJSON_AddNumberToObject(root, "rms_norm_eps", eps);
-    cJSON_AddBoolToObject(root, "tie_word_embeddings", moec_gguf_find_tensor(g, "output.weight") == NULL);
-    cJSON_AddStringToObject(root, "hidden_act", "silu");
-    if (arch->topk_norm == MOEC_TOPK_NORM_CONFIG) cJSON_AddBoolToObject(root, "norm_topk_prob", ga->norm_topk);
-    if (arch->attn_bias == MOEC_ATTN_BIAS_CONFIG_ALL) cJSON_AddBoolToObject(root, "attention_bias", qkv_bias);
-    if (arch->attn_bias == MOEC_ATTN_BIAS_QKV) cJSON_AddBoolToObject(root, "qkv_bias", qkv_bias);
-    if (clamp > 0) cJSON_AddNumberToObject(root, "clip_qkv", clamp);
-    if (bos >= 0 && bos < n_vocab) cJSON_AddNumberToObject(root, "bos_token_id", (double)bos);
-    char *json = cJSON_PrintUnformatted(root);
+    ok &= cJSON_AddStringToObject(root, "model_type", ga->model_type) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "vocab_size", (double)n_vocab) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "hidden_size", n_embd) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "num_hidden_layers", n_layer) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "num_attention_heads", n_head) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "num_key_value_heads", n_head_kv) != NULL;
+    if (arch->reads_head_dim) ok &= cJSON_AddNumberToObject(root, "head_dim", head_dim) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "max_position_embeddings", max_pos) != NULL;
+    ok &= cJSON_AddNumberToObject(root, arch->key_n_expert, n_expert) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "num_experts_per_tok", n_used) != NULL;
+    ok &= cJSON_AddNumberToObject(root, arch->key_ff_expert, (double)ff_exp) != NULL;
+    if (ff_dense) ok &= cJSON_AddNumberToObject(root, "intermediate_size", (double)ff_dense) != NULL;
+    if (arch->key_ff_shared) ok &= cJSON_AddNumberToObject(root, arch->key_ff_shared, (double)ff_shared) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "decoder_sparse_step", 1) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "rope_theta", theta) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "rms_norm_eps", eps) != NULL;
+    ok &= cJSON_AddBoolToObject(root, "tie_word_embeddings", moec_gguf_find_tensor(g, "output.weight") == NULL) != NULL;
+    ok &= cJSON_AddStringToObject(root, "hidden_act", "silu") != NULL;
+    if (arch->topk_norm == MOEC_TOPK_NORM_CONFIG) ok &= cJSON_AddBoolToObject(root, "norm_topk_prob", ga->norm_topk) != NULL;
+    if (arch->attn_bias == MOEC_ATTN_BIAS_CONFIG_ALL) ok &= cJSON_AddBoolToObject(root, "attention_bias", qkv_bias) != NULL;
+    if (arch->attn_bias == MOEC_ATTN_BIAS_QKV) ok &= cJSON_AddBoolToObject(root, "qkv_bias", qkv_bias) != NULL;
+    if (clamp > 0) ok &= cJSON_AddNumberToObject(root, "clip_qkv", clamp) != NULL;
+    if (bos >= 0 && bos < n_vocab) ok &= cJSON_AddNumberToObject(root, "bos_token_id", (double)bos) != NULL;
+    char *json = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (!json) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     char where[4200];

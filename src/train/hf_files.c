@@ -184,8 +184,12 @@ static moec_status make_config(moec_hf_files *out, const moec_hparams *hp, const
     if (ok && !cJSON_GetObjectItemCaseSensitive(root, "pad_token_id")) ok = put(root, "pad_token_id", cJSON_CreateNull());
     ok = ok && moec_hparams_apply_defaults(root, a);
     cJSON *archs = cJSON_CreateArray();
-    ok = ok && archs && cJSON_AddItemToArray(archs, cJSON_CreateString(a->hf_class));
-    ok = ok && put(root, "architectures", archs);
+    if (archs && !cJSON_AddItemToArray(archs, cJSON_CreateString(a->hf_class))) {
+        cJSON_Delete(archs);
+        archs = NULL;
+    }
+    if (ok) ok = put(root, "architectures", archs); /* put owns archs from here, also when it fails */
+    else cJSON_Delete(archs);
     ok = ok && put(root, "model_type", cJSON_CreateString(a->model_type));
     /* the checkpoint holds fp32 master weights; transformers 5 writes "dtype" */
     cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
@@ -201,7 +205,8 @@ static moec_status make_config(moec_hf_files *out, const moec_hparams *hp, const
         cJSON *lt = cJSON_CreateArray();
         for (int i = 0; ok && lt && i < hp->n_layer; i++)
             ok = cJSON_AddItemToArray(lt, cJSON_CreateString(hp->layer_swa[i] ? "sliding_attention" : "full_attention"));
-        ok = ok && put(root, "layer_types", lt);
+        if (ok) ok = put(root, "layer_types", lt);
+        else cJSON_Delete(lt);
     }
     if (ok && !get(root, "eos_token_id") && eot_id >= 0) ok = put(root, "eos_token_id", cJSON_CreateNumber(eot_id));
     if (ok) out->config = print_sorted(root);
