@@ -64,7 +64,7 @@ static char g_root[256];
 
 /* A small Mixtral checkpoint: config.json and zero weights for every tensor it implies. */
 static void write_model(const char *dir) {
-    static const char cfg[] = "{\"model_type\": \"mixtral\", \"vocab_size\": 40, \"hidden_size\": 8, "
+    static const char cfg[] = "{\"model_type\": \"mixtral\", \"vocab_size\": 280, \"hidden_size\": 8, "
                               "\"intermediate_size\": 8, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
                               "\"num_key_value_heads\": 1, \"num_local_experts\": 3, \"num_experts_per_tok\": 2}";
     char p[512];
@@ -81,7 +81,7 @@ static void write_model(const char *dir) {
     int64_t n = moec_model_tensor_specs(&hp, NULL);
     moec_tensor_spec *specs = calloc((size_t)n, sizeof *specs);
     moec_st_entry *e = calloc((size_t)n, sizeof *e);
-    static float zeros[40 * 8];
+    static float zeros[280 * 8]; /* the largest tensor: the embedding */
     moec_model_tensor_specs(&hp, specs);
     for (int64_t i = 0; i < n; i++) {
         e[i].name = specs[i].name;
@@ -182,20 +182,47 @@ static moec_status attempt_model_open(void *ctx, moec_error *err, int *bad) {
     return st;
 }
 
+/* The tokenizer attempt: load, encode, decode; a run that succeeds despite a failed allocation
+ * must give the ids and text of an undisturbed run (no silently dropped token or merge). */
+typedef struct {
+    const char *path;
+    int32_t ids[64];
+    size_t n_ids;
+    char text[128];
+} tok_ctx;
+
+static const char k_tok_text[] = "the quick fox <|endoftext|>";
+
 static moec_status attempt_tokenizer(void *ctx, moec_error *err, int *bad) {
+    tok_ctx *c = ctx;
     moec_tokenizer *tok = NULL;
-    moec_status st = moec_tokenizer_load(&tok, ctx, err);
+    moec_status st = moec_tokenizer_load(&tok, c->path, err);
     *bad = (st == MOEC_OK) != (tok != NULL);
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (st == MOEC_OK) st = moec_tokenizer_encode(tok, "the quick fox <|endoftext|>", 27, &ids, &n_ids, err);
+    if (st == MOEC_OK) st = moec_tokenizer_encode(tok, k_tok_text, sizeof k_tok_text - 1, &ids, &n_ids, err);
     char *text = NULL;
     size_t len = 0;
     if (st == MOEC_OK) st = moec_tokenizer_decode(tok, ids, n_ids, 0, &text, &len, err);
+    if (st == MOEC_OK && c->n_ids) /* c->n_ids == 0: the reference run itself */
+        *bad |= n_ids != c->n_ids || memcmp(ids, c->ids, n_ids * sizeof *ids) || strcmp(text, c->text);
+    else if (st == MOEC_OK && n_ids <= 64 && len < sizeof c->text) {
+        memcpy(c->ids, ids, n_ids * sizeof *ids);
+        c->n_ids = n_ids;
+        memcpy(c->text, text, len + 1);
+    }
     free(text);
     free(ids);
     moec_tokenizer_free(tok);
     return st;
+}
+
+static void walk_tokenizer(const char *what, const char *path) {
+    tok_ctx c = {path, {0}, 0, {0}};
+    moec_error err = {0};
+    int bad = 0;
+    CHECK(attempt_tokenizer(&c, &err, &bad) == MOEC_OK && c.n_ids > 0, "%s: reference run: %s", what, err.msg);
+    walk(what, attempt_tokenizer, &c);
 }
 
 /* A session on an open model (opened outside the armed window): creation, a 3-token prefill
@@ -204,7 +231,7 @@ static moec_status attempt_session(void *ctx, moec_error *err, int *bad) {
     moec_session *s = NULL;
     moec_status st = moec_session_new(&s, ctx, 16, err);
     *bad = (st == MOEC_OK) != (s != NULL);
-    static float logits[40];
+    static float logits[280];
     const int32_t ids[3] = {1, 2, 3}, next = 4;
     if (st == MOEC_OK) st = moec_session_forward(s, ids, 3, logits, 0, err);
     if (st == MOEC_OK) st = moec_session_forward(s, &next, 1, logits, 0, err);
@@ -315,7 +342,7 @@ int main(void) {
     write_tokenizer(tok);
     test_hook_reaches_libraries();
     walk("model open", attempt_model_open, g_root);
-    walk("tokenizer load + encode + decode", attempt_tokenizer, tok);
+    walk_tokenizer("tokenizer load + encode + decode", tok);
 
     moec_model *m = NULL;
     moec_error err = {0};
@@ -329,6 +356,12 @@ int main(void) {
     gp.no_tokenizer = 1;
     CHECK(moec_export_gguf(g_root, gguf, &gp, &err) == MOEC_OK, "fixture GGUF exports: %s", err.msg);
     walk("GGUF model open", attempt_model_open, gguf);
+    /* a GGUF file with its vocabulary: the tokenizer is rebuilt from the GGUF metadata */
+    char gguf_tok[400];
+    snprintf(gguf_tok, sizeof gguf_tok, "%s/model-tok.gguf", g_root);
+    gp.no_tokenizer = 0;
+    CHECK(moec_export_gguf(g_root, gguf_tok, &gp, &err) == MOEC_OK, "fixture GGUF with vocabulary exports: %s", err.msg);
+    walk_tokenizer("tokenizer from GGUF load + encode + decode", gguf_tok);
 
     char data[400];
     snprintf(data, sizeof data, "%s/data", g_root);

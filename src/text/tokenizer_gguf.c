@@ -26,24 +26,48 @@ static const struct {
     {"llama3", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
 };
 
+/* Building the tokenizer.json tree: every add and push is checked. A failed one (out of memory)
+ * frees the orphaned item and sets tl_oom, which tk_gguf_tokenizer_json tests once before it
+ * prints: a tokenizer with a merge or a token lost to OOM would load and tokenize wrongly.
+ * Thread-local so that concurrent model opens do not see each other's failures. */
+static _Thread_local int tl_oom;
+
+static int add(cJSON *parent, const char *key, cJSON *item) {
+    if (!parent || !item || !cJSON_AddItemToObject(parent, key, item)) {
+        cJSON_Delete(item);
+        tl_oom = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static int push(cJSON *arr, cJSON *item) {
+    if (!arr || !item || !cJSON_AddItemToArray(arr, item)) {
+        cJSON_Delete(item);
+        tl_oom = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* A new object under parent[key]; NULL (and nothing leaked) on failure. */
 static cJSON *obj(cJSON *parent, const char *key) {
     cJSON *o = cJSON_CreateObject();
-    if (parent && o) cJSON_AddItemToObject(parent, key, o);
-    return o;
+    return add(parent, key, o) ? o : NULL;
 }
 
 static cJSON *typed(const char *type) {
     cJSON *o = cJSON_CreateObject();
-    if (o) cJSON_AddStringToObject(o, "type", type);
+    if (o) add(o, "type", cJSON_CreateString(type));
     return o;
 }
 
 static cJSON *bytelevel(int use_regex) {
     cJSON *o = typed("ByteLevel");
     if (!o) return NULL;
-    cJSON_AddBoolToObject(o, "add_prefix_space", 0);
-    cJSON_AddBoolToObject(o, "trim_offsets", 0);
-    cJSON_AddBoolToObject(o, "use_regex", use_regex);
+    add(o, "add_prefix_space", cJSON_CreateBool(0));
+    add(o, "trim_offsets", cJSON_CreateBool(0));
+    add(o, "use_regex", cJSON_CreateBool(use_regex));
     return o;
 }
 
@@ -54,8 +78,8 @@ static cJSON *replace(const char *from, const char *to) {
         cJSON_Delete(o);
         return NULL;
     }
-    cJSON_AddStringToObject(p, "String", from);
-    cJSON_AddStringToObject(o, "content", to);
+    add(p, "String", cJSON_CreateString(from));
+    add(o, "content", cJSON_CreateString(to));
     return o;
 }
 
@@ -117,9 +141,9 @@ static moec_status spm_merges(const moec_gguf_kv *toks, const moec_gguf_kv *scor
         char *a = dupn(&toks->strs[m[i].a]), *b = dupn(&toks->strs[m[i].b]);
         if (!pair || !a || !b) st = moec_err(err, MOEC_ERR_OOM, "out of memory");
         else {
-            cJSON_AddItemToArray(pair, cJSON_CreateString(a));
-            cJSON_AddItemToArray(pair, cJSON_CreateString(b));
-            cJSON_AddItemToArray(merges, pair);
+            push(pair, cJSON_CreateString(a));
+            push(pair, cJSON_CreateString(b));
+            push(merges, pair);
             pair = NULL;
         }
         cJSON_Delete(pair);
@@ -136,6 +160,7 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
     moec_gguf g;
     moec_status st = moec_gguf_open(&g, path, err);
     if (st) return st;
+    tl_oom = 0;
     cJSON *root = cJSON_CreateObject();
     char *model_name = NULL;
     moec_gguf_str mstr, pstr;
@@ -164,11 +189,14 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
         goto done;
     }
     cJSON *model = obj(root, "model"), *vocab = obj(model, "vocab"), *added = cJSON_CreateArray();
-    if (!model || !vocab || !added) goto oom;
-    cJSON_AddItemToObject(root, "added_tokens", added);
-    cJSON_AddStringToObject(model, "type", "BPE");
-    cJSON_AddBoolToObject(model, "byte_fallback", is_spm);
-    cJSON_AddBoolToObject(model, "fuse_unk", is_spm);
+    if (!model || !vocab || !added) {
+        cJSON_Delete(added);
+        goto oom;
+    }
+    add(root, "added_tokens", added);
+    add(model, "type", cJSON_CreateString("BPE"));
+    add(model, "byte_fallback", cJSON_CreateBool(is_spm));
+    add(model, "fuse_unk", cJSON_CreateBool(is_spm));
     int64_t unk = -1;
     if ((st = moec_gguf_get_int(&g, "tokenizer.ggml.unknown_token_id", 1, -1, -1, (int64_t)toks->n - 1, &unk, err)))
         goto done;
@@ -181,33 +209,33 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
             continue;
         }
         if (!cJSON_GetObjectItemCaseSensitive(vocab, t)) /* first id wins for a duplicated string */
-            cJSON_AddItemToObject(vocab, t, cJSON_CreateNumber((double)i));
+            add(vocab, t, cJSON_CreateNumber((double)i));
         if (ty == TT_CONTROL || ty == TT_USER_DEFINED || (is_spm && ty == TT_UNKNOWN)) {
             cJSON *a = cJSON_CreateObject();
             if (!a) {
                 free(t);
                 goto oom;
             }
-            cJSON_AddNumberToObject(a, "id", (double)i);
-            cJSON_AddStringToObject(a, "content", t);
-            cJSON_AddBoolToObject(a, "single_word", 0);
-            cJSON_AddBoolToObject(a, "lstrip", 0);
-            cJSON_AddBoolToObject(a, "rstrip", 0);
-            cJSON_AddBoolToObject(a, "normalized", 0);
-            cJSON_AddBoolToObject(a, "special", ty != TT_USER_DEFINED);
-            cJSON_AddItemToArray(added, a);
+            add(a, "id", cJSON_CreateNumber((double)i));
+            add(a, "content", cJSON_CreateString(t));
+            add(a, "single_word", cJSON_CreateBool(0));
+            add(a, "lstrip", cJSON_CreateBool(0));
+            add(a, "rstrip", cJSON_CreateBool(0));
+            add(a, "normalized", cJSON_CreateBool(0));
+            add(a, "special", cJSON_CreateBool(ty != TT_USER_DEFINED));
+            push(added, a);
         }
         free(t);
     }
     if (unk >= 0) {
         char *u = dupn(&toks->strs[unk]);
         if (!u) goto oom;
-        cJSON_AddStringToObject(model, "unk_token", u);
+        add(model, "unk_token", cJSON_CreateString(u));
         free(u);
     }
     cJSON *jm = cJSON_CreateArray();
     if (!jm) goto oom;
-    cJSON_AddItemToObject(model, "merges", jm);
+    add(model, "merges", jm);
     if (is_gpt2) {
         if (!merges) {
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: gpt2 tokenizer without tokenizer.ggml.merges", path);
@@ -216,7 +244,7 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
         for (uint64_t i = 0; i < merges->n; i++) {
             char *s = dupn(&merges->strs[i]);
             if (!s) goto oom;
-            cJSON_AddItemToArray(jm, cJSON_CreateString(s));
+            push(jm, cJSON_CreateString(s));
             free(s);
         }
         const char *regex = NULL;
@@ -233,7 +261,7 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
             goto done;
         }
         if (!regex) {
-            cJSON_AddItemToObject(root, "pre_tokenizer", bytelevel(1));
+            add(root, "pre_tokenizer", bytelevel(1));
         } else {
             cJSON *seq = typed("Sequence"), *arr = cJSON_CreateArray(), *split = typed("Split");
             cJSON *pat = obj(split, "pattern");
@@ -243,15 +271,15 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
                 cJSON_Delete(split);
                 goto oom;
             }
-            cJSON_AddStringToObject(pat, "Regex", regex);
-            cJSON_AddStringToObject(split, "behavior", "Isolated");
-            cJSON_AddBoolToObject(split, "invert", 0);
-            cJSON_AddItemToArray(arr, split);
-            cJSON_AddItemToArray(arr, bytelevel(0));
-            cJSON_AddItemToObject(seq, "pretokenizers", arr);
-            cJSON_AddItemToObject(root, "pre_tokenizer", seq);
+            add(pat, "Regex", cJSON_CreateString(regex));
+            add(split, "behavior", cJSON_CreateString("Isolated"));
+            add(split, "invert", cJSON_CreateBool(0));
+            push(arr, split);
+            push(arr, bytelevel(0));
+            add(seq, "pretokenizers", arr);
+            add(root, "pre_tokenizer", seq);
         }
-        cJSON_AddItemToObject(root, "decoder", bytelevel(1));
+        add(root, "decoder", bytelevel(1));
     } else {
         if ((st = spm_merges(toks, scores, types, jm, path, err))) goto done;
         int add_prefix = 1;
@@ -264,34 +292,35 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
         }
         if (add_prefix) {
             cJSON *pre = typed("Prepend");
-            if (pre) cJSON_AddStringToObject(pre, "prepend", "\xe2\x96\x81");
-            cJSON_AddItemToArray(nl, pre);
+            if (pre) add(pre, "prepend", cJSON_CreateString("\xe2\x96\x81"));
+            push(nl, pre);
         }
-        cJSON_AddItemToArray(nl, replace(" ", "\xe2\x96\x81"));
-        cJSON_AddItemToObject(norm, "normalizers", nl);
-        cJSON_AddItemToObject(root, "normalizer", norm);
-        cJSON_AddNullToObject(root, "pre_tokenizer");
+        push(nl, replace(" ", "\xe2\x96\x81"));
+        add(norm, "normalizers", nl);
+        add(root, "normalizer", norm);
+        add(root, "pre_tokenizer", cJSON_CreateNull());
         cJSON *dec = typed("Sequence"), *dl = cJSON_CreateArray();
         if (!dec || !dl) {
             cJSON_Delete(dec);
             cJSON_Delete(dl);
             goto oom;
         }
-        cJSON_AddItemToArray(dl, replace("\xe2\x96\x81", " "));
-        cJSON_AddItemToArray(dl, typed("ByteFallback"));
-        cJSON_AddItemToArray(dl, typed("Fuse"));
+        push(dl, replace("\xe2\x96\x81", " "));
+        push(dl, typed("ByteFallback"));
+        push(dl, typed("Fuse"));
         if (add_prefix) {
             cJSON *strip = typed("Strip");
             if (strip) {
-                cJSON_AddStringToObject(strip, "content", " ");
-                cJSON_AddNumberToObject(strip, "start", 1);
-                cJSON_AddNumberToObject(strip, "stop", 0);
+                add(strip, "content", cJSON_CreateString(" "));
+                add(strip, "start", cJSON_CreateNumber(1));
+                add(strip, "stop", cJSON_CreateNumber(0));
             }
-            cJSON_AddItemToArray(dl, strip);
+            push(dl, strip);
         }
-        cJSON_AddItemToObject(dec, "decoders", dl);
-        cJSON_AddItemToObject(root, "decoder", dec);
+        add(dec, "decoders", dl);
+        add(root, "decoder", dec);
     }
+    if (tl_oom) goto oom;
     char *text = cJSON_PrintUnformatted(root);
     if (!text) goto oom;
     *json = text;
