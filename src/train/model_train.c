@@ -32,7 +32,7 @@ struct moec_tmodel {
     int64_t global_tokens;
     moec_rng noise;
     int noise_on;
-    int64_t route_step; /* optimizer step of the following steps (moec_tmodel_set_step) */
+    int64_t route_step; /* 0-based optimizer step of the following steps (moec_tmodel_set_step) */
     moec_rng serve_rng; /* evaluation draws of random serving rules (THOR), reseeded every step */
     float *pair_p;      /* [2V] the pair step's softmax rows (moec_tmodel_pair_step) */
     uint8_t *psr_mask;            /* [n_layer, E] ReXMoE PSR masks of the current step (NULL: none) */
@@ -176,20 +176,20 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
     m->global_tokens = tokens;
 }
 
-void moec_tmodel_set_step(moec_tmodel *m, int64_t step) { m->route_step = step; }
 
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
     if (on) moec_rng_seed(&m->noise, seed);
     m->noise_on = on;
 }
 
-void moec_tmodel_set_route_step(moec_tmodel *m, int on, int64_t step, uint64_t seed) {
+void moec_tmodel_set_step(moec_tmodel *m, int64_t step, int train, uint64_t seed) {
     const moec_hparams *hp = &m->hp;
-    m->psr_on = on && m->psr_mask;
+    m->route_step = step;
+    m->psr_on = train && m->psr_mask;
     if (!m->psr_on) return;
     const size_t E = (size_t)hp->route.n_expert;
-    for (int il = 0; il < hp->n_layer; il++) {
-        moec_rex_mask(&hp->route, hp->n_expert, step, seed, il, m->psr_mask + (size_t)il * E);
+    for (int il = 0; il < hp->n_layer; il++) { /* PSR counts steps from 1 */
+        moec_rex_mask(&hp->route, hp->n_expert, step + 1, seed, il, m->psr_mask + (size_t)il * E);
         m->psr_opts[il] = (moec_route_opts){.expert_mask = m->psr_mask + (size_t)il * E};
     }
 }

@@ -44,9 +44,13 @@ void moec_tmodel_set_global_counts(moec_tmodel *m, const int64_t *counts, int64_
  * this seed (the trainer derives the seed from the run seed, the step and the micro-batch, so a
  * resumed run draws the same noise); on = 0 (the default; evaluation) turns it off. */
 void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
-/* The optimizer step the following steps belong to (routers with a schedule: EvoMoE's τ). 0 by
- * default; the trainer sets it each step, so a resumed run continues the schedule exactly. */
-void moec_tmodel_set_step(moec_tmodel *m, int64_t step);
+/* The optimizer step (0-based) the following steps belong to, the one place routing learns it:
+ * routers with a schedule follow it (EvoMoE's τ; evaluation's serving draws are seeded by it),
+ * and with train = 1 ReXMoE's Progressive Scaling Routing (config moec_rex_psr_*) masks the
+ * candidates that step leaves out of each layer's pool (moe/router.h moec_rex_mask, drawn from
+ * seed, step + 1 and the layer only), so a resumed run continues both exactly. train = 0 (the
+ * default; evaluation and inference) routes over the whole pool. Step 0 by default. */
+void moec_tmodel_set_step(moec_tmodel *m, int64_t step, int train, uint64_t seed);
 
 /* THOR's two passes (router two_pass; routers/thor.c): the same micro-batch through m1 and m2
  * (two workspaces on the same parameters, each with its own noise stream, set by the caller) and
@@ -57,11 +61,6 @@ void moec_tmodel_set_step(moec_tmodel *m, int64_t step);
 moec_status moec_tmodel_pair_step(moec_tmodel *m1, moec_tmodel *m2, const int32_t *tokens, float scale, float alpha,
                                   int backward, moec_tstep *out, moec_error *err);
 
-/* ReXMoE Progressive Scaling Routing (config moec_rex_psr_*): on = 1 masks, in every following
- * step, the candidates that optimizer step `step` leaves out of each layer's pool (moe/router.h
- * moec_rex_mask; drawn from seed, step and layer only, so a resumed run draws the same); on = 0
- * (the default; evaluation and inference) routes over the whole pool. No effect without PSR. */
-void moec_tmodel_set_route_step(moec_tmodel *m, int on, int64_t step, uint64_t seed);
 
 /* tokens [B, S + 1]: inputs are tokens[:, :S], targets tokens[:, 1:]. n_valid [B] (or NULL =
  * all S + 1) limits row b to its first n_valid[b] tokens: later targets are ignored (padding of

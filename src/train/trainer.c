@@ -722,9 +722,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         }
         const double t0 = now_s();
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
-        moec_tmodel_set_route_step(r.tm, 1, r.step + 1, p->seed); /* ReXMoE PSR masks of this step (steps count from 1) */
+        moec_tmodel_set_step(r.tm, r.step, 1, p->seed); /* schedules (EvoMoE τ) and ReXMoE's PSR masks of this step */
         double ce = 0, aux = 0, z = 0;
-        moec_tmodel_set_step(r.tm, r.step); /* routing schedules (EvoMoE τ) follow the optimizer step */
         int32_t *cnt = r.step_counts;
         memset(cnt, 0, (size_t)r.hp.n_layer * (size_t)E * sizeof *cnt);
         memset(r.step_layers, 0, (size_t)r.hp.n_layer * sizeof *r.step_layers);
@@ -748,7 +747,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
                                  &r.cursor, err);
             moec_tmodel_set_noise(r.tm, jitter, noise_seed(p->seed, r.step, a));
             if (r.tm2) { /* THOR: a second pass with its own stream, and the consistency loss */
-                moec_tmodel_set_step(r.tm2, r.step);
+                moec_tmodel_set_step(r.tm2, r.step, 1, p->seed); /* the same schedule and masks in both passes */
                 moec_tmodel_set_noise(r.tm2, 1, moec_mix64(noise_seed(p->seed, r.step, a) ^ 0x2d2d2d2dull));
                 if (!st) st = moec_tmodel_pair_step(r.tm, r.tm2, r.tokens, 1.f / (float)p->accum,
                                                     thp->route.consistency_alpha, 1, &o, err);
@@ -771,7 +770,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             }
         }
         moec_tmodel_set_noise(r.tm, 0, 0);
-        moec_tmodel_set_route_step(r.tm, 0, 0, 0);
+        moec_tmodel_set_step(r.tm, r.step, 0, 0); /* evaluation: the step's schedule, the whole pool */
+        if (r.tm2) moec_tmodel_set_step(r.tm2, r.step, 0, 0);
         if (st) goto done;
         const float lr = moec_lr_at(r.step, p->warmup, p->steps, p->lr, p->lr_min);
         int ok = isfinite(ce) && isfinite(aux) && isfinite(z);
