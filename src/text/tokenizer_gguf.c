@@ -193,7 +193,7 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
         cJSON_Delete(added);
         goto oom;
     }
-    add(root, "added_tokens", added);
+    if (!add(root, "added_tokens", added)) goto oom; /* freed by add: never fill it then */
     add(model, "type", cJSON_CreateString("BPE"));
     add(model, "byte_fallback", cJSON_CreateBool(is_spm));
     add(model, "fuse_unk", cJSON_CreateBool(is_spm));
@@ -235,7 +235,7 @@ moec_status tk_gguf_tokenizer_json(const char *path, char **json, size_t *len, m
     }
     cJSON *jm = cJSON_CreateArray();
     if (!jm) goto oom;
-    add(model, "merges", jm);
+    if (!add(model, "merges", jm)) goto oom;
     if (is_gpt2) {
         if (!merges) {
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: gpt2 tokenizer without tokenizer.ggml.merges", path);
