@@ -4,7 +4,13 @@
  * task. Threads claim with a compare-and-swap that also checks the generation, so a worker
  * that wakes late, after its job finished, can never take a task of the next one; and fn/ctx
  * are read only while holding an unfinished task, which keeps the caller from moving on. The
- * caller finishes when `done` reaches n_tasks, whether or not every worker showed up. */
+ * caller finishes when `done` reaches n_tasks, whether or not every worker showed up.
+ *
+ * n_tasks is read before the claim, so it must be the claimed job's: at the end of a job the
+ * caller closes the claim word (next = CLOSED) before it writes the next job's n_tasks, and all
+ * three are seq_cst. A claim that succeeds on (g, i) was ordered before the close, so the n it
+ * read was job g's (ThreadSanitizer found the version without the close: a worker holding
+ * (g, n_g) read the next job's larger n and claimed a task that did not exist). */
 #include "core/threads.h"
 
 #include "core/error.h"
@@ -28,6 +34,7 @@
 #endif
 
 #define DEFAULT_SPIN_US 50
+#define CLOSED 0xffffffffu /* next task of a finished job: >= any n_tasks */
 
 typedef struct {
     _Atomic uint32_t gen;      /* bumped per job (and to stop); the word idle workers sleep on */
@@ -87,21 +94,21 @@ static int spin_for(_Atomic uint32_t *w, uint32_t v, int want_ne) {
 
 /* ------------------------------------------------------------------ running tasks */
 
-/* Claims and runs tasks of job g until none are left; returns how many this thread ran. */
-static uint32_t run_tasks(uint32_t g, int tid) {
+/* Claims and runs tasks of job g until none are left; returns how many this thread ran and,
+ * if any, job g's task count in *n. */
+static uint32_t run_tasks(uint32_t g, int tid, uint32_t *n) {
     uint32_t mine = 0;
-    uint64_t v = atomic_load_explicit(&P.claim, memory_order_acquire);
+    uint64_t v = atomic_load(&P.claim);
     tl_in_task = 1;
     for (;;) {
         if ((uint32_t)(v >> 32) != g) break; /* a later job: ours is over */
-        const uint32_t i = (uint32_t)v;
-        if (i >= atomic_load_explicit(&P.n_tasks, memory_order_relaxed)) break;
-        if (!atomic_compare_exchange_weak_explicit(&P.claim, &v, v + 1, memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue; /* v now holds the current word */
+        const uint32_t i = (uint32_t)v, nt = atomic_load(&P.n_tasks);
+        if (i >= nt) break; /* all claimed, or closed */
+        if (!atomic_compare_exchange_weak(&P.claim, &v, v + 1)) continue; /* v: the current word */
+        *n = nt;
         P.fn(P.ctx, i, tid);
         mine++;
-        v = atomic_load_explicit(&P.claim, memory_order_acquire);
+        v = atomic_load(&P.claim);
     }
     tl_in_task = 0;
     return mine;
@@ -119,9 +126,8 @@ static void *worker(void *arg) {
         }
         seen = atomic_load_explicit(&P.gen, memory_order_acquire);
         if (atomic_load(&P.stop)) break;
-        /* n is read while our tasks are unfinished: the job (and n) cannot change under us */
-        const uint32_t n = atomic_load_explicit(&P.n_tasks, memory_order_relaxed);
-        const uint32_t mine = run_tasks(seen, tl_tid);
+        uint32_t n = 0;
+        const uint32_t mine = run_tasks(seen, tl_tid, &n);
         if (mine && atomic_fetch_add(&P.done, mine) + mine == n && atomic_load(&P.caller_asleep))
             futex_wake(&P.done, 1);
     }
@@ -209,16 +215,17 @@ void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
     const uint32_t n = (uint32_t)n_tasks;
     P.fn = fn;
     P.ctx = ctx;
-    atomic_store_explicit(&P.n_tasks, n, memory_order_relaxed);
+    atomic_store(&P.n_tasks, n);
     atomic_store_explicit(&P.done, 0, memory_order_relaxed);
     const uint32_t g = atomic_load_explicit(&P.gen, memory_order_relaxed) + 1;
-    atomic_store_explicit(&P.claim, (uint64_t)g << 32, memory_order_release);
+    atomic_store(&P.claim, (uint64_t)g << 32);
     atomic_store(&P.gen, g);
     if (atomic_load(&P.sleepers) > 0) futex_wake(&P.gen, INT_MAX);
 
     const int saved_tid = tl_tid;
     tl_tid = 0; /* the caller is thread 0 of the pool */
-    const uint32_t mine = run_tasks(g, 0);
+    uint32_t n_seen = 0;
+    const uint32_t mine = run_tasks(g, 0, &n_seen);
     tl_tid = saved_tid;
     uint32_t d = atomic_fetch_add(&P.done, mine) + mine;
     /* wait for tasks other threads still hold (a preempted worker gets our core if we sleep) */
@@ -227,6 +234,7 @@ void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
         while ((d = atomic_load(&P.done)) != n) futex_wait(&P.done, d);
         atomic_store(&P.caller_asleep, 0);
     }
+    atomic_store(&P.claim, (uint64_t)g << 32 | CLOSED); /* before the next job's n_tasks */
     pthread_mutex_unlock(&g_lock);
 }
 
