@@ -3,7 +3,8 @@
  *    cores), spinning (MOEC_SPIN default) and sleeping at once (MOEC_SPIN=0);
  *  - many more tasks than threads, and thousands of back-to-back small calls (lost wake-ups
  *    would hang here; ctest's timeout fails it);
- *  - nested calls run serially on the calling thread, with its tid;
+ *  - nested calls run serially on the calling thread, with its tid; a call inside a lone
+ *    (serial) task still runs all its tasks;
  *  - moec_parallel_range covers [0, n) once with the stated grain;
  *  - two user threads calling at once both get complete results;
  *  - a task that sleeps (a descheduled worker) does not lose the other tasks;
@@ -103,6 +104,17 @@ static void test_nested(int nt) {
     CHECK(!atomic_load(&j.tid_mismatch), "%d threads: a nested task ran with another thread's tid", nt);
 }
 
+static void lone_task(void *p, int64_t i, int tid) {
+    (void)i, (void)tid;
+    moec_parallel_for(1000, count_task, p);
+}
+
+static void test_lone(int nt) {
+    reset(&g_job, nt);
+    moec_parallel_for(1, lone_task, &g_job);
+    CHECK(all_once(&g_job, 1000), "%d threads: a call inside a lone task lost or doubled a task", nt);
+}
+
 /* Ranges: [0, n) covered once, every range grain long but the last. */
 typedef struct {
     _Atomic int count[MAX_TASKS];
@@ -191,6 +203,7 @@ int main(void) {
             test_exactly_once(nt);
             test_repeated(nt);
             test_nested(nt);
+            test_lone(nt);
             test_range(nt);
             test_slow(nt);
             test_two_callers(nt);

@@ -196,20 +196,15 @@ int moec_threads_count(void) {
 void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     MOEC_ASSERT(n_tasks < INT32_MAX);
-    if (n_tasks == 1 || tl_in_task) {
-        const int was = tl_in_task;
-        tl_in_task = 1;
+    if (n_tasks == 1 || tl_in_task) { /* a lone task may still fan out inside: not marked */
         for (int64_t i = 0; i < n_tasks; i++) fn(ctx, i, tl_tid);
-        tl_in_task = was;
         return;
     }
     pthread_mutex_lock(&g_lock);
     if (P.n == 0) start_pool(0);
     if (P.n == 1) {
         pthread_mutex_unlock(&g_lock);
-        tl_in_task = 1;
-        for (int64_t i = 0; i < n_tasks; i++) fn(ctx, i, 0);
-        tl_in_task = 0;
+        for (int64_t i = 0; i < n_tasks; i++) fn(ctx, i, tl_tid);
         return;
     }
     const uint32_t n = (uint32_t)n_tasks;
@@ -256,10 +251,7 @@ void moec_parallel_range(int64_t n, int64_t grain, moec_range_fn fn, void *ctx) 
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     if (n <= grain) {
-        const int was = tl_in_task;
-        tl_in_task = 1;
         fn(ctx, 0, n, tl_tid);
-        tl_in_task = was;
         return;
     }
     range_job r = {n, grain, fn, ctx};
