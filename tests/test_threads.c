@@ -41,7 +41,8 @@ static int all_once(once_job *j, int64_t n) {
 static once_job g_job;
 
 static void reset(once_job *j, int nt) {
-    for (int i = 0; i < MAX_TASKS; i++) atomic_store(&j->count[i], 0);
+    for (int i = 0; i < MAX_TASKS; i++)
+        atomic_store(&j->count[i], 0);
     atomic_store(&j->bad_tid, 0);
     j->n_threads = nt;
 }
@@ -62,7 +63,8 @@ static void test_repeated(int nt) {
     long bad = 0;
     for (int rep = 0; rep < 3000; rep++) {
         const int n = 1 + rep % 5;
-        for (int i = 0; i < n; i++) atomic_store(&g_job.count[i], 0);
+        for (int i = 0; i < n; i++)
+            atomic_store(&g_job.count[i], 0);
         g_job.n_threads = nt;
         moec_parallel_for(n, count_task, &g_job);
         bad += !all_once(&g_job, n);
@@ -95,11 +97,13 @@ static void outer_task(void *p, int64_t i, int tid) {
 
 static void test_nested(int nt) {
     static nest_job j;
-    for (int i = 0; i < 64 * 16; i++) atomic_store(&j.inner[i], 0);
+    for (int i = 0; i < 64 * 16; i++)
+        atomic_store(&j.inner[i], 0);
     atomic_store(&j.tid_mismatch, 0);
     moec_parallel_for(64, outer_task, &j);
     int ok = 1;
-    for (int i = 0; i < 64 * 16; i++) ok &= atomic_load(&j.inner[i]) == 1;
+    for (int i = 0; i < 64 * 16; i++)
+        ok &= atomic_load(&j.inner[i]) == 1;
     CHECK(ok, "%d threads: nested calls lost or doubled a task", nt);
     CHECK(!atomic_load(&j.tid_mismatch), "%d threads: a nested task ran with another thread's tid", nt);
 }
@@ -126,7 +130,8 @@ static void range_fn(void *p, int64_t i0, int64_t i1, int tid) {
     range_job *r = p;
     (void)tid;
     if (i0 % r->grain != 0 || (i1 - i0 != r->grain && i1 != r->n)) atomic_store(&r->bad_len, 1);
-    for (int64_t i = i0; i < i1; i++) atomic_fetch_add(&r->count[i], 1);
+    for (int64_t i = i0; i < i1; i++)
+        atomic_fetch_add(&r->count[i], 1);
 }
 
 static void test_range(int nt) {
@@ -135,11 +140,13 @@ static void test_range(int nt) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         r.n = cases[c][0];
         r.grain = cases[c][1];
-        for (int64_t i = 0; i < r.n; i++) atomic_store(&r.count[i], 0);
+        for (int64_t i = 0; i < r.n; i++)
+            atomic_store(&r.count[i], 0);
         atomic_store(&r.bad_len, 0);
         moec_parallel_range(r.n, r.grain, range_fn, &r);
         int ok = 1;
-        for (int64_t i = 0; i < r.n; i++) ok &= atomic_load(&r.count[i]) == 1;
+        for (int64_t i = 0; i < r.n; i++)
+            ok &= atomic_load(&r.count[i]) == 1;
         CHECK(ok, "%d threads: range n=%lld grain=%lld not covered exactly once", nt, (long long)r.n,
               (long long)r.grain);
         CHECK(!atomic_load(&r.bad_len), "%d threads: range n=%lld grain=%lld: a range of the wrong length", nt,
@@ -169,7 +176,8 @@ static void *user_thread(void *p) {
     once_job *j = p;
     long bad = 0;
     for (int rep = 0; rep < 200; rep++) {
-        for (int i = 0; i < 100; i++) atomic_store(&j->count[i], 0);
+        for (int i = 0; i < 100; i++)
+            atomic_store(&j->count[i], 0);
         moec_parallel_for(100, count_task, j);
         bad += !all_once(j, 100);
     }
@@ -181,22 +189,24 @@ static void test_two_callers(int nt) {
     reset(&g_b, nt);
     pthread_t a, b;
     void *ra = NULL, *rb = NULL;
-    CHECK(pthread_create(&a, NULL, user_thread, &g_a) == 0 && pthread_create(&b, NULL, user_thread, &g_b) == 0,
-          "pthread_create");
-    pthread_join(a, &ra);
-    pthread_join(b, &rb);
+    const int ok_a = pthread_create(&a, NULL, user_thread, &g_a) == 0;
+    const int ok_b = pthread_create(&b, NULL, user_thread, &g_b) == 0;
+    CHECK(ok_a && ok_b, "pthread_create failed");
+    if (ok_a) pthread_join(a, &ra);
+    if (ok_b) pthread_join(b, &rb);
     CHECK(ra == NULL && rb == NULL, "%d threads: two callers at once: %ld + %ld bad calls", nt, (long)(intptr_t)ra,
           (long)(intptr_t)rb);
-    CHECK(!atomic_load(&g_a.bad_tid) && !atomic_load(&g_b.bad_tid), "%d threads: two callers: a tid out of range",
-          nt);
+    CHECK(!atomic_load(&g_a.bad_tid) && !atomic_load(&g_b.bad_tid), "%d threads: two callers: a tid out of range", nt);
 }
 
 int main(void) {
     CHECK(moec_threads_count() >= 1, "default pool has %d threads", moec_threads_count());
     const char *spins[] = {NULL, "0"};
     for (int s = 0; s < 2; s++) {
-        if (spins[s]) setenv("MOEC_SPIN", spins[s], 1);
-        else unsetenv("MOEC_SPIN");
+        if (spins[s])
+            setenv("MOEC_SPIN", spins[s], 1);
+        else
+            unsetenv("MOEC_SPIN");
         for (int nt = 1; nt <= 4; nt++) {
             moec_threads_set(nt);
             CHECK(moec_threads_count() == nt, "asked for %d threads, have %d", nt, moec_threads_count());

@@ -103,7 +103,7 @@ static uint32_t run_tasks(uint32_t g, int tid, uint32_t *n) {
     for (;;) {
         if ((uint32_t)(v >> 32) != g) break; /* a later job: ours is over */
         const uint32_t i = (uint32_t)v, nt = atomic_load(&P.n_tasks);
-        if (i >= nt) break; /* all claimed, or closed */
+        if (i >= nt) break;                                               /* all claimed, or closed */
         if (!atomic_compare_exchange_weak(&P.claim, &v, v + 1)) continue; /* v: the current word */
         *n = nt;
         P.fn(P.ctx, i, tid);
@@ -121,7 +121,8 @@ static void *worker(void *arg) {
         if (atomic_load(&P.stop)) break;
         if (!spin_for(&P.gen, seen, 1)) {
             atomic_fetch_add(&P.sleepers, 1);
-            while (atomic_load(&P.gen) == seen) futex_wait(&P.gen, seen);
+            while (atomic_load(&P.gen) == seen)
+                futex_wait(&P.gen, seen);
             atomic_fetch_sub(&P.sleepers, 1);
         }
         seen = atomic_load_explicit(&P.gen, memory_order_acquire);
@@ -146,7 +147,8 @@ static void stop_pool(void) {
     atomic_store(&P.stop, 1);
     atomic_fetch_add(&P.gen, 1);
     futex_wake(&P.gen, INT_MAX);
-    for (int i = 0; i < P.n - 1; i++) pthread_join(P.thr[i], NULL);
+    for (int i = 0; i < P.n - 1; i++)
+        pthread_join(P.thr[i], NULL);
     free(P.thr);
     P.thr = NULL;
     atomic_store(&P.stop, 0);
@@ -197,14 +199,16 @@ void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     MOEC_ASSERT(n_tasks < INT32_MAX);
     if (n_tasks == 1 || tl_in_task) { /* a lone task may still fan out inside: not marked */
-        for (int64_t i = 0; i < n_tasks; i++) fn(ctx, i, tl_tid);
+        for (int64_t i = 0; i < n_tasks; i++)
+            fn(ctx, i, tl_tid);
         return;
     }
     pthread_mutex_lock(&g_lock);
     if (P.n == 0) start_pool(0);
     if (P.n == 1) {
         pthread_mutex_unlock(&g_lock);
-        for (int64_t i = 0; i < n_tasks; i++) fn(ctx, i, tl_tid);
+        for (int64_t i = 0; i < n_tasks; i++)
+            fn(ctx, i, tl_tid);
         return;
     }
     const uint32_t n = (uint32_t)n_tasks;
@@ -226,7 +230,8 @@ void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
     /* wait for tasks other threads still hold (a preempted worker gets our core if we sleep) */
     if (d != n && !spin_for(&P.done, n, 0)) {
         atomic_store(&P.caller_asleep, 1);
-        while ((d = atomic_load(&P.done)) != n) futex_wait(&P.done, d);
+        while ((d = atomic_load(&P.done)) != n)
+            futex_wait(&P.done, d);
         atomic_store(&P.caller_asleep, 0);
     }
     atomic_store(&P.claim, (uint64_t)g << 32 | CLOSED); /* before the next job's n_tasks */
