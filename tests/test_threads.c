@@ -8,6 +8,7 @@
  *  - moec_parallel_range covers [0, n) once with the stated grain;
  *  - two user threads calling at once both get complete results;
  *  - a task that sleeps (a descheduled worker) does not lose the other tasks;
+ *  - moec_parallel_for_upto keeps to threads tid < max;
  *  - moec_grain. */
 #include "core/threads.h"
 #include "test_util.h"
@@ -119,6 +120,15 @@ static void test_lone(int nt) {
     CHECK(all_once(&g_job, 1000), "%d threads: a call inside a lone task lost or doubled a task", nt);
 }
 
+static void test_upto(int nt) {
+    for (int max = 1; max <= nt; max++) {
+        reset(&g_job, max); /* a tid >= max is "bad" */
+        moec_parallel_for_upto(5000, max, count_task, &g_job);
+        CHECK(all_once(&g_job, 5000), "%d threads, upto %d: not every task ran exactly once", nt, max);
+        CHECK(!atomic_load(&g_job.bad_tid), "%d threads, upto %d: a task ran on a thread tid >= %d", nt, max, max);
+    }
+}
+
 /* Ranges: [0, n) covered once, every range grain long but the last. */
 typedef struct {
     _Atomic int count[MAX_TASKS];
@@ -214,6 +224,7 @@ int main(void) {
             test_repeated(nt);
             test_nested(nt);
             test_lone(nt);
+            test_upto(nt);
             test_range(nt);
             test_slow(nt);
             test_two_callers(nt);

@@ -7,7 +7,8 @@
  * caller finishes when `done` reaches n_tasks, whether or not every worker showed up.
  *
  * n_tasks is read before the claim, so it must be the claimed job's: at the end of a job the
- * caller closes the claim word (next = CLOSED) before it writes the next job's n_tasks, and all
+ * caller closes the claim word (next = CLOSED) before it writes the next job's n_tasks (and
+ * max_tid, read the same way), and all
  * three are seq_cst. A claim that succeeds on (g, i) was ordered before the close, so the n it
  * read was job g's (ThreadSanitizer found the version without the close: a worker holding
  * (g, n_g) read the next job's larger n and claimed a task that did not exist). */
@@ -40,6 +41,7 @@ typedef struct {
     _Atomic uint32_t gen;      /* bumped per job (and to stop); the word idle workers sleep on */
     _Atomic uint64_t claim;    /* gen << 32 | next unclaimed task */
     _Atomic uint32_t n_tasks;  /* of the current job; read before claiming, so atomic */
+    _Atomic int max_tid;       /* threads with tid >= this take no task of the current job */
     _Atomic uint32_t done;     /* tasks finished; the word the caller sleeps on */
     _Atomic int sleepers;      /* workers in (or entering) futex wait on gen */
     _Atomic int caller_asleep; /* the caller is in (or entering) futex wait on done */
@@ -103,7 +105,8 @@ static uint32_t run_tasks(uint32_t g, int tid, uint32_t *n) {
     for (;;) {
         if ((uint32_t)(v >> 32) != g) break; /* a later job: ours is over */
         const uint32_t i = (uint32_t)v, nt = atomic_load(&P.n_tasks);
-        if (i >= nt) break;                                               /* all claimed, or closed */
+        if (i >= nt) break; /* all claimed, or closed */
+        if (tid >= atomic_load(&P.max_tid)) break;
         if (!atomic_compare_exchange_weak(&P.claim, &v, v + 1)) continue; /* v: the current word */
         *n = nt;
         P.fn(P.ctx, i, tid);
@@ -196,9 +199,13 @@ int moec_threads_count(void) {
 }
 
 void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
+    moec_parallel_for_upto(n_tasks, INT_MAX, fn, ctx);
+}
+
+void moec_parallel_for_upto(int64_t n_tasks, int max_threads, moec_task_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     MOEC_ASSERT(n_tasks < INT32_MAX);
-    if (n_tasks == 1 || tl_in_task) { /* a lone task may still fan out inside: not marked */
+    if (n_tasks == 1 || tl_in_task || max_threads <= 1) { /* a lone task may still fan out inside: not marked */
         for (int64_t i = 0; i < n_tasks; i++)
             fn(ctx, i, tl_tid);
         return;
@@ -215,6 +222,7 @@ void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx) {
     P.fn = fn;
     P.ctx = ctx;
     atomic_store(&P.n_tasks, n);
+    atomic_store(&P.max_tid, max_threads);
     atomic_store_explicit(&P.done, 0, memory_order_relaxed);
     const uint32_t g = atomic_load_explicit(&P.gen, memory_order_relaxed) + 1;
     atomic_store(&P.claim, (uint64_t)g << 32);

@@ -23,6 +23,10 @@ typedef void (*moec_task_fn)(void *ctx, int64_t task, int tid);
 /* Runs fn(ctx, i, tid) once for every i < n_tasks; returns when all have finished. */
 void moec_parallel_for(int64_t n_tasks, moec_task_fn fn, void *ctx);
 
+/* The same on threads tid < max_threads only (at least the caller): for per-thread scratch
+ * sized for max_threads rows while another thread may have resized the pool. */
+void moec_parallel_for_upto(int64_t n_tasks, int max_threads, moec_task_fn fn, void *ctx);
+
 /* A range [i0, i1) of [0, n) per task. */
 typedef void (*moec_range_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 

@@ -34,6 +34,7 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
         const moec_layer_ctx c = {.T = T, .pos = s->pos, .rope_cos = s->rope_cos, .rope_sin = s->rope_sin,
                                   .k_cache = s->k_cache + layer_off, .v_cache = s->v_cache + layer_off,
                                   .n_past = s->n_past, .n_ctx = s->n_ctx, .att_scratch = s->att_scratch,
+                                  .att_rows = m->n_threads,
                                   .moe_call = &call};
         moec_moe_stats st = {0};
         call.carry_in = carry;

@@ -78,14 +78,16 @@ static void attn_item(const attn_job *a, int64_t item, int tid) {
     }
 }
 
-static void attn_items(void *job, int64_t i0, int64_t i1, int tid) {
-    for (int64_t i = i0; i < i1; i++) attn_item(job, i, tid);
+static void attn_items(const attn_job *a, int64_t i0, int64_t i1, int tid) {
+    for (int64_t i = i0; i < i1; i++) attn_item(a, i, tid);
 }
 
+static void attn_task(void *job, int64_t i, int tid) { attn_item(job, i, tid); }
+
 void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, int window, float *scratch) {
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch, int n_scratch) {
     attn_job a = {out, scratch, q, kc, vc, pos0, n_head, n_head / n_head_kv, hd, n_ctx, window, 1.f / sqrtf((float)hd)};
     const int n_items = T * n_head;
-    const int par = (int64_t)n_items * (pos0 + T) * hd > 32768;
-    moec_parallel_range(n_items, par ? 1 : n_items, attn_items, &a);
+    if (n_items > 1 && (int64_t)n_items * (pos0 + T) * hd > 32768) moec_parallel_for_upto(n_items, n_scratch, attn_task, &a);
+    else attn_items(&a, 0, n_items, 0); /* serial: row 0 (never called from inside a task) */
 }
