@@ -3,14 +3,12 @@
  *   build/moec-bench-kernels [threads]
  * prints, per shape and token count: ms per call, GB/s of weights read, GFLOP/s.
  * Weights are cycled through a pool larger than the last-level cache, as in a real decode. */
+#include "core/threads.h"
 #include "nn/matmul.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 static double now_s(void) {
     struct timespec ts;
@@ -45,14 +43,8 @@ static void run(int N, int K, int T, moec_dtype dt) {
 }
 
 int main(int argc, char **argv) {
-#ifdef _OPENMP
-    if (argc > 1) omp_set_num_threads(atoi(argv[1]));
-    printf("threads: %d, kernel: %s\n", omp_get_max_threads(), moec_matmul_kernel_name());
-#else
-    (void)argc;
-    (void)argv;
-    printf("threads: 1, kernel: %s\n", moec_matmul_kernel_name());
-#endif
+    moec_threads_set(argc > 1 ? atoi(argv[1]) : 0);
+    printf("threads: %d, kernel: %s\n", moec_threads_count(), moec_matmul_kernel_name());
     const int T[] = {1, 4, 16, 32, 128};
     for (size_t i = 0; i < sizeof T / sizeof *T; i++) run(2816, 1024, T[i], MOEC_DTYPE_BF16);
     for (size_t i = 0; i < sizeof T / sizeof *T; i++) run(1024, 2816, T[i], MOEC_DTYPE_BF16);

@@ -34,7 +34,7 @@ command -v clang >/dev/null || { echo "fuzz/run.sh: clang not found (apt-get ins
 
 B=build-fuzz
 if [ $build = 1 ]; then
-    CC=clang cmake -S . -B $B -DMOEC_FUZZ=ON -DMOEC_SANITIZE=ON -DMOEC_OPENMP=OFF \
+    CC=clang cmake -S . -B $B -DMOEC_FUZZ=ON -DMOEC_SANITIZE=ON \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build $B -j "${JOBS:-2}" --target moec $(printf 'fuzz_%s ' "${names[@]}") >/dev/null
     rm -rf $B/seeds

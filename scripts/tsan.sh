@@ -3,24 +3,20 @@
 # everything that executes threaded code at 2+ threads: the ctest tests labelled `threads`
 # (tests/tests.cmake: kernels, forward/backward with 1-3 threads, the MoE layer, the trainer's
 # gradients) and three steps of `moec train -t 2` (forward, backward, AdamW, a checkpoint).
-# Any report fails the run (halt_on_error=1, exit 66). docs/reliability.md says why clang.
+# Any report fails the run (halt_on_error=1, exit 66). moec's threads are its own pthreads pool
+# (core/threads.c), so any compiler works (CC=gcc or clang; gcc if no clang).
 #
 #   bash scripts/tsan.sh            # what .ci/run runs; JOBS (default 2) = build parallelism
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build-tsan}
-# While moec's threads are OpenMP: GCC's libgomp is not TSan-instrumented (its barriers look like
-# races), so build with clang, whose libomp has Archer, the OpenMP tool that tells TSan about
-# OpenMP's synchronisation. Plain pthreads need neither.
-CC=${CC:-$(command -v clang || command -v gcc)} cmake -S . -B $B -DMOEC_TSAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+CC=${CC:-$(command -v gcc || command -v clang)} cmake -S . -B $B -DMOEC_TSAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DMOEC_WERROR=ON >/dev/null
 cmake --build $B -j "${JOBS:-2}" >/dev/null
-archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | tail -1 || true)
-if [ -n "$archer" ]; then export OMP_TOOL_LIBRARIES=$archer; fi
-# ignore_noninstrumented_modules: accesses inside uninstrumented libraries (libomp's runtime,
-# OpenBLAS) are not reported; every access in moec's own code is.
+# ignore_noninstrumented_modules: accesses inside uninstrumented libraries (OpenBLAS, on one
+# thread) are not reported; every access in moec's own code is.
 export TSAN_OPTIONS="halt_on_error=1:ignore_noninstrumented_modules=1:second_deadlock_stack=1"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}  # more threads than the smallest CI machine's cores
+export MOEC_THREADS=${MOEC_THREADS:-3}  # the default pool: more threads than the smallest CI machine's cores
 (cd $B && ctest -L threads --output-on-failure -j 1)
 
 T=$(mktemp -d)

@@ -11,6 +11,7 @@
  *    ignored (loss 0, zero gradient), with a target >= V (NaN) and in place (dlogits ==
  *    logits, as the trainer calls it), logsumexp of huge and of -inf values, attention
  *    probabilities causal and normalised (1e-6). */
+#include "core/threads.h"
 #include "nn/linear.h"
 #include "nn/ops.h"
 #include "nn/ops_train.h"
@@ -18,9 +19,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define FD_EPS 1e-2f /* finite-difference step */
 #define FD_TOL 1e-2  /* relative to the tensor's max |numeric gradient| */
@@ -357,7 +355,6 @@ static void test_linear(void) {
 }
 
 /* ------------------------------------------------------------------------- thread independence */
-#ifdef _OPENMP
 enum { TH_B = 2, TH_S = 32, TH_H = 4, TH_KV = 2, TH_D = 16, TH_CEV = 4000 };
 #define TH_NQ (TH_B * TH_S * TH_H * TH_D)
 #define TH_NK (TH_B * TH_S * TH_KV * TH_D)
@@ -371,7 +368,7 @@ typedef struct {
 
 static void th_run(th_out *o, int nthreads, const float *q, const float *k, const float *v, const float *g,
                    const float *z, const int32_t *tg) {
-    omp_set_num_threads(nthreads);
+    moec_threads_set(nthreads);
     memset(o, 0, sizeof *o);
     moec_attention_forward_train(o->out, o->probs, q, k, v, TH_B, TH_S, TH_H, TH_KV, TH_D);
     moec_attention_backward(o->dq, o->dk, o->dv, g, q, k, v, o->probs, TH_B, TH_S, TH_H, TH_KV, TH_D);
@@ -391,15 +388,13 @@ static void test_threads(void) {
     fill(g, TH_NQ, 1.f);
     fill(z, TH_S * TH_CEV, 3.f);
     for (int t = 0; t < TH_S; t++) tg[t] = t % 5 == 4 ? -1 : (t * 131) % TH_CEV;
-    const int saved = omp_get_max_threads();
     th_run(&o1, 1, q, k, v, g, z, tg);
     for (int n = 2; n <= 3; n++) {
         th_run(&o2, n, q, k, v, g, z, tg);
         CHECK(memcmp(&o1, &o2, sizeof o1) == 0, "results with %d threads differ from 1 thread", n);
     }
-    omp_set_num_threads(saved);
+    moec_threads_set(1);
 }
-#endif
 
 int main(void) {
     test_rmsnorm();
@@ -409,8 +404,6 @@ int main(void) {
     test_embedding();
     test_cross_entropy();
     test_linear();
-#ifdef _OPENMP
     test_threads();
-#endif
     return test_finish("test_grad_fd");
 }

@@ -2,23 +2,19 @@
  *   x = embed(ids);  per layer: x = layer(x) through the KV cache;  logits = lm_head(rmsnorm(x))
  * Training (train/model_train.c) drives the same layer in batch mode. */
 #include "core/error.h"
+#include "core/threads.h"
 #include "infer/session.h"
 #include "nn/linear.h"
 #include "nn/ops_train.h"
 
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logits, int all_logits) {
     moec_model *m = s->m;
     const moec_hparams *hp = &m->hp;
     const int d = hp->n_embd;
     MOEC_ASSERT(T > 0 && T <= MOEC_UBATCH && s->n_past + T <= s->n_ctx);
-#ifdef _OPENMP
-    omp_set_num_threads(m->n_threads);
-#endif
+    moec_threads_set(m->n_threads); /* att_scratch has a row per thread */
     moec_layer_acts *a = &s->acts;
     const size_t row_bytes = moec_row_bytes(m->tok_embd.dtype, d);
     for (int t = 0; t < T; t++) {
@@ -38,6 +34,7 @@ void moec_forward_chunk(moec_session *s, const int32_t *ids, int T, float *logit
         const moec_layer_ctx c = {.T = T, .pos = s->pos, .rope_cos = s->rope_cos, .rope_sin = s->rope_sin,
                                   .k_cache = s->k_cache + layer_off, .v_cache = s->v_cache + layer_off,
                                   .n_past = s->n_past, .n_ctx = s->n_ctx, .att_scratch = s->att_scratch,
+                                  .att_rows = m->n_threads,
                                   .moe_call = &call};
         moec_moe_stats st = {0};
         call.carry_in = carry;

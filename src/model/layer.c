@@ -219,7 +219,7 @@ void moec_layer_forward(const moec_hparams *hp, const moec_layer *L, int il, moe
                 memcpy(c->v_cache + dst, a->vc + (size_t)t * kvd + (size_t)h * hd, (size_t)hd * sizeof(float));
             }
         moec_attention(a->att, a->qr, c->k_cache, c->v_cache, T, c->n_past, H, Hkv, hd, c->n_ctx,
-                       hp->layer_swa[il] ? hp->sliding_window : 0, c->att_scratch);
+                       hp->layer_swa[il] ? hp->sliding_window : 0, c->att_scratch, c->att_rows);
     } else {
         moec_attention_forward_train(a->att, a->probs, a->qr, a->kr, a->vc, c->B, c->S, H, Hkv, hd);
     }

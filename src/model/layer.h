@@ -52,7 +52,8 @@ typedef struct {
     /* cache mode: this layer's cache [Hkv, n_ctx, hd]; the call's tokens sit at n_past.. */
     float *k_cache, *v_cache;
     int n_past, n_ctx;
-    float *att_scratch;           /* [n_threads, n_ctx] */
+    float *att_scratch;           /* [att_rows, n_ctx]: one row per thread */
+    int att_rows;
     const moec_moe_call *moe_call; /* routing options, losses (NULL = inference defaults) */
 } moec_layer_ctx;
 

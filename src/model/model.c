@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "model/gguf_model.h"
 #include "model/tensors.h"
 
@@ -13,9 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 moec_model_params moec_model_default_params(void) {
     moec_model_params p = {0};
@@ -283,11 +281,7 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
         return st;
     }
     int nt = params && params->n_threads > 0 ? params->n_threads : 0;
-#ifdef _OPENMP
-    if (nt <= 0) nt = omp_get_num_procs();
-#else
-    if (nt <= 0) nt = 1;
-#endif
+    if (nt <= 0) nt = moec_threads_default();
     m->n_threads = nt;
     fill_info(m);
     if (m->gguf) { /* the file's storage type (Q8_0 is dequantized in memory) and bytes */

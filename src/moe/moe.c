@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/threads.h"
 #include "moe/experts.h"
 #include "nn/linear.h"
 #include "nn/ops.h"
@@ -13,12 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PRAGMA_(x) _Pragma(#x)
-#ifdef _OPENMP
-#define PARALLEL_FOR_IF(cond) PRAGMA_(omp parallel for schedule(static) if (cond))
-#else
-#define PARALLEL_FOR_IF(cond)
-#endif
+/* Loops below this much work run on the calling thread; above it, tasks of about this much. */
 #define BIG_WORK (1 << 15)
 
 /* ------------------------------------------------------------------ workspace */
@@ -301,14 +297,27 @@ static void ffn_forward_keep(float *out, float *hg, float *hu, float *act, const
 }
 
 /* In place: g ← ∂/∂g, u ← ∂/∂u given da = ∂/∂(silu(g)·u). */
-static void swiglu_backward_inplace(float *g, float *u, const float *da, int64_t n) {
-    PARALLEL_FOR_IF(n >= BIG_WORK)
-    for (int64_t i = 0; i < n; i++) {
+typedef struct {
+    float *g, *u;
+    const float *da;
+} swiglu_back_job;
+
+static void swiglu_back_range(void *job, int64_t i0, int64_t i1, int tid) {
+    const swiglu_back_job *j = job;
+    float *g = j->g, *u = j->u;
+    const float *da = j->da;
+    (void)tid;
+    for (int64_t i = i0; i < i1; i++) {
         const float gi = g[i], s = 1.f / (1.f + expf(-gi));
         const float dsilu = s * (1.f + gi * (1.f - s));
         g[i] = da[i] * u[i] * dsilu;
         u[i] = da[i] * gi * s;
     }
+}
+
+static void swiglu_backward_inplace(float *g, float *u, const float *da, int64_t n) {
+    swiglu_back_job j = {g, u, da};
+    moec_parallel_range(n, moec_grain(n, 1, BIG_WORK), swiglu_back_range, &j);
 }
 
 /* Backward of ffn_forward_keep for dout [n, d]; dx [n, d] += (may be NULL; may alias dout: dout
@@ -546,6 +555,133 @@ static moec_lbl_cfg lbl_cfg(const moec_moe_ws *w, const moec_router_cfg *rc, con
     return lc;
 }
 
+/* ------------------------------------------------------------------ row loops (thread pool) */
+
+/* The per-row loops of the forward and backward: each writes its own rows (or slots) only, so
+ * they run as tasks of about BIG_WORK in any order with the same result. */
+typedef struct {
+    moec_moe_ws *w;
+    const float *x, *dy;
+    float *y, *dx;
+    int d, gated;
+} moe_job;
+
+static void moe_loop(moe_job *j, int64_t n, moec_range_fn fn) {
+    moec_parallel_range(n, moec_grain(n, j->d, BIG_WORK), fn, j);
+}
+
+/* xg[row] = x[token of row] */
+static void gather_rows(void *job, int64_t r0, int64_t r1, int tid) {
+    const moe_job *j = job;
+    const moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t row = r0; row < r1; row++)
+        memcpy(w->xg + (size_t)row * d, j->x + (size_t)w->r.token[w->row_src[row]] * d, (size_t)d * sizeof(float));
+}
+
+/* y[t] = Σ over t's slots in slot order of weight · eo[row] (thread-independent sums) */
+static void combine_rows(void *job, int64_t t0, int64_t t1, int tid) {
+    const moe_job *j = job;
+    const moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t t = t0; t < t1; t++) {
+        float *yr = j->y + (size_t)t * d;
+        memset(yr, 0, (size_t)d * sizeof *yr);
+        for (int i = w->tok_off[t]; i < w->tok_off[t + 1]; i++) {
+            const int s = w->tok_slot[i], row = w->row_of[s];
+            if (row < 0) continue;
+            const float ws = w->r.weight[s];
+            const float *er = w->eo + (size_t)row * d;
+            for (int c = 0; c < d; c++) yr[c] += ws * er[c];
+        }
+    }
+}
+
+/* y[t] += g[t] · so[t], g = sigmoid(gate logit) or 1; ssig ← g */
+static void shared_rows(void *job, int64_t t0, int64_t t1, int tid) {
+    const moe_job *j = job;
+    moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t t = t0; t < t1; t++) {
+        const float g = j->gated ? 1.f / (1.f + expf(-w->ssig[t])) : 1.f;
+        w->ssig[t] = g;
+        float *yr = j->y + (size_t)t * d;
+        const float *sr = w->so + (size_t)t * d;
+        for (int c = 0; c < d; c++) yr[c] += g * sr[c];
+    }
+}
+
+/* dweight[s] = dy[token] · eo[row] */
+static void dweight_slots(void *job, int64_t s0, int64_t s1, int tid) {
+    const moe_job *j = job;
+    moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t s = s0; s < s1; s++) {
+        const int row = w->row_of[s];
+        float acc = 0.f;
+        if (row >= 0) {
+            const float *dyr = j->dy + (size_t)w->r.token[s] * d, *er = w->eo + (size_t)row * d;
+            for (int c = 0; c < d; c++) acc += dyr[c] * er[c];
+        }
+        w->dweight[s] = acc;
+    }
+}
+
+/* shared expert backward: so ← g · dy (∂/∂S(x)), ssig ← ∂/∂ gate logit */
+static void shared_back_rows(void *job, int64_t t0, int64_t t1, int tid) {
+    const moe_job *j = job;
+    moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *dyr = j->dy + (size_t)t * d;
+        float *sr = w->so + (size_t)t * d;
+        const float g = w->ssig[t];
+        float dot = 0.f;
+        for (int c = 0; c < d; c++) {
+            dot += dyr[c] * sr[c];
+            sr[c] = g * dyr[c];
+        }
+        w->ssig[t] = dot * g * (1.f - g);
+    }
+}
+
+/* eo[row] ← weight · dy[token] */
+static void eo_back_rows(void *job, int64_t r0, int64_t r1, int tid) {
+    const moe_job *j = job;
+    moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t row = r0; row < r1; row++) {
+        const int s = w->row_src[row];
+        const float ws = w->r.weight[s];
+        const float *dyr = j->dy + (size_t)w->r.token[s] * d;
+        float *er = w->eo + (size_t)row * d;
+        for (int c = 0; c < d; c++) er[c] = ws * dyr[c];
+    }
+}
+
+/* dx[t] += ∂/∂xg of t's slots, in slot order */
+static void scatter_rows(void *job, int64_t t0, int64_t t1, int tid) {
+    const moe_job *j = job;
+    const moec_moe_ws *w = j->w;
+    const int d = j->d;
+    (void)tid;
+    for (int64_t t = t0; t < t1; t++) {
+        float *dxr = j->dx + (size_t)t * d;
+        for (int i = w->tok_off[t]; i < w->tok_off[t + 1]; i++) {
+            const int row = w->row_of[w->tok_slot[i]];
+            if (row < 0) continue;
+            const float *gr = w->eo + (size_t)row * d;
+            for (int c = 0; c < d; c++) dxr[c] += gr[c];
+        }
+    }
+}
+
 void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *L, float *y, const float *x, int T,
                       const moec_moe_call *call_in, moec_moe_stats *st) {
     static const moec_moe_call none;
@@ -608,9 +744,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     }
     dispatch(w, T, C, rc->drop_policy);
     const int R = w->offsets[E];
-    PARALLEL_FOR_IF((int64_t)R * d >= BIG_WORK)
-    for (int row = 0; row < R; row++)
-        memcpy(w->xg + (size_t)row * d, x + (size_t)r->token[w->row_src[row]] * d, (size_t)d * sizeof(float));
+    moe_job job = {.w = w, .x = x, .y = y, .d = d};
+    moe_loop(&job, R, gather_rows);
 
     /* experts: FFN groups, then the copy and constant experts (no GEMM; null experts have no rows) */
     if (w->keep) {
@@ -627,18 +762,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     if (w->n_rowed > w->n_ffn) zero_compute_forward(w, L);
 
     /* combine: each token's slots in slot order (thread-independent sums) */
-    PARALLEL_FOR_IF((int64_t)T * d >= BIG_WORK)
-    for (int t = 0; t < T; t++) {
-        float *yr = y + (size_t)t * d;
-        memset(yr, 0, (size_t)d * sizeof *yr);
-        for (int i = w->tok_off[t]; i < w->tok_off[t + 1]; i++) {
-            const int s = w->tok_slot[i], row = w->row_of[s];
-            if (row < 0) continue;
-            const float ws = r->weight[s];
-            const float *er = w->eo + (size_t)row * d;
-            for (int j = 0; j < d; j++) yr[j] += ws * er[j];
-        }
-    }
+    moe_loop(&job, T, combine_rows);
 
     /* shared expert: y += [sigmoid(x · w_sg)] · S(x) */
     if (L->has_shared) {
@@ -651,14 +775,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
         }
         const int gated = L->shared_gate.data != NULL;
         if (gated) moec_linear(w->ssig, 1, x, d, &L->shared_gate, NULL, T);
-        PARALLEL_FOR_IF((int64_t)T * d >= BIG_WORK)
-        for (int t = 0; t < T; t++) {
-            const float g = gated ? 1.f / (1.f + expf(-w->ssig[t])) : 1.f;
-            w->ssig[t] = g;
-            float *yr = y + (size_t)t * d;
-            const float *sr = w->so + (size_t)t * d;
-            for (int j = 0; j < d; j++) yr[j] += g * sr[j];
-        }
+        job.gated = gated;
+        moe_loop(&job, T, shared_rows);
     }
 
     if (st) {
@@ -698,16 +816,8 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     w->T = 0;
 
     /* combine backward, weights: dweight[s] = dy[token] · expert_out[row] */
-    PARALLEL_FOR_IF((int64_t)n * d >= BIG_WORK)
-    for (int s = 0; s < n; s++) {
-        const int row = w->row_of[s];
-        float acc = 0.f;
-        if (row >= 0) {
-            const float *dyr = dy + (size_t)r->token[s] * d, *er = w->eo + (size_t)row * d;
-            for (int j = 0; j < d; j++) acc += dyr[j] * er[j];
-        }
-        w->dweight[s] = acc;
-    }
+    moe_job job = {.w = w, .x = x, .dy = dy, .dx = dx, .d = d};
+    moe_loop(&job, n, dweight_slots);
 
     if (rc->n_null && rc->null_renorm) null_renorm_backward(w, T, rc->routed_scaling);
 
@@ -748,18 +858,7 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     /* shared expert */
     if (L->has_shared) {
         const int gated = L->shared_gate.data != NULL;
-        PARALLEL_FOR_IF((int64_t)T * d >= BIG_WORK)
-        for (int t = 0; t < T; t++) {
-            const float *dyr = dy + (size_t)t * d;
-            float *sr = w->so + (size_t)t * d;
-            const float g = w->ssig[t];
-            float dot = 0.f;
-            for (int j = 0; j < d; j++) {
-                dot += dyr[j] * sr[j];
-                sr[j] = g * dyr[j]; /* so ← ∂/∂S(x) */
-            }
-            w->ssig[t] = dot * g * (1.f - g); /* ∂/∂ gate logit */
-        }
+        moe_loop(&job, T, shared_back_rows);
         if (gated)
             moec_linear_backward(dx, d, G ? grad_of(&G->shared_gate) : NULL, NULL, w->ssig, 1, x, d,
                                  f32(&L->shared_gate), T, d, 1);
@@ -768,14 +867,7 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
 
     /* expert outputs: eo[row] ← weight · dy[token] */
     const int R = w->offsets[E];
-    PARALLEL_FOR_IF((int64_t)R * d >= BIG_WORK)
-    for (int row = 0; row < R; row++) {
-        const int s = w->row_src[row];
-        const float ws = r->weight[s];
-        const float *dyr = dy + (size_t)r->token[s] * d;
-        float *er = w->eo + (size_t)row * d;
-        for (int j = 0; j < d; j++) er[j] = ws * dyr[j];
-    }
+    moe_loop(&job, R, eo_back_rows);
     /* experts: ∂/∂xg overwrites each expert's own eo rows once they have been read */
     for (int e = 0; e < w->n_ffn; e++) {
         const int cnt = w->offsets[e + 1] - w->offsets[e];
@@ -789,15 +881,6 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     if (w->n_rowed > w->n_ffn) zero_compute_backward(w, L, G);
     /* scatter ∂/∂xg to tokens, each token's slots in slot order */
     if (dx) {
-        PARALLEL_FOR_IF((int64_t)T * d >= BIG_WORK)
-        for (int t = 0; t < T; t++) {
-            float *dxr = dx + (size_t)t * d;
-            for (int i = w->tok_off[t]; i < w->tok_off[t + 1]; i++) {
-                const int row = w->row_of[w->tok_slot[i]];
-                if (row < 0) continue;
-                const float *gr = w->eo + (size_t)row * d;
-                for (int j = 0; j < d; j++) dxr[j] += gr[j];
-            }
-        }
+        moe_loop(&job, T, scatter_rows);
     }
 }

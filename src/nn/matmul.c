@@ -5,13 +5,11 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/threads.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define MOEC_X86 1
@@ -390,21 +388,33 @@ void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, cons
     if (n1 > n0 && T > 0) get_rows()(out, ldo, x, ldx, W, bias, T, n0, n1);
 }
 
+typedef struct {
+    rows_fn f;
+    float *out;
+    const float *x;
+    const moec_mat *W;
+    const float *bias;
+    int T;
+} matmul_job;
+
+static void matmul_task(void *p, int64_t n0, int64_t n1, int tid) {
+    const matmul_job *j = p;
+    (void)tid;
+    j->f(j->out, j->W->rows, j->x, j->W->cols, j->W, j->bias, j->T, n0, n1);
+}
+
+/* Output rows per task: a multiple of the 4-row tile (so each tile is computed the same way
+ * whatever the split: results do not depend on the thread count), at most 64 rows, and at
+ * least 4 tasks per thread where the matrix allows, so that a preempted thread holds up
+ * little of the work. */
+static int64_t rows_per_task(int64_t N, int64_t K, int T) {
+    if ((int64_t)T * N * K < (1 << 16)) return N; /* not worth waking threads for */
+    const int64_t per = (N + 4 * moec_threads_count() - 1) / (4 * moec_threads_count());
+    const int64_t r = (per + 3) / 4 * 4;
+    return r > 64 ? 64 : r;
+}
+
 void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
-    rows_fn f = get_rows();
-    const int64_t N = W->rows;
-    const int64_t n_blocks = (N + 3) / 4;
-    /* small problems are not worth waking threads for */
-    const int par = (int64_t)T * N * W->cols >= (1 << 16);
-#pragma omp parallel if (par)
-    {
-        int nt = 1, id = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        id = omp_get_thread_num();
-#endif
-        int64_t b0 = n_blocks * id / nt, b1 = n_blocks * (id + 1) / nt;
-        int64_t n0 = b0 * 4, n1 = b1 * 4 < N ? b1 * 4 : N;
-        if (n1 > n0) f(out, N, x, W->cols, W, bias, T, n0, n1);
-    }
+    matmul_job j = {get_rows(), out, x, W, bias, T};
+    if (W->rows > 0 && T > 0) moec_parallel_range(W->rows, rows_per_task(W->rows, W->cols, T), matmul_task, &j);
 }

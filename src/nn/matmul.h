@@ -16,7 +16,7 @@ typedef struct {
 } moec_mat;
 
 /* out[t, n] = Σ_k x[t, k] · W[n, k] + bias[n], for t < T, n < W.rows. bias may be NULL.
- * Threads: splits the n range across OpenMP threads (call from outside a parallel region). */
+ * Threads: tasks of output rows on the thread pool (core/threads.h). */
 void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T);
 
 /* The same for one slice of output columns [n0, n1), on the calling thread only, with explicit

@@ -2,10 +2,9 @@
  * lifting of the model is in matmul.c, these are O(T·d) except attention. */
 #include "nn/ops.h"
 
+#include "core/threads.h"
+
 #include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float theta) {
     const int half = hd / 2;
@@ -39,43 +38,56 @@ void moec_softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, int window, float *scratch) {
-    const int group = n_head / n_head_kv;
-    const float scale = 1.f / sqrtf((float)hd);
-    const int n_items = T * n_head;
-#pragma omp parallel for schedule(dynamic, 1) if (n_items > 1 && (int64_t)n_items * (pos0 + T) * hd > 32768)
-    for (int item = 0; item < n_items; item++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        const int t = item / n_head, h = item % n_head, kvh = h / group;
-        const int j0 = window > 0 && pos0 + t + 1 > window ? pos0 + t + 1 - window : 0;
-        const int n_keys = pos0 + t + 1 - j0;
-        float *sc = scratch + (size_t)tid * (size_t)n_ctx;
-        const float *qv = q + ((size_t)t * n_head + h) * hd;
-        const float *kh = kc + ((size_t)kvh * n_ctx + (size_t)j0) * hd, *vh = vc + ((size_t)kvh * n_ctx + (size_t)j0) * hd;
-        float m = -INFINITY;
-        for (int j = 0; j < n_keys; j++) {
-            const float *kv = kh + (size_t)j * hd;
-            float d = 0.f;
-            for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
-            sc[j] = d * scale;
-            m = sc[j] > m ? sc[j] : m;
-        }
-        float s = 0.f;
-        for (int j = 0; j < n_keys; j++) {
-            sc[j] = expf(sc[j] - m);
-            s += sc[j];
-        }
-        float *o = out + ((size_t)t * n_head + h) * hd;
-        for (int i = 0; i < hd; i++) o[i] = 0.f;
-        const float inv = 1.f / s;
-        for (int j = 0; j < n_keys; j++) {
-            const float p = sc[j] * inv;
-            const float *vv = vh + (size_t)j * hd;
-            for (int i = 0; i < hd; i++) o[i] += p * vv[i];
-        }
+typedef struct {
+    float *out, *scratch;
+    const float *q, *kc, *vc;
+    int pos0, n_head, group, hd, n_ctx, window;
+    float scale;
+} attn_job;
+
+/* One (query, head) item; the scores go to the running thread's scratch row. */
+static void attn_item(const attn_job *a, int64_t item, int tid) {
+    const int n_head = a->n_head, hd = a->hd, n_ctx = a->n_ctx, window = a->window, pos0 = a->pos0;
+    const int t = (int)(item / n_head), h = (int)(item % n_head), kvh = h / a->group;
+    const int j0 = window > 0 && pos0 + t + 1 > window ? pos0 + t + 1 - window : 0;
+    const int n_keys = pos0 + t + 1 - j0;
+    float *sc = a->scratch + (size_t)tid * (size_t)n_ctx;
+    const float *qv = a->q + ((size_t)t * n_head + h) * hd;
+    const float *kh = a->kc + ((size_t)kvh * n_ctx + (size_t)j0) * hd, *vh = a->vc + ((size_t)kvh * n_ctx + (size_t)j0) * hd;
+    const float scale = a->scale;
+    float m = -INFINITY;
+    for (int j = 0; j < n_keys; j++) {
+        const float *kv = kh + (size_t)j * hd;
+        float d = 0.f;
+        for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
+        sc[j] = d * scale;
+        m = sc[j] > m ? sc[j] : m;
     }
+    float s = 0.f;
+    for (int j = 0; j < n_keys; j++) {
+        sc[j] = expf(sc[j] - m);
+        s += sc[j];
+    }
+    float *o = a->out + ((size_t)t * n_head + h) * hd;
+    for (int i = 0; i < hd; i++) o[i] = 0.f;
+    const float inv = 1.f / s;
+    for (int j = 0; j < n_keys; j++) {
+        const float p = sc[j] * inv;
+        const float *vv = vh + (size_t)j * hd;
+        for (int i = 0; i < hd; i++) o[i] += p * vv[i];
+    }
+}
+
+static void attn_items(const attn_job *a, int64_t i0, int64_t i1, int tid) {
+    for (int64_t i = i0; i < i1; i++) attn_item(a, i, tid);
+}
+
+static void attn_task(void *job, int64_t i, int tid) { attn_item(job, i, tid); }
+
+void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch, int n_scratch) {
+    attn_job a = {out, scratch, q, kc, vc, pos0, n_head, n_head / n_head_kv, hd, n_ctx, window, 1.f / sqrtf((float)hd)};
+    const int n_items = T * n_head;
+    if (n_items > 1 && (int64_t)n_items * (pos0 + T) * hd > 32768) moec_parallel_for_upto(n_items, n_scratch, attn_task, &a);
+    else attn_items(&a, 0, n_items, 0); /* serial: row 0 (never called from inside a task) */
 }

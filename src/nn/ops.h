@@ -24,8 +24,9 @@ void moec_softmax(float *x, int n);
  *   kc   [n_head_kv, n_ctx, hd]  vc  [n_head_kv, n_ctx, hd]
  * window > 0: a query at position p sees keys (p - window, p] only (transformers' sliding
  * window: itself and window - 1 before it); 0 = all of [0, p].
- * scratch: n_threads * n_ctx floats. Threads over (head, query). */
+ * scratch: n_scratch rows of n_ctx floats, one per thread; threads over (head, query) on at
+ * most n_scratch threads of the pool. */
 void moec_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_head,
-                    int n_head_kv, int hd, int n_ctx, int window, float *scratch);
+                    int n_head_kv, int hd, int n_ctx, int window, float *scratch, int n_scratch);
 
 #endif

@@ -3,19 +3,32 @@
  * (nn/ops.c), not the linear layers (nn/linear.c). Nothing here allocates. */
 #include "nn/ops_train.h"
 
+#include "core/threads.h"
+
 #include <math.h>
 #include <string.h>
 
-/* Below this many multiply-adds a parallel region costs more than it saves. */
+/* Below this many multiply-adds a parallel call costs more than it saves (also the work per task). */
 #define PAR_MIN_WORK 32768
 
 /* ---------------------------------------------------------------------------------------------
  * RMSNorm */
 
-void moec_rmsnorm_forward_train(float *y, float *rstd, const float *x, const float *w, int rows, int n, float eps) {
-    if (rows <= 0 || n <= 0) return;
-#pragma omp parallel for schedule(static) if ((int64_t)rows * n > PAR_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
+typedef struct {
+    float *y, *rstd, *dx;
+    const float *x, *w, *dy, *rs;
+    int n;
+    float eps;
+} norm_job;
+
+static void rmsnorm_rows(void *job, int64_t r0, int64_t r1, int tid) {
+    const norm_job *j = job;
+    float *y = j->y, *rstd = j->rstd;
+    const float *x = j->x, *w = j->w;
+    const int n = j->n;
+    const float eps = j->eps;
+    (void)tid;
+    for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * (size_t)n;
         float *yr = y + (size_t)r * (size_t)n;
         double ss = 0.0;
@@ -26,13 +39,21 @@ void moec_rmsnorm_forward_train(float *y, float *rstd, const float *x, const flo
     }
 }
 
+void moec_rmsnorm_forward_train(float *y, float *rstd, const float *x, const float *w, int rows, int n, float eps) {
+    if (rows <= 0 || n <= 0) return;
+    norm_job j = {.y = y, .rstd = rstd, .x = x, .w = w, .n = n, .eps = eps};
+    moec_parallel_range(rows, moec_grain(rows, n, PAR_MIN_WORK), rmsnorm_rows, &j);
+}
+
 /* With xhat = x * rstd and y = xhat * w:
  *   dx = rstd * (dy*w - xhat * mean(dy*w * xhat)),   dw = Σ_rows dy * xhat. */
-void moec_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
-                           int rows, int n) {
-    if (rows <= 0 || n <= 0) return;
-#pragma omp parallel for schedule(static) if ((int64_t)rows * n > PAR_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
+static void rmsnorm_back_rows(void *job, int64_t r0, int64_t r1, int tid) {
+    const norm_job *j = job;
+    float *dx = j->dx;
+    const float *x = j->x, *w = j->w, *dy = j->dy, *rstd = j->rs;
+    const int n = j->n;
+    (void)tid;
+    for (int64_t r = r0; r < r1; r++) {
         const size_t o = (size_t)r * (size_t)n;
         const float *xr = x + o, *dyr = dy + o;
         float *dxr = dx + o;
@@ -42,6 +63,13 @@ void moec_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x
         const float c = (float)(dot * (double)s * (double)s / n);
         for (int i = 0; i < n; i++) dxr[i] += s * (dyr[i] * w[i] - xr[i] * c);
     }
+}
+
+void moec_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                           int rows, int n) {
+    if (rows <= 0 || n <= 0) return;
+    norm_job j = {.dx = dx, .x = x, .w = w, .dy = dy, .rs = rstd, .n = n};
+    moec_parallel_range(rows, moec_grain(rows, n, PAR_MIN_WORK), rmsnorm_back_rows, &j);
     /* dw is shared by all rows: one writer, rows in order (deterministic). */
     if (dw)
         for (int r = 0; r < rows; r++) {
@@ -54,11 +82,22 @@ void moec_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x
 /* ---------------------------------------------------------------------------------------------
  * RoPE (rotate-half): (a, b) -> (a c - b s, b c + a s) on the pairs (i, i + hd/2). */
 
-static void rope_rotate(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab,
-                        const int32_t *pos, float sign) {
-    const int half = hd / 2;
-#pragma omp parallel for schedule(static) if ((int64_t)T * n_heads * hd > PAR_MIN_WORK)
-    for (int t = 0; t < T; t++) {
+typedef struct {
+    float *x;
+    int n_heads, hd;
+    const float *cos_tab, *sin_tab;
+    const int32_t *pos;
+    float sign;
+} rope_job;
+
+static void rope_rows(void *job, int64_t t0, int64_t t1, int tid) {
+    const rope_job *j = job;
+    float *x = j->x;
+    const int n_heads = j->n_heads, hd = j->hd, half = hd / 2;
+    const float *cos_tab = j->cos_tab, *sin_tab = j->sin_tab, sign = j->sign;
+    const int32_t *pos = j->pos;
+    (void)tid;
+    for (int64_t t = t0; t < t1; t++) {
         const float *c = cos_tab + (size_t)pos[t] * half, *s = sin_tab + (size_t)pos[t] * half;
         for (int h = 0; h < n_heads; h++) {
             float *v = x + ((size_t)t * n_heads + h) * hd;
@@ -69,6 +108,12 @@ static void rope_rotate(float *x, int T, int n_heads, int hd, const float *cos_t
             }
         }
     }
+}
+
+static void rope_rotate(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab,
+                        const int32_t *pos, float sign) {
+    rope_job j = {x, n_heads, hd, cos_tab, sin_tab, pos, sign};
+    moec_parallel_range(T, moec_grain(T, (int64_t)n_heads * hd, PAR_MIN_WORK), rope_rows, &j);
 }
 
 void moec_rope_pos(float *x, int T, int n_heads, int hd, const float *cos_tab, const float *sin_tab,
@@ -97,16 +142,23 @@ static float dot_f(const float *a, const float *b, int n) {
     return d;
 }
 
-void moec_attention_forward_train(float *out, float *probs, const float *q, const float *k, const float *v, int B,
-                                  int S, int H, int Hkv, int hd) {
-    if (B <= 0 || S <= 0 || H <= 0 || Hkv <= 0 || hd <= 0) return;
+typedef struct {
+    float *out, *probs, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout, *cprobs;
+    int S, H, Hkv, hd;
+} attn_job;
+
+static void attn_fwd_item(void *job, int64_t item, int tid) {
+    const attn_job *J = job;
+    float *out = J->out, *probs = J->probs;
+    const float *q = J->q, *k = J->k, *v = J->v;
+    const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd;
     const int group = H / Hkv;
     const float scale = 1.f / sqrtf((float)hd);
     const size_t qs = (size_t)H * hd, ks = (size_t)Hkv * hd; /* token strides */
-    const int n_items = B * H;
-#pragma omp parallel for schedule(dynamic, 1) if (n_items > 1 && (int64_t)n_items * S * S * hd > PAR_MIN_WORK)
-    for (int item = 0; item < n_items; item++) {
-        const int b = item / H, h = item % H, kvh = h / group;
+    (void)tid;
+    {
+        const int b = (int)(item / H), h = (int)(item % H), kvh = h / group;
         const float *kb = k + (size_t)b * S * ks + (size_t)kvh * hd; /* key j at kb + j*ks */
         const float *vb = v + (size_t)b * S * ks + (size_t)kvh * hd;
         for (int i = 0; i < S; i++) {
@@ -135,6 +187,20 @@ void moec_attention_forward_train(float *out, float *probs, const float *q, cons
     }
 }
 
+/* Items (batch, head) of very different cost are claimed one at a time (dynamic). */
+static void attn_run(attn_job *j, int n_items, int64_t work, moec_task_fn fn) {
+    if (n_items > 1 && work > PAR_MIN_WORK) moec_parallel_for(n_items, fn, j);
+    else
+        for (int i = 0; i < n_items; i++) fn(j, i, 0);
+}
+
+void moec_attention_forward_train(float *out, float *probs, const float *q, const float *k, const float *v, int B,
+                                  int S, int H, int Hkv, int hd) {
+    if (B <= 0 || S <= 0 || H <= 0 || Hkv <= 0 || hd <= 0) return;
+    attn_job j = {.out = out, .probs = probs, .q = q, .k = k, .v = v, .S = S, .H = H, .Hkv = Hkv, .hd = hd};
+    attn_run(&j, B * H, (int64_t)B * H * S * S * hd, attn_fwd_item);
+}
+
 /* Per query row i of head h (scores s_ij = scale q_i·k_j, p = softmax(s)):
  *   dv_j += p_ij dout_i;   dp_ij = dout_i·v_j;   ds_ij = p_ij (dp_ij - D_i),
  *   D_i = Σ_j p_ij dp_ij = dout_i·(Σ_j p_ij v_j) = dout_i·out_i;
@@ -142,16 +208,17 @@ void moec_attention_forward_train(float *out, float *probs, const float *q, cons
  * D_i is recomputed from probs and v through a fixed tile on the stack, so no scratch. */
 #define ATTN_TILE 64
 
-void moec_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                             const float *v, const float *probs, int B, int S, int H, int Hkv, int hd) {
-    if (B <= 0 || S <= 0 || H <= 0 || Hkv <= 0 || hd <= 0) return;
+static void attn_back_item(void *job, int64_t item, int tid) {
+    const attn_job *J = job;
+    float *dq = J->dq, *dk = J->dk, *dv = J->dv;
+    const float *q = J->q, *k = J->k, *v = J->v, *dout = J->dout, *probs = J->cprobs;
+    const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd;
     const int group = H / Hkv;
     const float scale = 1.f / sqrtf((float)hd);
     const size_t qs = (size_t)H * hd, ks = (size_t)Hkv * hd;
-    const int n_items = B * Hkv;
-#pragma omp parallel for schedule(dynamic, 1) if (n_items > 1 && (int64_t)B * H * S * S * hd > PAR_MIN_WORK)
-    for (int item = 0; item < n_items; item++) {
-        const int b = item / Hkv, kvh = item % Hkv;
+    (void)tid;
+    {
+        const int b = (int)(item / Hkv), kvh = (int)(item % Hkv);
         const size_t kvoff = (size_t)b * S * ks + (size_t)kvh * hd; /* key j at +j*ks */
         const float *kb = k + kvoff, *vb = v + kvoff;
         float *dkb = dk + kvoff, *dvb = dv + kvoff;
@@ -188,16 +255,37 @@ void moec_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     }
 }
 
+void moec_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                             const float *v, const float *probs, int B, int S, int H, int Hkv, int hd) {
+    if (B <= 0 || S <= 0 || H <= 0 || Hkv <= 0 || hd <= 0) return;
+    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .q = q, .k = k, .v = v, .dout = dout, .cprobs = probs,
+                  .S = S, .H = H, .Hkv = Hkv, .hd = hd};
+    attn_run(&j, B * Hkv, (int64_t)B * H * S * S * hd, attn_back_item);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * SwiGLU: h = g σ(g) u;  dh/dg = u σ(g) (1 + g (1 - σ(g))),  dh/du = g σ(g). */
 
-void moec_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN_WORK)
-    for (int64_t i = 0; i < n; i++) {
+typedef struct {
+    float *dgate, *dup;
+    const float *dh, *gate, *up;
+} swiglu_job;
+
+static void swiglu_back_range(void *job, int64_t i0, int64_t i1, int tid) {
+    const swiglu_job *j = job;
+    float *dgate = j->dgate, *dup = j->dup;
+    const float *dh = j->dh, *gate = j->gate, *up = j->up;
+    (void)tid;
+    for (int64_t i = i0; i < i1; i++) {
         const float g = gate[i], s = 1.f / (1.f + expf(-g));
         dgate[i] += dh[i] * up[i] * s * (1.f + g * (1.f - s));
         dup[i] += dh[i] * g * s;
     }
+}
+
+void moec_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, int64_t n) {
+    swiglu_job j = {dgate, dup, dh, gate, up};
+    moec_parallel_range(n, moec_grain(n, 1, PAR_MIN_WORK), swiglu_back_range, &j);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -242,6 +330,55 @@ float moec_logsumexp(const float *x, int n) {
  * in block order, so the loss is the same for any number of threads. */
 #define CE_BLOCKS 64
 
+typedef struct {
+    float *dlogits;
+    const float *logits;
+    const int32_t *targets;
+    int T, V, nblk;
+    float g1; /* gradient of one valid row's loss */
+    double *part;
+} ce_job;
+
+static void ce_block(const ce_job *J, int bk) {
+    float *dlogits = J->dlogits;
+    const float *logits = J->logits;
+    const int32_t *targets = J->targets;
+    const int T = J->T, V = J->V, nblk = J->nblk;
+    const float g1 = J->g1;
+    double *part = J->part;
+    const int t0 = (int)((int64_t)T * bk / nblk), t1 = (int)((int64_t)T * (bk + 1) / nblk);
+    double acc = 0.0;
+    for (int t = t0; t < t1; t++) {
+        const float *z = logits + (size_t)t * V;
+        float *dz = dlogits ? dlogits + (size_t)t * V : NULL;
+        const int32_t y = targets[t];
+        if (y < 0 || y >= V) {
+            if (dz) memset(dz, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        const float m = max_f(z, V), zy = z[y]; /* read before dz (which may alias z) is written */
+        double s = 0.0;
+        if (dz) {
+            for (int j = 0; j < V; j++) {
+                dz[j] = expf(z[j] - m);
+                s += dz[j];
+            }
+            const float r = (float)(g1 / s);
+            for (int j = 0; j < V; j++) dz[j] *= r;
+            dz[y] -= g1;
+        } else {
+            for (int j = 0; j < V; j++) s += (double)expf(z[j] - m);
+        }
+        acc += (double)m + log(s) - (double)zy;
+    }
+    part[bk] = acc;
+}
+
+static void ce_blocks(void *job, int64_t b0, int64_t b1, int tid) {
+    (void)tid;
+    for (int64_t bk = b0; bk < b1; bk++) ce_block(job, (int)bk);
+}
+
 float moec_cross_entropy(float *dlogits, const float *logits, const int32_t *targets, int T, int V, float dscale) {
     if (T <= 0 || V <= 0) return 0.f;
     int n_valid = 0, n_bad = 0;
@@ -251,39 +388,12 @@ float moec_cross_entropy(float *dlogits, const float *logits, const int32_t *tar
     }
     const int nblk = T < CE_BLOCKS ? T : CE_BLOCKS;
     double part[CE_BLOCKS];
-    const float g1 = n_valid ? dscale / (float)n_valid : 0.f; /* gradient of one valid row's loss */
-#pragma omp parallel for schedule(static) if ((int64_t)T * V > PAR_MIN_WORK)
-    for (int bk = 0; bk < nblk; bk++) {
-        const int t0 = (int)((int64_t)T * bk / nblk), t1 = (int)((int64_t)T * (bk + 1) / nblk);
-        double acc = 0.0;
-        for (int t = t0; t < t1; t++) {
-            const float *z = logits + (size_t)t * V;
-            float *dz = dlogits ? dlogits + (size_t)t * V : NULL;
-            const int32_t y = targets[t];
-            if (y < 0 || y >= V) {
-                if (dz) memset(dz, 0, (size_t)V * sizeof(float));
-                continue;
-            }
-            const float m = max_f(z, V), zy = z[y]; /* read before dz (which may alias z) is written */
-            double s = 0.0;
-            if (dz) {
-                for (int j = 0; j < V; j++) {
-                    dz[j] = expf(z[j] - m);
-                    s += dz[j];
-                }
-                const float r = (float)(g1 / s);
-                for (int j = 0; j < V; j++) dz[j] *= r;
-                dz[y] -= g1;
-            } else {
-                for (int j = 0; j < V; j++) s += (double)expf(z[j] - m);
-            }
-            acc += (double)m + log(s) - (double)zy;
-        }
-        part[bk] = acc;
-    }
+    ce_job j = {dlogits, logits, targets, T, V, nblk, n_valid ? dscale / (float)n_valid : 0.f, part};
+    moec_parallel_range(nblk, (int64_t)T * V > PAR_MIN_WORK ? 1 : nblk, ce_blocks, &j);
     if (n_bad) return NAN;
     if (!n_valid) return 0.f;
     double sum = 0.0;
     for (int bk = 0; bk < nblk; bk++) sum += part[bk];
     return (float)(sum / n_valid);
 }
+

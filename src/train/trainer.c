@@ -3,8 +3,9 @@
 #include "train/trainer.h"
 
 #include "core/error.h"
-#include "core/rng.h"
 #include "core/mem.h"
+#include "core/rng.h"
+#include "core/threads.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
@@ -16,7 +17,6 @@
 #include "train/optim.h"
 #include "train/params.h"
 
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -27,9 +27,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 moec_train_params moec_train_default_params(void) {
     moec_train_params p = {0};
@@ -602,13 +599,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     r.p = p;
     moec_status st;
     int nt = p->threads;
-#ifdef _OPENMP
-    if (nt <= 0) nt = omp_get_num_procs();
-    omp_set_num_threads(nt);
-#else
-    if (nt <= 0) nt = 1;
-#endif
-    openblas_set_num_threads(nt);
+    moec_threads_set(nt); /* <= 0: one per CPU; OpenBLAS runs on one thread inside the pool's tasks */
     if ((st = read_config(&r, err))) goto done;
     if ((st = moec_data_open(&r.data, p->data_dir, err))) goto done;
     if ((st = moec_data_check_vocab(r.data, r.hp.n_vocab, err))) goto done;

@@ -6,6 +6,7 @@
 #include "commands.h"
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "io/file.h"
 #include "train/data.h"
 
@@ -14,9 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define CMD "data"
 
@@ -326,6 +324,37 @@ static int read_corpus(corpus *c, const options *o) {
     return 0;
 }
 
+typedef struct {
+    corpus *c;
+    const moec_tokenizer *tok;
+    int32_t eot;
+    uint8_t *bad;
+} encode_job;
+
+static void encode_docs(void *job, int64_t i0, int64_t i1, int tid) {
+    const encode_job *j = job;
+    corpus *c = j->c;
+    (void)tid;
+    for (int64_t i = i0; i < i1; i++) {
+        const doc_text *t = &c->docs.v[i];
+        int32_t *ids = NULL;
+        size_t k = 0;
+        if (moec_tokenizer_encode(j->tok, t->text, t->len, &ids, &k, NULL) != MOEC_OK) {
+            j->bad[i] = 1;
+            continue;
+        }
+        int32_t *grown = realloc(ids, (k + 1) * sizeof *grown);
+        if (!grown) {
+            free(ids);
+            j->bad[i] = 2;
+            continue;
+        }
+        grown[k] = j->eot;
+        c->ids[i] = grown;
+        c->n_ids[i] = k + 1;
+    }
+}
+
 /* Encodes every document (in parallel; results land in document order) and appends eot. */
 static int encode_corpus(corpus *c, const options *o, const moec_tokenizer *tok, int32_t eot) {
     size_t n = c->docs.n;
@@ -339,27 +368,8 @@ static int encode_corpus(corpus *c, const options *o, const moec_tokenizer *tok,
         fprintf(stderr, "moec data: out of memory\n");
         return 1;
     }
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 16)
-#endif
-    for (long i = 0; i < (long)n; i++) {
-        const doc_text *t = &c->docs.v[i];
-        int32_t *ids = NULL;
-        size_t k = 0;
-        if (moec_tokenizer_encode(tok, t->text, t->len, &ids, &k, NULL) != MOEC_OK) {
-            bad[i] = 1;
-            continue;
-        }
-        int32_t *grown = realloc(ids, (k + 1) * sizeof *grown);
-        if (!grown) {
-            free(ids);
-            bad[i] = 2;
-            continue;
-        }
-        grown[k] = eot;
-        c->ids[i] = grown;
-        c->n_ids[i] = k + 1;
-    }
+    encode_job j = {c, tok, eot, bad};
+    moec_parallel_range((int64_t)n, 16, encode_docs, &j);
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         if (!bad[i]) continue;
@@ -396,12 +406,8 @@ int moec_cmd_data(int argc, char **argv) {
         free(o.files);
         return rc;
     }
-#ifdef _OPENMP
-    if (o.threads > 0) omp_set_num_threads((int)o.threads);
-    int n_threads = omp_get_max_threads();
-#else
-    int n_threads = 1;
-#endif
+    moec_threads_set((int)o.threads); /* <= 0: one per CPU */
+    const int n_threads = moec_threads_count();
     moec_error err = {0};
     moec_tokenizer *tok = NULL;
     corpus c;
