@@ -225,9 +225,9 @@ DEFINE_TILE(tile_f32, MOEC_DTYPE_F32)
  * register tile (12 accumulators) runs over all tokens: per k, 2 panel loads, 6 broadcasts of
  * x, 12 FMAs. The panel (16·K floats) stays in L2 while x streams. */
 
-#define PANEL 16
+#define PANEL MOEC_MM_PANEL
 #define MR 6
-#define PACKED_MIN_T 8 /* below this, the dot-product tiles win: packing is not amortised */
+#define PACKED_MIN_T MOEC_MM_PACKED_MIN_T
 
 static _Thread_local float *tl_panel;
 static _Thread_local size_t tl_panel_cap;
@@ -261,7 +261,7 @@ AVX2_FN static inline void transpose8(__m256 r[8]) {
 }
 
 /* P[k*16 + j] = W[n + j][k] for j < nr, 0 for nr <= j < 16. */
-AVX2_FN static void pack_panel(float *P, const moec_mat *W, int64_t n, int nr) {
+AVX2_FN void moec_mm_pack_panel(float *P, const moec_mat *W, int64_t n, int nr) {
     const int64_t K = W->cols, K8 = K & ~(int64_t)7;
     const size_t es = moec_dtype_info(W->dtype)->block_bytes, rs = (size_t)K * es;
     const char *base = (const char *)W->data + (size_t)n * rs;
@@ -325,7 +325,7 @@ AVX2_FN static void rows_packed(float *out, int64_t N, const float *x, int64_t l
     float *P = tl_panel;
     for (int64_t n = n0; n < n1; n += PANEL) {
         const int nr = (int)(n1 - n < PANEL ? n1 - n : PANEL);
-        pack_panel(P, W, n, nr);
+        moec_mm_pack_panel(P, W, n, nr);
         const float *bn = bias ? bias + n : NULL;
         int t = 0;
         for (; t + MR <= T; t += MR)
@@ -517,7 +517,8 @@ typedef moec_mm_rows_fn rows_fn;
 static rows_fn rows_of(moec_isa isa) {
     MOEC_ASSERT(isa >= 0 && isa < MOEC_ISA_COUNT);
 #ifdef MOEC_X86
-    if (isa >= MOEC_ISA_AVX2) return moec_mm_rows_avx2; /* AVX-512 machines run the AVX2 kernels for now */
+    if (isa == MOEC_ISA_AVX512) return moec_mm_rows_avx512;
+    if (isa == MOEC_ISA_AVX2) return moec_mm_rows_avx2;
 #endif
     return rows_scalar;
 }

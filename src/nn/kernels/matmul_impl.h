@@ -37,6 +37,13 @@ moec_xq8 *moec_mm_quantize_rows(const float *x, int64_t ldx, int64_t K, int T);
 /* Per-thread fp32 scratch of n floats, 64-byte aligned (NULL when out of memory). */
 float *moec_mm_panel_scratch(size_t n);
 
+/* The packed path for many tokens (prefill): a panel of MOEC_MM_PANEL weight rows widened to fp32
+ * once and transposed, P[k * MOEC_MM_PANEL + j] = W[n + j][k] (rows j >= nr are 0); float
+ * formats only; needs AVX2 (every x86 family from AVX2 up uses it). */
+#define MOEC_MM_PANEL 16
+#define MOEC_MM_PACKED_MIN_T 8 /* below this many tokens packing is not amortised */
+void moec_mm_pack_panel(float *P, const moec_mat *W, int64_t n, int nr);
+
 /* Element i of a float-format row (the tails of the SIMD loops). */
 float moec_mm_load_scalar(const void *w, moec_dtype t, int64_t i);
 
