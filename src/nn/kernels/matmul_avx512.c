@@ -264,6 +264,52 @@ static inline uint16_t scale16(const char *blk) {
 DEFINE_QDOT4(qdot4_q8_0, MOEC_DTYPE_Q8_0, sizeof(moec_block_q8_0))
 DEFINE_QDOT4(qdot4_q4_0, MOEC_DTYPE_Q4_0, sizeof(moec_block_q4_0))
 
+/* Prefill: 4 rows × 4 tokens, so each weight pair is made unsigned once for 4 tokens and each
+ * activation pair loaded once for 4 rows: 4 ops (vpdpbusd, convert, scale, FMA) per 64 MACs. */
+#define DEFINE_QTILE44(NAME, DT, BB)                                                                           \
+    VNNI_FN static void NAME(float *out, int64_t N, const xpairs *L, int64_t nb, const char *w0, size_t rs,    \
+                             int64_t n, int nr, const float *bias) {                                           \
+        const int64_t np = (nb + 1) / 2;                                                                       \
+        const char *wr[4] = {w0, nr > 1 ? w0 + rs : w0, nr > 2 ? w0 + 2 * rs : w0, nr > 3 ? w0 + 3 * rs : w0}; \
+        __m512 f[4][4];                                                                                        \
+        for (int r = 0; r < 4; r++)                                                                            \
+            for (int j = 0; j < 4; j++) f[r][j] = _mm512_setzero_ps();                                         \
+        for (int64_t p = 0; p < np; p++) {                                                                     \
+            const int two = 2 * p + 1 < nb;                                                                    \
+            __m512i u[4];                                                                                      \
+            __m512 dw[4];                                                                                      \
+            for (int r = 0; r < 4; r++) {                                                                      \
+                const char *b0 = wr[r] + (size_t)(2 * p) * (BB);                                               \
+                const __m256i u0 = wu32(b0, DT), u1 = two ? wu32(b0 + (BB), DT) : _mm256_setzero_si256();       \
+                u[r] = _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);                                  \
+                const __m128i h0 = _mm_set1_epi16((short)scale16(b0));                                         \
+                const __m128i h1 = _mm_set1_epi16(two ? (short)scale16(b0 + (BB)) : 0);                        \
+                dw[r] = _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));                                             \
+            }                                                                                                  \
+            for (int j = 0; j < 4; j++) {                                                                      \
+                const size_t o = (size_t)j * (size_t)np + (size_t)p;                                           \
+                const __m512i xv = _mm512_load_si512((const void *)(L->q + o * 64));                           \
+                const __m512i acc0 = _mm512_load_si512((const void *)(L->acc0 + o * 16));                      \
+                const __m512 dx = _mm512_load_ps(L->d + o * 16);                                               \
+                for (int r = 0; r < 4; r++)                                                                    \
+                    f[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(acc0, u[r], xv)),         \
+                                              _mm512_mul_ps(dw[r], dx), f[r][j]);                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int j = 0; j < 4; j++)                                                                            \
+            for (int i = 0; i < nr; i++)                                                                       \
+                out[(size_t)j * (size_t)N + (size_t)(n + i)] = _mm512_reduce_add_ps(f[i][j]) + (bias ? bias[n + i] : 0.f); \
+    }
+
+DEFINE_QTILE44(qtile44_q8_0, MOEC_DTYPE_Q8_0, sizeof(moec_block_q8_0))
+DEFINE_QTILE44(qtile44_q4_0, MOEC_DTYPE_Q4_0, sizeof(moec_block_q4_0))
+
+/* L advanced by t tokens */
+static xpairs pairs_at(const xpairs *L, int64_t np, int t) {
+    const size_t o = (size_t)t * (size_t)np;
+    return (xpairs){L->q + o * 64, L->d + o * 16, L->acc0 + o * 16};
+}
+
 #define TOKEN_CHUNK 64 /* tokens per pass over 4 weight rows (their activations stay in L2) */
 
 VNNI_FN static void rows_q_vnni(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
@@ -277,16 +323,23 @@ VNNI_FN static void rows_q_vnni(float *out, int64_t N, const float *x, int64_t l
     }
     const xpairs L = layout_pairs(xq, nb, T, W->dtype == MOEC_DTYPE_Q8_0 ? 128 : 8);
     const int64_t np = (nb + 1) / 2;
+    const int q8 = W->dtype == MOEC_DTYPE_Q8_0;
     for (int t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
         const int tc = T - t0 < TOKEN_CHUNK ? T - t0 : TOKEN_CHUNK;
-        const xpairs Lc = {L.q + (size_t)t0 * (size_t)np * 64, L.d + (size_t)t0 * (size_t)np * 16,
-                           L.acc0 + (size_t)t0 * (size_t)np * 16};
-        float *o = out + (size_t)t0 * (size_t)N;
         for (int64_t n = n0; n < n1; n += 4) {
             const int nr = (int)(n1 - n < 4 ? n1 - n : 4);
             const char *w0 = (const char *)W->data + (size_t)n * rs;
-            if (W->dtype == MOEC_DTYPE_Q8_0) qdot4_q8_0(o, N, &Lc, nb, w0, rs, tc, n, nr, bias);
-            else qdot4_q4_0(o, N, &Lc, nb, w0, rs, tc, n, nr, bias);
+            int t = t0;
+            for (; t + 4 <= t0 + tc; t += 4) {
+                const xpairs Lt = pairs_at(&L, np, t);
+                if (q8) qtile44_q8_0(out + (size_t)t * (size_t)N, N, &Lt, nb, w0, rs, n, nr, bias);
+                else qtile44_q4_0(out + (size_t)t * (size_t)N, N, &Lt, nb, w0, rs, n, nr, bias);
+            }
+            if (t < t0 + tc) {
+                const xpairs Lt = pairs_at(&L, np, t);
+                if (q8) qdot4_q8_0(out + (size_t)t * (size_t)N, N, &Lt, nb, w0, rs, t0 + tc - t, n, nr, bias);
+                else qdot4_q4_0(out + (size_t)t * (size_t)N, N, &Lt, nb, w0, rs, t0 + tc - t, n, nr, bias);
+            }
         }
     }
 }
