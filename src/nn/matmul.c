@@ -409,13 +409,55 @@ AVX2_FN static inline __m256i q4_unpack(const char *qs) {
     return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
 }
 
-AVX2_FN static inline __m256 qdot8(const char *blk, moec_dtype t, __m256i x, float dx) {
-    const __m256i w = t == MOEC_DTYPE_Q8_0 ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)) : q4_unpack(blk + 2);
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+AVX2_FN static inline __m256i qload(const char *blk, moec_dtype t) {
+    return t == MOEC_DTYPE_Q8_0 ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)) : q4_unpack(blk + 2);
+}
+
+AVX2_FN static inline float qscale(const char *blk) {
     uint16_t h;
     memcpy(&h, blk, 2);
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))), _mm256_set1_ps(_cvtsh_ss(h) * dx));
+    return _cvtsh_ss(h);
 }
+
+/* the 8 lanes of d_w · d_x · (w · x) for one block; aw = |w| */
+AVX2_FN static inline __m256 qdot8w(__m256i w, __m256i aw, float dw, __m256i x, float dx) {
+    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))), _mm256_set1_ps(dw * dx));
+}
+
+AVX2_FN static inline __m256 qdot8(const char *blk, moec_dtype t, __m256i x, float dx) {
+    const __m256i w = qload(blk, t);
+    return qdot8w(w, _mm256_sign_epi8(w, w), qscale(blk), x, dx);
+}
+
+/* 4 rows × 2 tokens: each weight block loaded, unpacked and made absolute once for both. */
+#define DEFINE_QTILE42(NAME, DT, BB)                                                                            \
+    AVX2_FN static void NAME(float *out, int64_t N, const moec_xq8 *xq, int64_t nb, const char *w0, size_t rs,  \
+                             int64_t n, int nr, const float *bias) {                                            \
+        const char *wr[4] = {w0, nr > 1 ? w0 + rs : w0, nr > 2 ? w0 + 2 * rs : w0, nr > 3 ? w0 + 3 * rs : w0};  \
+        const moec_xq8 *xa = xq, *xb = xq + nb;                                                                 \
+        __m256 a[4], c[4];                                                                                      \
+        for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();                                          \
+        for (int64_t b = 0; b < nb; b++) {                                                                      \
+            const size_t o = (size_t)b * (BB);                                                                  \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)xa[b].q);                      \
+            const __m256i yv = _mm256_loadu_si256((const __m256i *)(const void *)xb[b].q);                      \
+            for (int r = 0; r < 4; r++) {                                                                       \
+                const __m256i w = qload(wr[r] + o, DT), aw = _mm256_sign_epi8(w, w);                            \
+                const float dw = qscale(wr[r] + o);                                                             \
+                a[r] = _mm256_add_ps(a[r], qdot8w(w, aw, dw, xv, xa[b].d));                                     \
+                c[r] = _mm256_add_ps(c[r], qdot8w(w, aw, dw, yv, xb[b].d));                                     \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int i = 0; i < nr; i++) {                                                                          \
+            const float bv = bias ? bias[n + i] : 0.f;                                                          \
+            out[(size_t)(n + i)] = hsum(a[i]) + bv;                                                             \
+            out[(size_t)N + (size_t)(n + i)] = hsum(c[i]) + bv;                                                 \
+        }                                                                                                       \
+    }
+
+DEFINE_QTILE42(qtile42_q8_0, MOEC_DTYPE_Q8_0, sizeof(moec_block_q8_0))
+DEFINE_QTILE42(qtile42_q4_0, MOEC_DTYPE_Q4_0, sizeof(moec_block_q4_0))
 
 #define DEFINE_QTILE(NAME, DT, BB)                                                                              \
     AVX2_FN static void NAME(float *out, int64_t N, const moec_xq8 *xq, int64_t nb, const char *w0, size_t rs, int T, \
@@ -458,9 +500,17 @@ AVX2_FN static void rows_q_avx2(float *out, int64_t N, const float *x, int64_t l
         for (int64_t n = n0; n < n1; n += 4) {
             const int nr = (int)(n1 - n < 4 ? n1 - n : 4);
             const char *w0 = (const char *)W->data + (size_t)n * rs;
-            float *o = out + (size_t)t0 * (size_t)N;
-            if (W->dtype == MOEC_DTYPE_Q8_0) qtile_q8_0(o, N, xq + (size_t)t0 * (size_t)nb, nb, w0, rs, tc, n, nr, bias);
-            else qtile_q4_0(o, N, xq + (size_t)t0 * (size_t)nb, nb, w0, rs, tc, n, nr, bias);
+            int t = t0;
+            for (; t + 2 <= t0 + tc; t += 2) {
+                float *o = out + (size_t)t * (size_t)N;
+                if (W->dtype == MOEC_DTYPE_Q8_0) qtile42_q8_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, n, nr, bias);
+                else qtile42_q4_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, n, nr, bias);
+            }
+            if (t < t0 + tc) { /* the odd token, and decode */
+                float *o = out + (size_t)t * (size_t)N;
+                if (W->dtype == MOEC_DTYPE_Q8_0) qtile_q8_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, 1, n, nr, bias);
+                else qtile_q4_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, 1, n, nr, bias);
+            }
         }
     }
 }
