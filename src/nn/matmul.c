@@ -1,12 +1,17 @@
 /* matmul.c — the dot-product kernel behind every linear layer: tiles of 4 weight rows × 2
  * tokens held in registers, weights widened to fp32 in registers (bf16: shift, f16: F16C).
- * Runtime dispatch picks AVX2+FMA when the CPU has it, else a portable scalar loop. */
+ * Runtime dispatch picks the family core/cpu.c names (AVX-512, AVX2+FMA, or the portable scalar
+ * loop, the oracle). Quantized weights (Q8_0, Q4_0) multiply 8-bit activation blocks with exact
+ * integer dot products (numerics in nn/kernels/matmul_impl.h); the AVX-512 family is in
+ * nn/kernels/matmul_avx512.c. */
 #include "nn/matmul.h"
 
 #include "core/cpu.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "nn/kernels/matmul_impl.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +20,9 @@
 #define MOEC_X86 1
 #endif
 
-/* ------------------------------------------------------------------ scalar */
+/* ------------------------------------------------------------------ shared */
 
-static float load_scalar(const void *w, moec_dtype t, int64_t i) {
+float moec_mm_load_scalar(const void *w, moec_dtype t, int64_t i) {
     uint16_t h;
     switch (t) {
     case MOEC_DTYPE_F32: {
@@ -27,15 +32,96 @@ static float load_scalar(const void *w, moec_dtype t, int64_t i) {
     }
     case MOEC_DTYPE_BF16: memcpy(&h, (const char *)w + 2 * i, 2); return moec_bf16_to_f32(h);
     case MOEC_DTYPE_F16: memcpy(&h, (const char *)w + 2 * i, 2); return moec_f16_to_f32(h);
-    default: return 0.f;
+    default: MOEC_ASSERT(!"moec_mm_load_scalar: not a float format"); return 0.f;
+    }
+}
+#define load_scalar moec_mm_load_scalar
+
+void moec_mm_quantize_x(moec_xq8 *dst, const float *x, int64_t K) {
+    for (int64_t b = 0; b < K / MOEC_QBLOCK; b++) {
+        const float *xb = x + b * MOEC_QBLOCK;
+        float amax = 0.f;
+        for (int i = 0; i < MOEC_QBLOCK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+        int32_t sum = 0;
+        for (int i = 0; i < MOEC_QBLOCK; i++) {
+            /* |xb[i] * id| <= 127 up to one rounding, so the clamp only guards against it */
+            float q = nearbyintf(xb[i] * id);
+            q = q > 127.f ? 127.f : q < -127.f ? -127.f : q;
+            dst[b].q[i] = (int8_t)q;
+            sum += dst[b].q[i];
+        }
+        dst[b].d = d;
+        dst[b].sum = sum;
     }
 }
 
-static void rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
-                        int T, int64_t n0, int64_t n1) {
+static _Thread_local moec_xq8 *tl_xq;
+static _Thread_local size_t tl_xq_cap;
+
+moec_xq8 *moec_mm_quantize_rows(const float *x, int64_t ldx, int64_t K, int T) {
+    const int64_t nb = K / MOEC_QBLOCK;
+    const size_t n = (size_t)nb * (size_t)T;
+    if (n > tl_xq_cap) {
+        free(tl_xq);
+        tl_xq = aligned_alloc(64, (n * sizeof(moec_xq8) + 63) & ~(size_t)63);
+        tl_xq_cap = tl_xq ? n : 0;
+        if (!tl_xq) return NULL;
+    }
+    for (int t = 0; t < T; t++) moec_mm_quantize_x(tl_xq + (size_t)t * (size_t)nb, x + (size_t)t * (size_t)ldx, K);
+    return tl_xq;
+}
+
+static moec_xq8 *quantize_rows_or_die(const float *x, int64_t ldx, int64_t K, int T) {
+    moec_xq8 *xq = moec_mm_quantize_rows(x, ldx, K, T);
+    if (!xq) {
+        fprintf(stderr, "moec: matmul: out of memory for %d quantized activation rows of %lld\n", T, (long long)K);
+        exit(1);
+    }
+    return xq;
+}
+
+/* ------------------------------------------------------------------ scalar */
+
+/* The oracle's block dot: Σ_b (d_w · d_x) · Σ_i q_w q_x, the blocks in order. */
+static float qdot_scalar(const char *wr, moec_dtype t, const moec_xq8 *xq, int64_t nb) {
+    float acc = 0.f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t isum = 0;
+        uint16_t dh;
+        if (t == MOEC_DTYPE_Q8_0) {
+            const moec_block_q8_0 *blk = (const moec_block_q8_0 *)(const void *)(wr + (size_t)b * sizeof *blk);
+            memcpy(&dh, &blk->d, 2);
+            for (int i = 0; i < MOEC_QBLOCK; i++) isum += (int32_t)blk->qs[i] * xq[b].q[i];
+        } else {
+            const moec_block_q4_0 *blk = (const moec_block_q4_0 *)(const void *)(wr + (size_t)b * sizeof *blk);
+            memcpy(&dh, &blk->d, 2);
+            for (int i = 0; i < MOEC_QBLOCK / 2; i++) {
+                isum += ((int32_t)(blk->qs[i] & 15) - 8) * xq[b].q[i];
+                isum += ((int32_t)(blk->qs[i] >> 4) - 8) * xq[b].q[i + MOEC_QBLOCK / 2];
+            }
+        }
+        acc += (moec_f16_to_f32(dh) * xq[b].d) * (float)isum;
+    }
+    return acc;
+}
+
+void moec_mm_rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
+                         int T, int64_t n0, int64_t n1) {
     const int64_t K = W->cols;
+    const size_t rb = moec_row_bytes(W->dtype, K);
+    if (moec_dtype_info(W->dtype)->quantized) {
+        const moec_xq8 *xq = quantize_rows_or_die(x, ldx, K, T);
+        const int64_t nb = K / MOEC_QBLOCK;
+        for (int64_t n = n0; n < n1; n++)
+            for (int t = 0; t < T; t++)
+                out[(size_t)t * (size_t)N + (size_t)n] =
+                    qdot_scalar((const char *)W->data + (size_t)n * rb, W->dtype, xq + (size_t)t * (size_t)nb, nb) +
+                    (bias ? bias[n] : 0.f);
+        return;
+    }
     for (int64_t n = n0; n < n1; n++) {
-        const char *wr = (const char *)W->data + (size_t)n * moec_row_bytes(W->dtype, K);
+        const char *wr = (const char *)W->data + (size_t)n * rb;
         for (int t = 0; t < T; t++) {
             const float *xr = x + (size_t)t * (size_t)ldx;
             float acc = 0.f;
@@ -44,6 +130,7 @@ static void rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, cons
         }
     }
 }
+#define rows_scalar moec_mm_rows_scalar
 
 void moec_matmul_naive(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
     rows_scalar(out, W->rows, x, W->cols, W, bias, T, 0, W->rows);
@@ -136,14 +223,14 @@ DEFINE_TILE(tile_f32, MOEC_DTYPE_F32)
  * register tile (12 accumulators) runs over all tokens: per k, 2 panel loads, 6 broadcasts of
  * x, 12 FMAs. The panel (16·K floats) stays in L2 while x streams. */
 
-#define PANEL 16
+#define PANEL MOEC_MM_PANEL
 #define MR 6
-#define PACKED_MIN_T 8 /* below this, the dot-product tiles win: packing is not amortised */
+#define PACKED_MIN_T MOEC_MM_PACKED_MIN_T
 
 static _Thread_local float *tl_panel;
 static _Thread_local size_t tl_panel_cap;
 
-static float *panel_buffer(size_t n) {
+float *moec_mm_panel_scratch(size_t n) {
     if (n > tl_panel_cap) {
         free(tl_panel);
         tl_panel = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
@@ -172,7 +259,7 @@ AVX2_FN static inline void transpose8(__m256 r[8]) {
 }
 
 /* P[k*16 + j] = W[n + j][k] for j < nr, 0 for nr <= j < 16. */
-AVX2_FN static void pack_panel(float *P, const moec_mat *W, int64_t n, int nr) {
+AVX2_FN void moec_mm_pack_panel(float *P, const moec_mat *W, int64_t n, int nr) {
     const int64_t K = W->cols, K8 = K & ~(int64_t)7;
     const size_t es = moec_dtype_info(W->dtype)->block_bytes, rs = (size_t)K * es;
     const char *base = (const char *)W->data + (size_t)n * rs;
@@ -236,7 +323,7 @@ AVX2_FN static void rows_packed(float *out, int64_t N, const float *x, int64_t l
     float *P = tl_panel;
     for (int64_t n = n0; n < n1; n += PANEL) {
         const int nr = (int)(n1 - n < PANEL ? n1 - n : PANEL);
-        pack_panel(P, W, n, nr);
+        moec_mm_pack_panel(P, W, n, nr);
         const float *bn = bias ? bias + n : NULL;
         int t = 0;
         for (; t + MR <= T; t += MR)
@@ -307,14 +394,136 @@ AVX2_FN static void tile_bf16_eo(float *out, const float *xs, const float *x, co
     (void)N;
 }
 
-/* Few tokens: dot-product tiles straight from the stored weights (memory-bound decode). */
-#define TOKEN_CHUNK 64
+#define TOKEN_CHUNK 64 /* tokens per pass over a tile of weight rows (their x rows stay in L2) */
 
-AVX2_FN static void rows_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
-                              const float *bias, int T, int64_t n0, int64_t n1) {
+/* ---- quantized weights (Q8_0, Q4_0) × 8-bit activation blocks ---------------------------
+ * Per block: 32 signed weights (Q4_0 unpacked to q - 8), |w| × sign(x, w) in vpmaddubsw (exact:
+ * |w| ≤ 128, |x| ≤ 127, pairs ≤ 32512), pairs summed to 8 int32 lanes, converted, and one FMA
+ * with d_w · d_x. 4 weight rows per tile; the tile stays in L1 while the tokens go by. */
+
+AVX2_FN static inline __m256i q4_unpack(const char *qs) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)qs);
+    const __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(15));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+
+AVX2_FN static inline __m256i qload(const char *blk, moec_dtype t) {
+    return t == MOEC_DTYPE_Q8_0 ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)) : q4_unpack(blk + 2);
+}
+
+AVX2_FN static inline float qscale(const char *blk) {
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    return _cvtsh_ss(h);
+}
+
+/* the 8 lanes of d_w · d_x · (w · x) for one block; aw = |w| */
+AVX2_FN static inline __m256 qdot8w(__m256i w, __m256i aw, float dw, __m256i x, float dx) {
+    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1))), _mm256_set1_ps(dw * dx));
+}
+
+AVX2_FN static inline __m256 qdot8(const char *blk, moec_dtype t, __m256i x, float dx) {
+    const __m256i w = qload(blk, t);
+    return qdot8w(w, _mm256_sign_epi8(w, w), qscale(blk), x, dx);
+}
+
+/* 4 rows × 2 tokens: each weight block loaded, unpacked and made absolute once for both. */
+#define DEFINE_QTILE42(NAME, DT, BB)                                                                            \
+    AVX2_FN static void NAME(float *out, int64_t N, const moec_xq8 *xq, int64_t nb, const char *w0, size_t rs,  \
+                             int64_t n, int nr, const float *bias) {                                            \
+        const char *wr[4] = {w0, nr > 1 ? w0 + rs : w0, nr > 2 ? w0 + 2 * rs : w0, nr > 3 ? w0 + 3 * rs : w0};  \
+        const moec_xq8 *xa = xq, *xb = xq + nb;                                                                 \
+        __m256 a[4], c[4];                                                                                      \
+        for (int r = 0; r < 4; r++) a[r] = c[r] = _mm256_setzero_ps();                                          \
+        for (int64_t b = 0; b < nb; b++) {                                                                      \
+            const size_t o = (size_t)b * (BB);                                                                  \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)xa[b].q);                      \
+            const __m256i yv = _mm256_loadu_si256((const __m256i *)(const void *)xb[b].q);                      \
+            for (int r = 0; r < 4; r++) {                                                                       \
+                const __m256i w = qload(wr[r] + o, DT), aw = _mm256_sign_epi8(w, w);                            \
+                const float dw = qscale(wr[r] + o);                                                             \
+                a[r] = _mm256_add_ps(a[r], qdot8w(w, aw, dw, xv, xa[b].d));                                     \
+                c[r] = _mm256_add_ps(c[r], qdot8w(w, aw, dw, yv, xb[b].d));                                     \
+            }                                                                                                   \
+        }                                                                                                       \
+        for (int i = 0; i < nr; i++) {                                                                          \
+            const float bv = bias ? bias[n + i] : 0.f;                                                          \
+            out[(size_t)(n + i)] = hsum(a[i]) + bv;                                                             \
+            out[(size_t)N + (size_t)(n + i)] = hsum(c[i]) + bv;                                                 \
+        }                                                                                                       \
+    }
+
+DEFINE_QTILE42(qtile42_q8_0, MOEC_DTYPE_Q8_0, sizeof(moec_block_q8_0))
+DEFINE_QTILE42(qtile42_q4_0, MOEC_DTYPE_Q4_0, sizeof(moec_block_q4_0))
+
+#define DEFINE_QTILE(NAME, DT, BB)                                                                              \
+    AVX2_FN static void NAME(float *out, int64_t N, const moec_xq8 *xq, int64_t nb, const char *w0, size_t rs, int T, \
+                             int64_t n, int nr, const float *bias) {                                            \
+        const char *w1 = nr > 1 ? w0 + rs : w0, *w2 = nr > 2 ? w0 + 2 * rs : w0, *w3 = nr > 3 ? w0 + 3 * rs : w0; \
+        for (int t = 0; t < T; t++) {                                                                           \
+            const moec_xq8 *xt = xq + (size_t)t * (size_t)nb;                                                   \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                         \
+            for (int64_t b = 0; b < nb; b++) {                                                                  \
+                const size_t o = (size_t)b * (BB);                                                              \
+                if (t == 0) {                                                                                   \
+                    _mm_prefetch(w0 + 4 * rs + o, _MM_HINT_T0);                                                 \
+                    _mm_prefetch(w1 + 4 * rs + o, _MM_HINT_T0);                                                 \
+                    _mm_prefetch(w2 + 4 * rs + o, _MM_HINT_T0);                                                 \
+                    _mm_prefetch(w3 + 4 * rs + o, _MM_HINT_T0);                                                 \
+                }                                                                                               \
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)xt[b].q);                  \
+                const float dx = xt[b].d;                                                                       \
+                a0 = _mm256_add_ps(a0, qdot8(w0 + o, DT, xv, dx));                                              \
+                a1 = _mm256_add_ps(a1, qdot8(w1 + o, DT, xv, dx));                                              \
+                a2 = _mm256_add_ps(a2, qdot8(w2 + o, DT, xv, dx));                                              \
+                a3 = _mm256_add_ps(a3, qdot8(w3 + o, DT, xv, dx));                                              \
+            }                                                                                                   \
+            const float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};                                        \
+            for (int i = 0; i < nr; i++)                                                                        \
+                out[(size_t)t * (size_t)N + (size_t)(n + i)] = r[i] + (bias ? bias[n + i] : 0.f);              \
+        }                                                                                                       \
+    }
+
+DEFINE_QTILE(qtile_q8_0, MOEC_DTYPE_Q8_0, sizeof(moec_block_q8_0))
+DEFINE_QTILE(qtile_q4_0, MOEC_DTYPE_Q4_0, sizeof(moec_block_q4_0))
+
+AVX2_FN static void rows_q_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
+                                const float *bias, int T, int64_t n0, int64_t n1) {
+    const int64_t K = W->cols, nb = K / MOEC_QBLOCK;
+    const size_t rs = moec_row_bytes(W->dtype, K);
+    const moec_xq8 *xq = quantize_rows_or_die(x, ldx, K, T);
+    for (int t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
+        const int tc = T - t0 < TOKEN_CHUNK ? T - t0 : TOKEN_CHUNK;
+        for (int64_t n = n0; n < n1; n += 4) {
+            const int nr = (int)(n1 - n < 4 ? n1 - n : 4);
+            const char *w0 = (const char *)W->data + (size_t)n * rs;
+            int t = t0;
+            for (; t + 2 <= t0 + tc; t += 2) {
+                float *o = out + (size_t)t * (size_t)N;
+                if (W->dtype == MOEC_DTYPE_Q8_0) qtile42_q8_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, n, nr, bias);
+                else qtile42_q4_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, n, nr, bias);
+            }
+            if (t < t0 + tc) { /* the odd token, and decode */
+                float *o = out + (size_t)t * (size_t)N;
+                if (W->dtype == MOEC_DTYPE_Q8_0) qtile_q8_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, 1, n, nr, bias);
+                else qtile_q4_0(o, N, xq + (size_t)t * (size_t)nb, nb, w0, rs, 1, n, nr, bias);
+            }
+        }
+    }
+}
+
+/* Few tokens: dot-product tiles straight from the stored weights (memory-bound decode). */
+
+AVX2_FN void moec_mm_rows_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
+                               const float *bias, int T, int64_t n0, int64_t n1) {
     const int64_t K = W->cols;
+    if (moec_dtype_info(W->dtype)->quantized) {
+        rows_q_avx2(out, N, x, ldx, W, bias, T, n0, n1);
+        return;
+    }
     /* (without memory for a panel, the unpacked tiles below still work) */
-    if (T >= PACKED_MIN_T && panel_buffer((size_t)K * PANEL)) {
+    if (T >= PACKED_MIN_T && moec_mm_panel_scratch((size_t)K * PANEL)) {
         rows_packed(out, N, x, ldx, W, bias, T, n0, n1);
         return;
     }
@@ -351,25 +560,21 @@ AVX2_FN static void rows_avx2(float *out, int64_t N, const float *x, int64_t ldx
 
 /* ------------------------------------------------------------------ dispatch */
 
-typedef void (*rows_fn)(float *, int64_t, const float *, int64_t, const moec_mat *, const float *, int, int64_t,
-                        int64_t);
+typedef moec_mm_rows_fn rows_fn;
 
-static rows_fn pick(const char **name) {
+static rows_fn rows_of(moec_isa isa) {
+    MOEC_ASSERT(isa >= 0 && isa < MOEC_ISA_COUNT);
 #ifdef MOEC_X86
-    if (moec_cpu_isa() >= MOEC_ISA_AVX2) { /* AVX-512 machines run the AVX2 kernels for now */
-        *name = "avx2";
-        return rows_avx2;
-    }
+    if (isa == MOEC_ISA_AVX512) return moec_mm_rows_avx512;
+    if (isa == MOEC_ISA_AVX2) return moec_mm_rows_avx2;
 #endif
-    *name = "scalar";
     return rows_scalar;
 }
 
 static rows_fn g_rows;
-static const char *g_name;
 static pthread_once_t g_rows_once = PTHREAD_ONCE_INIT;
 
-static void pick_once(void) { g_rows = pick(&g_name); }
+static void pick_once(void) { g_rows = rows_of(moec_cpu_isa()); }
 
 /* Chosen once (pthread_once): expert threads call this concurrently on their first GEMM. */
 static rows_fn get_rows(void) {
@@ -377,15 +582,25 @@ static rows_fn get_rows(void) {
     return g_rows;
 }
 
-const char *moec_matmul_kernel_name(void) {
-    get_rows();
-    return g_name;
+const char *moec_matmul_kernel_name(void) { return moec_isa_name(moec_cpu_isa()); }
+
+static void check_shape(const moec_mat *W) {
+    /* rows of the block formats are whole blocks (the loaders check files; this checks callers) */
+    MOEC_ASSERT(W->cols % moec_dtype_info(W->dtype)->block == 0);
 }
 
 void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
                       int T, int64_t n0, int64_t n1) {
     MOEC_ASSERT(ldo >= n1 && ldx >= W->cols);
+    check_shape(W);
     if (n1 > n0 && T > 0) get_rows()(out, ldo, x, ldx, W, bias, T, n0, n1);
+}
+
+void moec_matmul_rows_isa(moec_isa isa, float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
+                          const float *bias, int T, int64_t n0, int64_t n1) {
+    MOEC_ASSERT(ldo >= n1 && ldx >= W->cols && moec_cpu_has_isa(isa));
+    check_shape(W);
+    if (n1 > n0 && T > 0) rows_of(isa)(out, ldo, x, ldx, W, bias, T, n0, n1);
 }
 
 typedef struct {
@@ -415,6 +630,7 @@ static int64_t rows_per_task(int64_t N, int64_t K, int T) {
 }
 
 void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
+    check_shape(W);
     matmul_job j = {get_rows(), out, x, W, bias, T};
     if (W->rows > 0 && T > 0) moec_parallel_range(W->rows, rows_per_task(W->rows, W->cols, T), matmul_task, &j);
 }

@@ -1,10 +1,12 @@
 /* matmul.h — y = x · Wᵀ (+ b) with W stored as in Hugging Face Linear layers: row-major
- * [out_features, in_features], in BF16, F16 or F32 (converted in registers, never copied),
- * x and y in fp32. One kernel serves prefill (many rows) and decode (one row).
+ * [out_features, in_features], in BF16, F16 or F32 (converted in registers, never copied) or in
+ * the block formats Q8_0 / Q4_0 (in_features a multiple of 32; x is quantized to 8-bit blocks per
+ * call, nn/kernels/matmul_impl.h), x and y in fp32. One kernel serves prefill (many rows) and decode (one row).
  * Not a general GEMM: W is always the transposed operand. */
 #ifndef MOEC_NN_MATMUL_H
 #define MOEC_NN_MATMUL_H
 
+#include "core/cpu.h"
 #include "core/dtype.h"
 
 #include <stdint.h>
@@ -25,7 +27,12 @@ void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bia
 void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
                       const float *bias, int T, int64_t n0, int64_t n1);
 
-/* Which kernel is in use ("avx2" or "scalar"); MOEC_ISA=scalar forces the scalar one (core/cpu.h). */
+/* The same with the kernel family isa (which this CPU must have) instead of the one moec_cpu_isa()
+ * picks: how tests compare every family with the scalar oracle in one process. */
+void moec_matmul_rows_isa(moec_isa isa, float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
+                          const float *bias, int T, int64_t n0, int64_t n1);
+
+/* Which kernel family is in use ("avx512", "avx2" or "scalar"; MOEC_ISA forces one, core/cpu.h). */
 const char *moec_matmul_kernel_name(void);
 
 /* Scalar oracle, for tests. */
