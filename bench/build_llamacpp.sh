@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds llama.cpp (the inference peer) from the llama-cpp-python sdist on PyPI, sets up the
 # converter's Python environment, makes the bench checkpoints and converts them to GGUF
-# BF16 + Q8_0.  Everything goes under bench/work/ (git-ignored).  Idempotent: each step is
+# BF16, Q8_0 and Q4_0.  Everything goes under bench/work/ (git-ignored).  Idempotent: each step is
 # skipped when its output already exists.
 #
 #   bench/build_llamacpp.sh [STEP] [M|F|all]
@@ -186,14 +186,17 @@ step_convert() {
         else
             log "convert: $bf16 present"
         fi
-        if [[ ! -f "$q8" ]]; then
-            log "quantize: $bf16 -> $q8"
-            "$BUILD/bin/llama-quantize" "$bf16" "$q8.tmp" Q8_0 "$JOBS"
-            mv "$q8.tmp" "$q8"
-        else
-            log "quantize: $q8 present"
-        fi
-        ls -la "$bf16" "$q8" >&2
+        for q in Q8_0 Q4_0; do
+            local out="$GGUF/bench-$m-$q.gguf"
+            if [[ ! -f "$out" ]]; then
+                log "quantize: $bf16 -> $out"
+                "$BUILD/bin/llama-quantize" "$bf16" "$out.tmp" $q "$JOBS"
+                mv "$out.tmp" "$out"
+            else
+                log "quantize: $out present"
+            fi
+        done
+        ls -la "$bf16" "$GGUF/bench-$m-Q8_0.gguf" "$GGUF/bench-$m-Q4_0.gguf" >&2
     done
 }
 

@@ -3,14 +3,16 @@
 #
 #   bench/run_inference.sh [M|F|all]          (default all: every checkpoint that is built)
 #
-# For each checkpoint bench-X (see bench/README.md; built by bench/build_llamacpp.sh):
-#   llama-bench -m bench/work/gguf/bench-X-BF16.gguf -p 128 -n 32 -t 2
-#   llama-bench -m bench/work/gguf/bench-X-Q8_0.gguf -p 128 -n 32 -t 2
-#   build/moec bench -m bench/work/models/bench-X -p 128 -n 32 -t 2 -r 3
+# For each checkpoint bench-X (see bench/README.md; built by bench/build_llamacpp.sh) and each
+# format F of FORMATS (default "BF16 Q8_0 Q4_0"):
+#   llama-bench -m bench/work/gguf/bench-X-F.gguf -p 128 -n 32 -t 2 [--repack 0 for Q8_0/Q4_0]
+#   build/moec bench -m DIR -p 128 -n 32 -t 2 -r 3
+# with DIR the checkpoint (BF16) or its `moec quantize --type q8|q4` copy, made on first use in
+# bench/work/models/bench-X-q8 / -q4.
 # then prints a markdown table and writes it to bench/work/results-<date>.md (raw outputs in
 # bench/work/raw-<date>/).
 #
-# Environment: THREADS (2), MOEC (build/moec), MOEC_ARGS (extra args for moec bench),
+# Environment: THREADS (2), FORMATS, MOEC (build/moec), MOEC_ARGS (extra args for moec bench),
 #   MOEC_TIMEOUT (s, 900), LLAMA_BENCH_ARGS (extra args for llama-bench, e.g. "-r 10"),
 #   IDLE_WAIT (s, 180), RETRIES (2), OTHERS_MAX (%, 10): see "Other jobs" below.
 set -uo pipefail
@@ -18,6 +20,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$ROOT/bench/work"
 THREADS="${THREADS:-2}"
+FORMATS="${FORMATS:-BF16 Q8_0 Q4_0}"
 MOEC="${MOEC:-$ROOT/build/moec}"
 MOEC_TIMEOUT="${MOEC_TIMEOUT:-900}"
 LLAMA_BENCH="$WORK/llama.cpp/build/bin/llama-bench"
@@ -135,14 +138,18 @@ for m in $MODELS; do
         continue
     fi
     ran_any=1
-    for fmt in BF16 Q8_0; do
+    for fmt in $FORMATS; do
         gguf="$WORK/gguf/bench-$m-$fmt.gguf"
         if [[ $have_llama == 0 || ! -f "$gguf" ]]; then
             printf 'bench-%s\tllama.cpp\t%s\t\t\t\t\tunavailable (no %s)\n' "$m" "$fmt" "${gguf#$ROOT/}" >> "$RES"
             continue
         fi
+        # --repack 0 for the block formats: llama.cpp's repacked AMX path (CPUs with AMX, e.g.
+        # Sapphire Rapids) segfaults in ggml_backend_amx_mul_mat on these checkpoints
+        repack=""
+        [[ $fmt != BF16 ]] && repack="--repack 0"
         warm "$gguf"
-        measure "llama-$m-$fmt" "$LLAMA_BENCH" -m "$gguf" -p 128 -n 32 -t "$THREADS" ${LLAMA_BENCH_ARGS:-} -o json
+        measure "llama-$m-$fmt" "$LLAMA_BENCH" -m "$gguf" -p 128 -n 32 -t "$THREADS" $repack ${LLAMA_BENCH_ARGS:-} -o json
         if (( ok )) && python3 -c "$LLAMA_TSV_PY" "$RAW/llama-$m-$fmt.out" "bench-$m" "$fmt" "$others" >> "$RES"; then
             :
         else
@@ -150,21 +157,36 @@ for m in $MODELS; do
         fi
     done
 
-    if [[ -x "$MOEC" ]]; then
-        warm "$hf"/*.safetensors
-        measure "moec-$m" timeout "$MOEC_TIMEOUT" "$MOEC" bench -m "$hf" -p 128 -n 32 -t "$THREADS" -r 3 ${MOEC_ARGS:-}
-        if (( ok )) && grep -q '^pp' "$RAW/moec-$m.out"; then
-            awk -F'\t' -v m="bench-$m" -v o="$others" '
+    # moec: BF16 from the checkpoint itself, Q8_0 / Q4_0 from `moec quantize` of it (made once,
+    # next to it: bench/work/models/bench-X-q8, -q4)
+    for fmt in $FORMATS; do
+        case $fmt in
+        BF16) dir="$hf" ;;
+        Q8_0) dir="$hf-q8" ;;
+        Q4_0) dir="$hf-q4" ;;
+        *) continue ;;
+        esac
+        if [[ ! -x "$MOEC" ]]; then
+            printf 'bench-%s\tmoec\t%s\t\t\t\t\tunavailable (no %s)\n' "$m" "$fmt" "${MOEC#$ROOT/}" >> "$RES"
+            continue
+        fi
+        if [[ ! -f "$dir/config.json" ]]; then
+            echo "bench-$m: moec quantize to ${dir#$ROOT/}" >&2
+            "$MOEC" quantize -m "$hf" -o "$dir" --type "$( [[ $fmt == Q8_0 ]] && echo q8 || echo q4 )" >&2 ||
+                { printf 'bench-%s\tmoec\t%s\t\t\t\t\tmoec quantize failed\n' "$m" "$fmt" >> "$RES"; continue; }
+        fi
+        warm "$dir"/*.safetensors
+        measure "moec-$m-$fmt" timeout "$MOEC_TIMEOUT" "$MOEC" bench -m "$dir" -p 128 -n 32 -t "$THREADS" -r 3 ${MOEC_ARGS:-}
+        if (( ok )) && grep -q '^pp' "$RAW/moec-$m-$fmt.out"; then
+            awk -F'\t' -v m="bench-$m" -v o="$others" -v f="$fmt" '
                 $1 ~ /^pp/ { pp = $3; pps = $4 }
                 $1 ~ /^tg/ { tg = $3; tgs = $4 }
-                END { printf "%s\tmoec\tBF16 (safetensors)\t%s\t%s\t%s\t%s\tothers %s%% CPU\n", m, pp, pps, tg, tgs, o }
-            ' "$RAW/moec-$m.out" >> "$RES"
+                END { printf "%s\tmoec\t%s\t%s\t%s\t%s\t%s\tothers %s%% CPU\n", m, f, pp, pps, tg, tgs, o }
+            ' "$RAW/moec-$m-$fmt.out" >> "$RES"
         else
-            printf 'bench-%s\tmoec\tBF16 (safetensors)\t\t\t\t\tfailed (see %s)\n' "$m" "${RAW#$ROOT/}/moec-$m.err" >> "$RES"
+            printf 'bench-%s\tmoec\t%s\t\t\t\t\tfailed (see %s)\n' "$m" "$fmt" "${RAW#$ROOT/}/moec-$m-$fmt.err" >> "$RES"
         fi
-    else
-        printf 'bench-%s\tmoec\tBF16 (safetensors)\t\t\t\t\tunavailable (no %s)\n' "$m" "${MOEC#$ROOT/}" >> "$RES"
-    fi
+    done
 done
 
 if [[ $ran_any == 0 ]]; then
@@ -189,7 +211,7 @@ for r in rows:
     model, eng, fmt, pp, pps, tg, tgs, note = r
     ratio = "—"
     if eng == "llama.cpp":
-        mo = next((x for x in rows if x[0] == model and x[1] == "moec"), None)
+        mo = next((x for x in rows if x[0] == model and x[1] == "moec" and x[2] == fmt), None)
         parts = []
         for i, name in ((3, "pp"), (5, "tg")):
             if mo and len(mo) > i and mo[i] and r[i]:
