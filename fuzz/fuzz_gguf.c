@@ -38,12 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (uint64_t i = 0; i < g.n_tensors; i++) {
         const moec_gguf_tensor *t = &g.tensors[i];
         if (moec_gguf_find_tensor(&g, t->name) == NULL) abort();
-        const moec_ggml_traits *tr = moec_ggml_type_traits(t->type);
-        if (!tr || !moec_ggml_type_readable(t->type) || t->numel < tr->block || tr->block > 256) continue;
-        const int64_t n_blocks = t->numel / tr->block;
-        moec_ggml_to_f32(tmp, t->data, t->type, (size_t)tr->block);
-        moec_ggml_to_f32(tmp, (const unsigned char *)t->data + (size_t)(n_blocks - 1) * tr->bytes, t->type,
-                         (size_t)tr->block);
+        moec_ggml_layout tr;
+        if (!moec_ggml_type_layout(t->type, &tr) || !tr.has_dtype || t->numel < tr.block || tr.block > 256) continue;
+        const int64_t n_blocks = t->numel / tr.block;
+        moec_to_f32(tmp, t->data, tr.dtype, (size_t)tr.block);
+        moec_to_f32(tmp, (const unsigned char *)t->data + (size_t)(n_blocks - 1) * tr.bytes, tr.dtype, (size_t)tr.block);
         sink += tmp[0];
     }
     (void)sink;

@@ -19,11 +19,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < set.n_tensors; i++) {
             const moec_st_tensor *t = &set.tensors[i];
             if (moec_st_find(&set, t->name) != t) abort();
+            const moec_dtype_traits *tr = moec_dtype_info(t->dtype);
+            const size_t blk = (size_t)tr->block; /* quantized: whole blocks only */
             size_t n = (size_t)t->numel < 64 ? (size_t)t->numel : 64;
-            moec_to_f32(tmp, t->data, t->dtype, n);
-            if (t->numel > 0) { /* the last element too */
-                const uint8_t *last = (const uint8_t *)t->data + t->nbytes - moec_dtype_info(t->dtype)->block_bytes;
-                moec_to_f32(tmp, last, t->dtype, 1);
+            moec_to_f32(tmp, t->data, t->dtype, n / blk * blk);
+            if (t->numel > 0) { /* the last element (block) too */
+                const uint8_t *last = (const uint8_t *)t->data + t->nbytes - tr->block_bytes;
+                moec_to_f32(tmp, last, t->dtype, blk);
             }
         }
         moec_st_close(&set);

@@ -62,6 +62,14 @@ def safetensors_seeds():
         "no_tensors": st_bytes([], {"k": "v"}),
         "unpadded": st_bytes([("a", "F16", [1], b"\x00\x3c")], pad=False),
         "unsupported_dtype": st_bytes([("i", "I64", [1], b"\x00" * 8)]),
+        # the quantized-weight convention (docs/formats.md): U8 blocks + __metadata__ moec.quant.<name>
+        "q8_0_q4_0": st_bytes([("n", "F32", [2], f32(1, 2)),
+                               ("q", "U8", [2, 34], (b"\x00\x3c" + bytes(range(32))) * 2),
+                               ("r", "U8", [1, 36], (b"\x00\x38" + bytes(range(16))) * 2)],
+                              {"format": "pt", "moec.quant.q": "Q8_0", "moec.quant.r": "Q4_0"}),
+        "quant_unknown_format": st_bytes([("q", "U8", [1, 34], b"\x00\x3c" + bytes(32))], {"moec.quant.q": "Q9_9"}),
+        "quant_no_key": st_bytes([("q", "U8", [1, 34], b"\x00\x3c" + bytes(32))]),
+        "quant_stray_key": st_bytes([("a", "F32", [1], f32(1))], {"moec.quant.zz": "Q8_0"}),
     }
 
 
@@ -276,7 +284,9 @@ def main():
                 print(f"{h}: {write_set(args.out, h, s)} seeds")
         if args.regressions:
             index_empty = index_input({}, [])
-            sets = {"safetensors": {"good_three_dtypes": safetensors_seeds()["f32_bf16_f16"]},
+            sts = safetensors_seeds()
+            sets = {"safetensors": {"good_three_dtypes": sts["f32_bf16_f16"], "good_q8_0_q4_0": sts["q8_0_q4_0"],
+                                    "quant_unknown_format": sts["quant_unknown_format"]},
                     "gguf": {"good_three_types": gguf_seeds()["three_types"]},
                     "st_index": {"good_two_shards": st_index_seeds()["two_shards"],
                                  "bug_empty_weight_map": index_empty},

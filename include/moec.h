@@ -52,8 +52,8 @@ moec_model_params moec_model_default_params(void);
 
 /* Opens a Hugging Face checkpoint directory (config.json + model.safetensors or shards with
  * model.safetensors.index.json), or a GGUF file (llama.cpp's format: architectures llama with
- * experts, qwen2moe, qwen3moe, olmoe; tensors F32, F16, BF16 or Q8_0, Q8_0 dequantized to F32
- * in memory). Weights are mmapped read-only. On success *out owns the model (free with
+ * experts, qwen2moe, qwen3moe, olmoe; tensors F32, F16, BF16, Q8_0 or Q4_0, used in
+ * place). Weights are mmapped read-only. On success *out owns the model (free with
  * moec_model_close). */
 moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_params *params,
                             moec_error *err);
@@ -61,7 +61,8 @@ void moec_model_close(moec_model *model); /* accepts NULL */
 
 typedef struct {
     const char *model_type;   /* borrowed: "mixtral", "qwen2_moe", ... */
-    const char *weight_dtype; /* borrowed: dominant storage dtype, "BF16" / "F16" / "F32" */
+    const char *weight_dtype; /* borrowed: dominant storage dtype, "BF16" / "F16" / "F32" / "Q8_0" / "Q4_0" */
+    char weight_formats[96];  /* every storage dtype with its share of the weight bytes: "Q4_0 71%, F32 29%" */
     int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim;
     int32_t n_expert, n_expert_used, n_ff_expert, n_ff_dense, n_ff_shared;
     int32_t n_layer_moe;      /* layers with a routed MoE block; the rest are dense */
@@ -93,7 +94,8 @@ typedef enum {
     MOEC_EXPORT_F32 = 0,
     MOEC_EXPORT_F16,
     MOEC_EXPORT_BF16,
-    MOEC_EXPORT_Q8_0
+    MOEC_EXPORT_Q8_0,
+    MOEC_EXPORT_Q4_0
 } moec_export_type;
 
 typedef struct {

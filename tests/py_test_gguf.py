@@ -6,25 +6,28 @@ Run by ctest from the repo root:
 
 For every tiny checkpoint of tests/ref/gguf_tiny.py (mixtral, mixtral f16, qwen2_moe with a
 shared expert, qwen3_moe with QK-norm, olmoe; each with a byte-level BPE tokenizer.json) and every
-export type (f32, f16, bf16, q8_0):
+export type (f32, f16, bf16, q8_0, q4_0):
   1. `moec export gguf` writes the file; gguf-py's GGUFReader parses it; the metadata equals the
      config (architecture, lengths, heads, experts, rope base, eps, ...); the tensor names are
      exactly what gguf-py's own TensorNameMap gives for the HF names (experts stacked, tied
      output added where llama.cpp needs it) and all belong to the architecture's MODEL_TENSORS;
      norms, biases and routers are F32; every tensor's values equal the HF weights (stacked,
      llama q/k rows permuted as convert_hf_to_gguf does) exactly for f32/bf16, within f16
-     rounding for f16, and for q8_0 the blocks equal gguf-py's own Q8_0 quantizer's output
-     (allowing at most 0.1 % of the int8 values to differ by 1 from rounding ties);
+     rounding for f16, and for q8_0 / q4_0 the blocks equal gguf-py's own quantizer's output
+     (scales bit-exact; at most 0.1 % of the quants differ by 1, from rounding ties);
      the vocabulary, token types and merges equal tokenizer.json's.
   2. `moec logits` on the GGUF vs on the HF checkpoint: max|diff| <= 1e-4 * max|ref| for the
-     lossless exports (only the kernel path differs); for the lossy ones (q8_0, and an F16
+     lossless exports (only the kernel path differs); for the lossy ones (q8_0, q4_0, and an F16
      checkpoint written as bf16), against an F32 HF checkpoint made in Python from the GGUF's
-     dequantized tensors (gguf-py dequantize, un-permuted): <= 1e-4 too (and the error against
-     the original is printed).
+     dequantized tensors (gguf-py dequantize, un-permuted): <= 1e-4 for bf16; for q8_0 / q4_0
+     <= QUANT_REL = 0.35, because moec's quantized kernels (like llama.cpp's) also quantize the
+     activations to 8-bit blocks (relative error ~1/254 per block); the Q8_0/Q4_0 tensors are used
+     in place (no dequantization at load). The error against the original is printed.
   3. `moec generate --temp 0` text and `moec tokenize` ids are identical for the GGUF (its own
      vocabulary) and the HF checkpoint.
   4. A GGUF written independently with gguf-py's GGUFWriter from the HF weights (the way
-     convert_hf_to_gguf lays it out; F32 and Q8_0) gives the same logits in moec.
+     convert_hf_to_gguf lays it out; F32, Q8_0 and Q4_0) gives the same logits in moec as the
+     moec-written file of that type (the same quantizer: <= 1e-4 when the blocks are identical).
   5. GGUFs beyond llama.cpp (qwen2/3-MoE dense layers, OLMoE GQA; written with gguf-py) load
      in moec with the HF checkpoint's logits; exporting such models is refused with one line
      naming the reason.
@@ -53,9 +56,11 @@ import make_tiny  # noqa: E402
 
 IDS = [5, 17, 99, 3, 250, 42, 7, 130, 64, 1, 200, 33, 90, 11, 277, 8]
 LOGIT_REL = 1e-4
-TYPES = ["f32", "f16", "bf16", "q8_0"]
+QUANT_REL = 0.35
+TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0"]
 GT = gguf.GGMLQuantizationType
-WANT_TYPE = {"f32": GT.F32, "f16": GT.F16, "bf16": GT.BF16, "q8_0": GT.Q8_0}
+WANT_TYPE = {"f32": GT.F32, "f16": GT.F16, "bf16": GT.BF16, "q8_0": GT.Q8_0, "q4_0": GT.Q4_0}
+QBYTES = {GT.Q8_0: 34, GT.Q4_0: 18}
 ARCH_ENUM = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2moe": gguf.MODEL_ARCH.QWEN2MOE,
              "qwen3moe": gguf.MODEL_ARCH.QWEN3MOE, "olmoe": gguf.MODEL_ARCH.OLMOE}
 
@@ -186,7 +191,7 @@ def check_file(path, d, cfg, typ, tok):
         ref = want[t.name].astype(np.float32)
         vec = ref.ndim == 1 or "ffn_gate_inp" in t.name
         wt = GT.F32 if vec else WANT_TYPE[typ]
-        if wt == GT.Q8_0 and ref.shape[-1] % 32:
+        if wt in QBYTES and ref.shape[-1] % 32:
             wt = GT.F16
         if not check(t.tensor_type == wt, f"{tag}: {t.name} is {t.tensor_type.name}, want {wt.name}"):
             continue
@@ -200,11 +205,17 @@ def check_file(path, d, cfg, typ, tok):
         elif wt == GT.F16:
             check(np.all(np.abs(got - ref) <= 6e-8 + 1e-3 * np.abs(ref)), f"{tag}: {t.name} beyond f16 rounding")
         else:
-            mine = np.asarray(t.data).view(np.uint8).reshape(-1, 34)
-            theirs = np.asarray(gguf.quants.quantize(ref.reshape(-1, ref.shape[-1]), GT.Q8_0)).view(np.uint8).reshape(-1, 34)
-            check(np.array_equal(mine[:, :2], theirs[:, :2]), f"{tag}: {t.name} Q8_0 scales differ from gguf-py's")
-            dq = np.abs(mine[:, 2:].view(np.int8).astype(int) - theirs[:, 2:].view(np.int8).astype(int))
-            check(dq.max() <= 1 and (dq > 0).mean() <= 1e-3, f"{tag}: {t.name} Q8_0 values differ from gguf-py's ({(dq > 0).mean():.2e})")
+            nb = QBYTES[wt]
+            mine = np.asarray(t.data).view(np.uint8).reshape(-1, nb)
+            theirs = np.asarray(gguf.quants.quantize(ref.reshape(-1, ref.shape[-1]), wt)).view(np.uint8).reshape(-1, nb)
+            check(np.array_equal(mine[:, :2], theirs[:, :2]), f"{tag}: {t.name} {wt.name} scales differ from gguf-py's")
+            if wt == GT.Q8_0:
+                qm, qt = mine[:, 2:].view(np.int8).astype(int), theirs[:, 2:].view(np.int8).astype(int)
+            else:  # nibbles: low = element j, high = element j + 16
+                qm = np.concatenate([mine[:, 2:] & 15, mine[:, 2:] >> 4], 1).astype(int)
+                qt = np.concatenate([theirs[:, 2:] & 15, theirs[:, 2:] >> 4], 1).astype(int)
+            dq = np.abs(qm - qt)
+            check(dq.max() <= 1 and (dq > 0).mean() <= 1e-3, f"{tag}: {t.name} {wt.name} values differ from gguf-py's ({(dq > 0).mean():.2e})")
     # vocabulary
     vocab = tok["model"]["vocab"]
     id2 = {i: s for s, i in vocab.items()}
@@ -290,8 +301,8 @@ def write_with_gguf_py(d, cfg, tok, path, qtype):
     wr.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
     for name, a in want.items():
         a = a.astype(np.float32)
-        if qtype == GT.Q8_0 and a.ndim > 1 and "ffn_gate_inp" not in name and a.shape[-1] % 32 == 0:
-            wr.add_tensor(name, gguf.quants.quantize(a, GT.Q8_0), raw_dtype=GT.Q8_0)
+        if qtype in QBYTES and a.ndim > 1 and "ffn_gate_inp" not in name and a.shape[-1] % 32 == 0:
+            wr.add_tensor(name, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
         else:
             wr.add_tensor(name, a)
     wr.write_header_to_file()
@@ -321,7 +332,8 @@ def main():
                 continue
             rd = check_file(path, d, cfg, typ, tok)
             got = moec_logits(moec, path, os.path.join(work, f"{name}.{typ}.npy"))
-            lossy = typ == "q8_0" or (typ == "bf16" and cfg["torch_dtype"] == "float16")
+            quant = typ in ("q8_0", "q4_0")
+            lossy = quant or (typ == "bf16" and cfg["torch_dtype"] == "float16")
             if not lossy:
                 e = rel_err(got, ref)
                 print(f"{name} {typ}: logits vs HF checkpoint rel {e:.2e}")
@@ -332,10 +344,11 @@ def main():
                 e = rel_err(got, ref_q)
                 print(f"{name} {typ}: logits vs gguf-py-dequantized checkpoint rel {e:.2e} "
                       f"(vs the original: {rel_err(got, ref):.2e})")
-                check(e <= LOGIT_REL, f"{name} {typ}: logits rel {e:.2e} > {LOGIT_REL}")
+                tol = QUANT_REL if quant else LOGIT_REL
+                check(e <= tol, f"{name} {typ}: logits rel {e:.2e} > {tol}")
             info = run([moec, "info", "-m", path])
-            check(info.returncode == 0 and f"{typ.upper()}" in info.stdout.split("weights:")[1].split(",")[0]
-                  or typ in ("f16",) and "F16" in info.stdout, f"{name} {typ}: moec info: {info.stdout[:200]} {info.stderr}")
+            fmts = info.stdout.split("formats:")[1].split("\n")[0] if "formats:" in info.stdout else ""
+            check(info.returncode == 0 and f"{typ.upper()} " in fmts, f"{name} {typ}: moec info: {info.stdout[:300]} {info.stderr}")
         # greedy text and tokenizer from the GGUF's own vocabulary
         g32 = os.path.join(work, f"{name}.f32.gguf")
         prompt = "The model reads a GGUF file, and 42 tokens later"
@@ -359,7 +372,7 @@ def main():
             tb = run([moec, "tokenize", "-t", g32, "--text", line])
             check(ta.returncode == 0 and ta.stdout == tb.stdout, f"{name}: tokenize differs on {line!r}: {ta.stdout} vs {tb.stdout} {tb.stderr}")
         # an independently written GGUF
-        for qt in (GT.F32, GT.Q8_0):
+        for qt in (GT.F32, GT.Q8_0, GT.Q4_0):
             p = os.path.join(work, f"{name}.gguf-py.{qt.name}.gguf")
             write_with_gguf_py(d, cfg, tok, p, qt)
             got = moec_logits(moec, p, os.path.join(work, f"{name}.gp.npy"))

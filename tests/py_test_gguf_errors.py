@@ -10,7 +10,7 @@ Three groups:
      absurd tensor and key counts, unknown value and array element types, nested arrays, strings
      past the end, over-long keys, NUL in a key, a bool that is 2, duplicate keys and tensors,
      alignment not a power of two or not uint32, offsets not multiples of the alignment, unknown
-     ggml type, too many dimensions, an empty or overflowing dimension, a Q8_0 row that is not
+     ggml type, too many dimensions, an empty or overflowing dimension, a Q8_0 or Q4_0 row that is not
      whole blocks, tensor data past the end (truncated data) and overlapping tensors.
   2. Model-level defects, written with gguf-py's GGUFWriter from a good moec export: another
      architecture, a Q4_K tensor, a missing / unexpected / mis-shaped tensor, scaled RoPE,
@@ -20,7 +20,7 @@ Three groups:
   exactly one stderr line starting with "moec ", a keyword naming the problem, and no
   sanitizer / crash output. Control cases check that the good files are accepted.
   3. Fuzz: tests/tool_gguf_fuzz (built with the tests) on two exported files (F32 with the
-     vocabulary, Q8_0): every truncation rejected, random bit flips through the parser, the
+     vocabulary, Q8_0, Q4_0): every truncation rejected, random bit flips through the parser, the
      model loader, a forward pass and the tokenizer without a crash (CI runs it under ASan+UBSan).
 Ends with `N passed, M failed`; exits 1 on any failure.
 """
@@ -119,6 +119,7 @@ BYTE_CASES = {
     "dim_zero": (build(tensors=[tinfo("a", [32, 0], 0, 0)]), "empty"),
     "dim_overflow": (build(tensors=[tinfo("a", [1 << 40, 1 << 40], 0, 0)]), "overflow"),
     "q8_blocks": (build(tensors=[tinfo("a", [33, 2], 8, 0)]), "blocks"),
+    "q4_blocks": (build(tensors=[tinfo("a", [48, 2], 2, 0)]), "blocks"),
     "data_past_end": (build(data=bytes(200)), "past the end"),
     "overlap": (build(tensors=[tinfo("a", [32, 2], 0, 0), tinfo("b", [32], 0, 128)]), "overlap"),
     "dup_tensor": (build(tensors=[tinfo("a", [32], 0, 0), tinfo("a", [32], 0, 128)]), "twice"),
@@ -176,7 +177,8 @@ def main():
     dirs = gguf_tiny.write_all(moec, os.path.join(work, "models"), ROOT, names=["g_mixtral", "g_qwen2_moe"])
     good = os.path.join(work, "good.gguf")
     goodq = os.path.join(work, "good_q8.gguf")
-    for d, p, t in ((dirs["g_mixtral"], good, "f32"), (dirs["g_qwen2_moe"], goodq, "q8_0")):
+    goodq4 = os.path.join(work, "good_q4.gguf")
+    for d, p, t in ((dirs["g_mixtral"], good, "f32"), (dirs["g_qwen2_moe"], goodq, "q8_0"), (dirs["g_mixtral"], goodq4, "q4_0")):
         r = subprocess.run([moec, "export", "gguf", "-m", d, "-o", p, "--type", t], capture_output=True, text=True)
         if not check(r.returncode == 0, f"export {d}: {r.stderr}"):
             return 1
@@ -229,7 +231,7 @@ def main():
 
     # fuzz
     tool = os.path.join(bdir, "tool_gguf_fuzz")
-    for seed_file, seed in ((good, 1), (goodq, 2)):
+    for seed_file, seed in ((good, 1), (goodq, 2), (goodq4, 3)):
         r = subprocess.run([tool, seed_file, work, "1500", str(seed)], capture_output=True, text=True, errors="replace",
                            timeout=1500)
         print(r.stdout.strip())

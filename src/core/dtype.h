@@ -24,7 +24,12 @@ typedef struct {
     int64_t block;      /* elements per block */
     size_t block_bytes; /* bytes per block */
     int quantized;      /* 1 for the block formats with a scale */
+    uint32_t ggml_type; /* the ggml_type number of the same layout in GGUF files (io/ggml_types.h) */
 } moec_dtype_traits;
+
+/* The moec dtype whose name is s ("Q8_0", ...) or whose ggml number is ggml_type; 0 if none. */
+int moec_dtype_by_name(const char *s, moec_dtype *out);
+int moec_dtype_by_ggml(uint32_t ggml_type, moec_dtype *out);
 
 /* Traits of t; aborts on a value outside the enum (an unknown format never passes silently). */
 const moec_dtype_traits *moec_dtype_info(moec_dtype t);
@@ -65,9 +70,20 @@ static inline uint16_t moec_f32_to_bf16(float f) {
 }
 
 float moec_f16_to_f32(uint16_t h);
+/* IEEE half from fp32, round to nearest even (NaN stays NaN, overflow to inf): ggml's
+ * GGML_FP32_TO_FP16 on F16C hardware, so quantized scales match llama.cpp's bit for bit. */
+uint16_t moec_f32_to_f16(float f);
 
 /* Converts n elements of t starting at src (any alignment) to fp32 (dequantizes; n a multiple of
  * the block). */
 void moec_to_f32(float *dst, const void *src, moec_dtype t, size_t n);
+
+/* Converts n fp32 values to t into dst (moec_row_bytes(t, n) bytes; n a multiple of the block):
+ * the one quantizer. F16/BF16 round to nearest even; Q8_0 and Q4_0 are ggml's reference
+ * quantizers (quantize_row_q8_0_ref / quantize_row_q4_0_ref) bit for bit:
+ *   Q8_0: d = max|x| / 127, q = roundf(x / d) (ties away from zero);
+ *   Q4_0: m = the x of largest |x| (first one on ties), d = m / -8,
+ *         q = min(15, (int8_t)(x / d + 8.5)) (truncation toward zero). */
+void moec_from_f32(void *dst, const float *src, moec_dtype t, size_t n);
 
 #endif

@@ -170,8 +170,9 @@ static void sort_items(sort_item *it, uint64_t n, int by_off, uint64_t *order) {
 }
 
 static size_t elem_align(uint32_t type) {
-    const moec_ggml_traits *t = moec_ggml_type_traits(type);
-    return t->block == 1 ? t->bytes : 2; /* block types are read through memcpy; 2 covers their fp16 scales */
+    moec_ggml_layout t;
+    moec_ggml_type_layout(type, &t);
+    return t.block == 1 ? t.bytes : 2; /* block types are read through memcpy; 2 covers their fp16 scales */
 }
 
 static moec_status parse_body(moec_gguf *g, cursor *cp, sort_item *items);
@@ -275,8 +276,9 @@ static moec_status parse_body(moec_gguf *g, cursor *cp, sort_item *items) {
         t->numel = (int64_t)numel;
         at = c.pos;
         if ((st = rd_u32(&c, &t->type, "a tensor type"))) return st;
-        const moec_ggml_traits *tr = moec_ggml_type_traits(t->type);
-        if (!tr)
+        moec_ggml_layout lay;
+        const moec_ggml_layout *tr = &lay;
+        if (!moec_ggml_type_layout(t->type, &lay))
             return moec_err(err, MOEC_ERR_FORMAT, "%s: byte %zu: tensor '%s' has unknown ggml type %u", g->path, at,
                             t->name, t->type);
         if (t->ne[0] % tr->block)
@@ -317,8 +319,8 @@ static moec_status parse_body(moec_gguf *g, cursor *cp, sort_item *items) {
                             g->path, t->name, t->offset, t->nbytes, data_size);
         t->data = g->base + g->data_offset + t->offset;
         if ((uintptr_t)t->data % elem_align(t->type))
-            return moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' data is misaligned for %s", g->path, t->name,
-                            moec_ggml_type_traits(t->type)->name);
+            return moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' data is misaligned (type %u)", g->path, t->name,
+                            t->type);
     }
     /* overlaps: tensors sorted by offset, each must end before the next begins */
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -681,8 +683,9 @@ moec_status moec_gguf_set_arr_num(moec_gguf_writer *w, const char *key, moec_ggu
 }
 
 int moec_gguf_add_tensor(moec_gguf_writer *w, const char *name, uint32_t ggml_type, int n_dims, const int64_t *ne) {
-    const moec_ggml_traits *tr = moec_ggml_type_traits(ggml_type);
-    MOEC_ASSERT(tr);
+    moec_ggml_layout lay;
+    const moec_ggml_layout *tr = &lay;
+    MOEC_ASSERT(moec_ggml_type_layout(ggml_type, &lay));
     MOEC_ASSERT(n_dims >= 1 && n_dims <= MOEC_GGUF_MAX_DIMS);
     MOEC_ASSERT(ne[0] % tr->block == 0);
     if (w->n_tensors == w->cap_tensors) {

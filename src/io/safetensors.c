@@ -1,7 +1,10 @@
 /* safetensors.c — parser and validator for the safetensors format:
  *   [u64 little-endian header length N][N bytes of JSON header][tensor data]
  * The header maps names to {dtype, shape, data_offsets:[begin,end]} relative to the data
- * section, plus an optional "__metadata__" object of strings. */
+ * section, plus an optional "__metadata__" object of strings.
+ * Quantized matrices (docs/formats.md, "Quantized weights") are U8 tensors of ggml blocks whose
+ * format is named by the metadata key "moec.quant.<tensor name>"; they get their logical shape
+ * and dtype here, so nothing after the reader sees the U8 wrapping. */
 #include "io/safetensors.h"
 
 #include "core/error.h"
@@ -35,6 +38,33 @@ static int json_uint(const cJSON *j, double max, uint64_t *out) {
     if (v < 0 || v > max || v != (double)(uint64_t)v) return 0;
     *out = (uint64_t)v;
     return 1;
+}
+
+#define QUANT_KEY "moec.quant." /* + tensor name: the block format of a U8 tensor */
+
+/* A U8 tensor named in the metadata as quantized: its format q, and its logical shape from the
+ * physical one (the last dimension is bytes of whole blocks). */
+static moec_status quant_tensor(moec_st_tensor *t, const cJSON *meta, const char *path, const char *name,
+                                moec_error *err) {
+    char key[512];
+    const int kn = snprintf(key, sizeof key, "%s%s", QUANT_KEY, name);
+    const cJSON *f = kn > 0 && (size_t)kn < sizeof key ? cJSON_GetObjectItemCaseSensitive(meta, key) : NULL;
+    if (!cJSON_IsString(f))
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' has unsupported dtype U8 (moec reads BF16, F16, F32, and U8 only as quantized blocks named by __metadata__ \"%s<name>\")",
+                        path, name, QUANT_KEY);
+    moec_dtype q;
+    if (!moec_dtype_by_name(f->valuestring, &q) || !moec_dtype_info(q)->quantized)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s': unknown quantized format '%.32s' in __metadata__ (moec knows Q8_0, Q4_0)",
+                        path, name, f->valuestring);
+    const moec_dtype_traits *tr = moec_dtype_info(q);
+    if (t->n_dims < 1 || t->shape[t->n_dims - 1] <= 0 || t->shape[t->n_dims - 1] % (int64_t)tr->block_bytes)
+        return moec_err(err, MOEC_ERR_FORMAT,
+                        "%s: tensor '%s' (%s): the last dimension must be bytes of whole %zu-byte blocks", path, name,
+                        tr->name, tr->block_bytes);
+    t->dtype = q;
+    t->shape[t->n_dims - 1] = t->shape[t->n_dims - 1] / (int64_t)tr->block_bytes * tr->block; /* < 9e15 */
+    return MOEC_OK;
 }
 
 static int parse_dtype(const char *s, moec_dtype *t, int *known_but_unsupported) {
@@ -114,8 +144,12 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
         return moec_err(err, MOEC_ERR_OOM, "out of memory");
     }
     set->tensors = tensors;
-    int ns = 0;
+    int ns = 0, n_quant = 0;
     st = MOEC_OK;
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    int n_quant_keys = 0;
+    for (const cJSON *m = cJSON_IsObject(meta) ? meta->child : NULL; m; m = m->next)
+        if (!strncmp(m->string, QUANT_KEY, strlen(QUANT_KEY))) n_quant_keys++;
     for (cJSON *it = root->child; it && !st; it = it->next) {
         const char *name = it->string;
         if (!strcmp(name, "__metadata__")) {
@@ -138,7 +172,8 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
         moec_st_tensor *t = &set->tensors[set->n_tensors];
         memset(t, 0, sizeof *t);
         int unsup = 0;
-        if (!parse_dtype(jd->valuestring, &t->dtype, &unsup)) {
+        const int is_u8 = !strcmp(jd->valuestring, "U8");
+        if (!is_u8 && !parse_dtype(jd->valuestring, &t->dtype, &unsup)) {
             st = moec_err(err, unsup ? MOEC_ERR_UNSUPPORTED : MOEC_ERR_FORMAT,
                           "%s: tensor '%s' has %s dtype %s (moec reads BF16, F16, F32)", path, name,
                           unsup ? "unsupported" : "unknown", jd->valuestring);
@@ -163,6 +198,12 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
             }
         }
         if (st) break;
+        const uint64_t bytes_need = is_u8 ? numel : numel * moec_dtype_info(t->dtype)->block_bytes;
+        if (is_u8) {
+            if ((st = quant_tensor(t, meta, path, name, err))) break;
+            n_quant++;
+            numel = numel / moec_dtype_info(t->dtype)->block_bytes * (uint64_t)moec_dtype_info(t->dtype)->block;
+        }
         uint64_t b, e;
         if (!json_uint(cJSON_GetArrayItem(jo, 0), 1.8e19, &b) || !json_uint(cJSON_GetArrayItem(jo, 1), 1.8e19, &e) || b > e) {
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' has invalid data_offsets (need integers begin <= end)", path, name);
@@ -174,13 +215,14 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
                           path, name, b, e, data_size);
             break;
         }
-        size_t es = moec_dtype_info(t->dtype)->block_bytes; /* float formats: blocks of 1 */
-        if (e - b != numel * es) {
+        if (e - b != bytes_need) {
             st = moec_err(err, MOEC_ERR_FORMAT,
                           "%s: tensor '%s' data_offsets span %" PRIu64 " bytes but its shape and dtype need %" PRIu64,
-                          path, name, e - b, numel * es);
+                          path, name, e - b, bytes_need);
             break;
         }
+        /* float formats: aligned to the element; blocks: to their fp16 scale */
+        const size_t es = moec_dtype_info(t->dtype)->quantized ? 2 : moec_dtype_info(t->dtype)->block_bytes;
         if (((size_t)(data - base) + b) % es) {
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: tensor '%s' data is misaligned for %s", path, name, jd->valuestring);
             break;
@@ -201,6 +243,9 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
         spans[ns].name = t->name;
         ns++;
     }
+    if (!st && n_quant != n_quant_keys) /* a key naming no U8 tensor: a renamed or re-typed tensor */
+        st = moec_err(err, MOEC_ERR_FORMAT, "%s: __metadata__ has %d \"%s\" keys but %d U8 tensors carry them", path,
+                      n_quant_keys, QUANT_KEY, n_quant);
     if (!st && ns > 1) {
         qsort(spans, (size_t)ns, sizeof *spans, span_cmp);
         for (int i = 1; i < ns; i++)

@@ -5,12 +5,24 @@
 #include "io/file.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_entry(const void *a, const void *b) {
-    return strcmp((*(const moec_st_entry *const *)a)->name, (*(const moec_st_entry *const *)b)->name);
+typedef struct {
+    const moec_st_entry *e;
+    moec_dtype t;
+    size_t off; /* in the data section */
+} item;
+
+static int cmp_name(const void *a, const void *b) { return strcmp(((const item *)a)->e->name, ((const item *)b)->e->name); }
+
+/* Data order: 4-byte elements first, so the 2-byte-aligned rest never misaligns them. */
+static int cmp_layout(const void *a, const void *b) {
+    const item *x = a, *y = b;
+    const int ax = x->t == MOEC_DTYPE_F32, ay = y->t == MOEC_DTYPE_F32;
+    return ax != ay ? ay - ax : strcmp(x->e->name, y->e->name);
 }
 
 static int64_t numel_of(const moec_st_entry *e) {
@@ -19,94 +31,134 @@ static int64_t numel_of(const moec_st_entry *e) {
     return n;
 }
 
+/* Appends to a growing buffer; 0 on out of memory. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static int sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sb_printf(sbuf *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        const int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return 0;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return 1;
+        }
+        size_t cap = (b->cap + (size_t)n + 64) * 2;
+        char *np = realloc(b->p, cap);
+        if (!np) return 0;
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
 moec_status moec_st_write(const char *path, const moec_st_entry *entries, int n, moec_dtype dtype, moec_error *err) {
     if (dtype != MOEC_DTYPE_F32 && dtype != MOEC_DTYPE_BF16)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "safetensors writer supports F32 and BF16, not %s", moec_dtype_name(dtype));
-    const moec_st_entry **order = malloc((size_t)(n ? n : 1) * sizeof *order);
-    if (!order) return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    moec_dtype *dt = malloc((size_t)(n ? n : 1) * sizeof *dt);
+    if (!dt) return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    for (int i = 0; i < n; i++) dt[i] = dtype;
+    moec_status st = moec_st_write_typed(path, entries, dt, n, err);
+    free(dt);
+    return st;
+}
+
+moec_status moec_st_write_typed(const char *path, const moec_st_entry *entries, const moec_dtype *dtypes, int n,
+                                moec_error *err) {
+    if (n < 0) return moec_err(err, MOEC_ERR_INVALID_ARG, "negative tensor count");
+    const size_t nn = n ? (size_t)n : 1;
+    item *it = malloc(nn * sizeof *it);
+    if (!it) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     for (int i = 0; i < n; i++) {
-        order[i] = &entries[i];
+        it[i] = (item){&entries[i], dtypes[i], 0};
         for (const char *c = entries[i].name; *c; c++)
             if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) {
-                free(order);
+                free(it);
                 return moec_err(err, MOEC_ERR_INVALID_ARG, "tensor name '%s' is not JSON-safe", entries[i].name);
             }
+        const moec_dtype_traits *tr = moec_dtype_info(dtypes[i]);
+        if (tr->quantized && (entries[i].n_dims < 1 || entries[i].shape[entries[i].n_dims - 1] % tr->block)) {
+            free(it);
+            return moec_err(err, MOEC_ERR_INVALID_ARG, "tensor '%s': rows of %s must be whole %" PRId64 "-element blocks",
+                            entries[i].name, tr->name, tr->block);
+        }
     }
-    qsort(order, (size_t)n, sizeof *order, cmp_entry);
-    const size_t es = moec_dtype_info(dtype)->block_bytes; /* float formats: blocks of 1 */
-    /* header */
-    size_t cap = 64 + (size_t)n * 256, len = 0, data_bytes = 0;
-    char *hdr = malloc(cap);
-    if (!hdr) {
-        free(order);
+    /* data offsets in layout order */
+    qsort(it, (size_t)n, sizeof *it, cmp_layout);
+    size_t *off = malloc(nn * sizeof *off), data_bytes = 0;
+    if (!off) {
+        free(it);
         return moec_err(err, MOEC_ERR_OOM, "out of memory");
     }
-    len += (size_t)snprintf(hdr + 8, cap - 8, "{\"__metadata__\":{\"format\":\"pt\"}");
     for (int i = 0; i < n; i++) {
-        const moec_st_entry *e = order[i];
-        size_t bytes = (size_t)numel_of(e) * es;
-        char shape[128];
-        size_t so = 0;
-        for (int d = 0; d < e->n_dims; d++) so += (size_t)snprintf(shape + so, sizeof shape - so, d ? ",%" PRId64 : "%" PRId64, e->shape[d]);
-        shape[so] = 0;
-        size_t need = strlen(e->name) + 160;
-        if (8 + len + need > cap) {
-            cap = (cap + need) * 2;
-            char *nh = realloc(hdr, cap);
-            if (!nh) {
-                free(hdr);
-                free(order);
-                return moec_err(err, MOEC_ERR_OOM, "out of memory");
-            }
-            hdr = nh;
-        }
-        len += (size_t)snprintf(hdr + 8 + len, cap - 8 - len,
-                                ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}", e->name,
-                                moec_dtype_name(dtype), shape, data_bytes, data_bytes + bytes);
-        data_bytes += bytes;
+        off[i] = it[i].off = data_bytes;
+        data_bytes += moec_row_bytes(it[i].t, numel_of(it[i].e));
     }
-    if (8 + len + 16 > cap) {
-        char *nh = realloc(hdr, cap + 16);
-        if (!nh) {
-            free(hdr);
-            free(order);
-            return moec_err(err, MOEC_ERR_OOM, "out of memory");
-        }
-        hdr = nh;
+    /* converted data, one buffer (F32 is written from the caller's arrays) */
+    unsigned char *conv = malloc(data_bytes + 1);
+    moec_iovec *parts = malloc((nn + 1) * sizeof *parts);
+    sbuf h = {0};
+    moec_status st = MOEC_OK;
+    if (!conv || !parts || !sb_printf(&h, "%8s", "")) {
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory for a %zu-byte checkpoint", data_bytes);
+        goto done;
     }
-    hdr[8 + len++] = '}';
-    while (len % 8) hdr[8 + len++] = ' ';
-    for (int i = 0; i < 8; i++) hdr[i] = (char)((uint64_t)len >> (8 * i));
-    /* data: fp32 entries are written in place; bf16 goes through one converted buffer */
-    moec_iovec *parts = malloc((size_t)(n + 1) * sizeof *parts);
-    uint16_t *conv = dtype == MOEC_DTYPE_BF16 ? malloc(data_bytes + 2) : NULL;
-    if (!parts || (dtype == MOEC_DTYPE_BF16 && !conv)) {
-        free(parts);
-        free(conv);
-        free(hdr);
-        free(order);
-        return moec_err(err, MOEC_ERR_OOM, "out of memory for a %zu-byte checkpoint", data_bytes);
-    }
-    parts[0].data = hdr;
-    parts[0].size = 8 + len;
-    size_t off = 0;
     for (int i = 0; i < n; i++) {
-        const moec_st_entry *e = order[i];
-        size_t cnt = (size_t)numel_of(e);
-        if (conv) {
-            for (size_t j = 0; j < cnt; j++) conv[off + j] = moec_f32_to_bf16(e->data[j]);
-            parts[i + 1].data = conv + off;
-            parts[i + 1].size = cnt * 2;
-            off += cnt;
+        const size_t cnt = (size_t)numel_of(it[i].e), bytes = moec_row_bytes(it[i].t, (int64_t)cnt);
+        parts[i + 1].size = bytes;
+        if (it[i].t == MOEC_DTYPE_F32) {
+            parts[i + 1].data = it[i].e->data;
         } else {
-            parts[i + 1].data = e->data;
-            parts[i + 1].size = cnt * 4;
+            moec_from_f32(conv + off[i], it[i].e->data, it[i].t, cnt);
+            parts[i + 1].data = conv + off[i];
         }
     }
-    moec_status st = moec_file_write_atomic(path, parts, n + 1, err);
+    /* header, keys sorted by name; a quantized tensor is U8 [..., row bytes] plus its metadata key */
+    int ok = sb_printf(&h, "{\"__metadata__\":{\"format\":\"pt\"");
+    item *byname = malloc(nn * sizeof *byname);
+    if (!byname) {
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) byname[i] = it[i];
+    qsort(byname, (size_t)n, sizeof *byname, cmp_name);
+    for (int i = 0; i < n && ok; i++)
+        if (moec_dtype_info(byname[i].t)->quantized)
+            ok = sb_printf(&h, ",\"moec.quant.%s\":\"%s\"", byname[i].e->name, moec_dtype_name(byname[i].t));
+    ok = ok && sb_printf(&h, "}");
+    for (int i = 0; i < n && ok; i++) {
+        const moec_st_entry *e = byname[i].e;
+        const moec_dtype_traits *tr = moec_dtype_info(byname[i].t);
+        const size_t bytes = moec_row_bytes(byname[i].t, numel_of(e));
+        ok = sb_printf(&h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", e->name, tr->quantized ? "U8" : tr->name);
+        for (int d = 0; d < e->n_dims && ok; d++) {
+            int64_t v = e->shape[d];
+            if (tr->quantized && d == e->n_dims - 1) v = v / tr->block * (int64_t)tr->block_bytes;
+            ok = sb_printf(&h, d ? ",%" PRId64 : "%" PRId64, v);
+        }
+        ok = ok && sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", byname[i].off, byname[i].off + bytes);
+    }
+    ok = ok && sb_printf(&h, "}");
+    while (ok && (h.len - 8) % 8) ok = sb_printf(&h, " ");
+    free(byname);
+    if (!ok) {
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < 8; i++) h.p[i] = (char)((uint64_t)(h.len - 8) >> (8 * i));
+    parts[0].data = h.p;
+    parts[0].size = h.len;
+    st = moec_file_write_atomic(path, parts, n + 1, err);
+done:
+    free(h.p);
     free(parts);
     free(conv);
-    free(hdr);
-    free(order);
+    free(off);
+    free(it);
     return st;
 }

@@ -1,7 +1,11 @@
 /* safetensors_write.h — writes a safetensors file atomically (temp file, fsync, rename) from
- * fp32 arrays, stored as F32 or BF16 (round to nearest even). Header keys are sorted by name as
- * the `safetensors` package writes them, padded with spaces to a multiple of 8 bytes, with
- * {"__metadata__": {"format": "pt"}} so transformers loads it as a PyTorch checkpoint. */
+ * fp32 arrays, stored as F32, F16, BF16 (round to nearest even) or quantized to Q8_0 / Q4_0 (the
+ * one quantizer, moec_from_f32) as moec's U8 block convention (docs/formats.md, "Quantized
+ * weights": dtype U8, shape [..., bytes of the row's blocks], __metadata__ "moec.quant.<name>").
+ * Header keys are sorted by name as the `safetensors` package writes them, padded with spaces to
+ * a multiple of 8 bytes, with "format": "pt" in __metadata__ so transformers loads it as a
+ * PyTorch checkpoint. Data is laid out F32 tensors first, then the 2-byte-aligned ones, so every
+ * tensor is aligned to its element (or block scale) with no gaps. */
 #ifndef MOEC_IO_SAFETENSORS_WRITE_H
 #define MOEC_IO_SAFETENSORS_WRITE_H
 
@@ -17,7 +21,12 @@ typedef struct {
     const float *data;  /* fp32, numel = product of shape */
 } moec_st_entry;
 
-/* dtype: MOEC_DTYPE_F32 or MOEC_DTYPE_BF16. */
+/* Every entry as dtype: MOEC_DTYPE_F32 or MOEC_DTYPE_BF16. */
 moec_status moec_st_write(const char *path, const moec_st_entry *entries, int n, moec_dtype dtype, moec_error *err);
+
+/* Entry i as dtypes[i] (any moec dtype; a quantized one needs n_dims >= 1 and the last
+ * dimension a multiple of its block, else MOEC_ERR_INVALID_ARG). */
+moec_status moec_st_write_typed(const char *path, const moec_st_entry *entries, const moec_dtype *dtypes, int n,
+                                moec_error *err);
 
 #endif

@@ -235,8 +235,9 @@ static moec_status fill(void *ctx, int i, void *dst, size_t nbytes, moec_error *
     xctx *x = ctx;
     const xtensor *t = &x->t[i];
     const size_t numel = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1);
-    const moec_ggml_traits *tr = moec_ggml_type_traits(t->type);
-    const size_t slice = numel / (size_t)tr->block * tr->bytes;
+    moec_dtype dt;
+    MOEC_ASSERT(moec_dtype_by_ggml(t->type, &dt)); /* export writes only moec's own formats */
+    const size_t slice = moec_row_bytes(dt, (int64_t)numel);
     MOEC_ASSERT(slice * (size_t)t->n_src == nbytes);
     (void)err;
     for (int s = 0; s < t->n_src; s++) {
@@ -246,7 +247,7 @@ static moec_status fill(void *ctx, int i, void *dst, size_t nbytes, moec_error *
             moec_gguf_permute_rows(x->tmp2, x->tmp, t->rows, (size_t)t->cols * sizeof(float), t->permute_heads, 0);
             f = x->tmp2;
         }
-        moec_ggml_from_f32((unsigned char *)dst + (size_t)s * slice, f, t->type, numel);
+        moec_from_f32((unsigned char *)dst + (size_t)s * slice, f, dt, numel);
     }
     return MOEC_OK;
 }
@@ -255,7 +256,8 @@ static uint32_t matrix_type(moec_export_type t, int64_t cols) {
     switch (t) {
     case MOEC_EXPORT_F32: return MOEC_GGML_F32;
     case MOEC_EXPORT_F16: return MOEC_GGML_F16;
-    case MOEC_EXPORT_Q8_0: return cols % MOEC_GGML_QK8_0 ? MOEC_GGML_F16 : MOEC_GGML_Q8_0; /* as gguf-py's fallback */
+    case MOEC_EXPORT_Q8_0: return cols % MOEC_QBLOCK ? MOEC_GGML_F16 : MOEC_GGML_Q8_0; /* as gguf-py's fallback */
+    case MOEC_EXPORT_Q4_0: return cols % MOEC_QBLOCK ? MOEC_GGML_F16 : MOEC_GGML_Q4_0;
     default: return MOEC_GGML_BF16;
     }
 }
@@ -317,7 +319,7 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
     const char *A = ga->gguf_arch;
     char k[160];
     static const uint32_t file_type[] = {[MOEC_EXPORT_F32] = 0, [MOEC_EXPORT_F16] = 1, [MOEC_EXPORT_BF16] = 32,
-                                         [MOEC_EXPORT_Q8_0] = 7}; /* llama_ftype */
+                                         [MOEC_EXPORT_Q8_0] = 7, [MOEC_EXPORT_Q4_0] = 2}; /* llama_ftype */
     size_t dl = strlen(model_dir); /* general.name: the directory's last component */
     while (dl > 1 && model_dir[dl - 1] == '/') dl--;
     size_t b0 = dl;

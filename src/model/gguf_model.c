@@ -73,7 +73,6 @@ struct moec_gguf_model {
     moec_gguf g;
     void **bufs; /* converted tensors */
     size_t n_bufs;
-    const char *weight_type;
     int64_t bytes;
     int add_bos;
 };
@@ -86,7 +85,6 @@ void moec_gguf_model_free(moec_gguf_model *gm) {
     free(gm);
 }
 
-const char *moec_gguf_model_weight_type(const moec_gguf_model *gm) { return gm->weight_type; }
 int64_t moec_gguf_model_bytes(const moec_gguf_model *gm) { return gm->bytes; }
 int moec_gguf_model_add_bos(const moec_gguf_model *gm) { return gm->add_bos; }
 
@@ -281,11 +279,7 @@ static int tensor_name_cmp(const void *a, const void *b) {
     return strcmp(((const moec_st_tensor *)a)->name, ((const moec_st_tensor *)b)->name);
 }
 
-static moec_dtype dtype_of(uint32_t ggml_type) {
-    return ggml_type == MOEC_GGML_F16 ? MOEC_DTYPE_F16 : ggml_type == MOEC_GGML_BF16 ? MOEC_DTYPE_BF16 : MOEC_DTYPE_F32;
-}
-
-/* One spec → one moec_st_tensor viewing (or converted from) its GGUF tensor. */
+/* One spec → one moec_st_tensor viewing its GGUF tensor (or a row-permuted copy of it). */
 static moec_status bind_spec(moec_gguf_model *gm, const moec_gguf_arch *ga, const moec_hparams *hp,
                              const moec_tensor_spec *sp, moec_st_tensor *out, uint8_t *used, moec_error *err) {
     const moec_gguf *g = &gm->g;
@@ -306,13 +300,16 @@ static moec_status bind_spec(moec_gguf_model *gm, const moec_gguf_arch *ga, cons
             return moec_err(err, MOEC_ERR_FORMAT,
                             "%s: tensor '%s' has shape [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 "] but the metadata implies [%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 "] (ne, fastest first)",
                             g->path, name, t->ne[0], t->ne[1], t->ne[2], t->ne[3], want[0], want[1], want[2], want[3]);
-    if (!moec_ggml_type_readable(t->type))
-        return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; moec reads F32, F16, BF16 and Q8_0 GGUF tensors",
-                        g->path, name, moec_ggml_type_traits(t->type)->name);
+    moec_ggml_layout tr;
+    moec_ggml_type_layout(t->type, &tr); /* the reader refused unknown numbers */
+    if (!tr.has_dtype)
+        return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: tensor '%s' is %s; moec reads F32, F16, BF16, Q8_0 and Q4_0 GGUF tensors",
+                        g->path, name, tr.name);
+    /* the reader checked ne[0] is whole blocks; vectors (norms, biases) are copied to fp32 by the
+     * model, so only their element count must be whole blocks, which it is */
     used[t - g->tensors] = 1;
-    const moec_ggml_traits *tr = moec_ggml_type_traits(t->type);
     const int64_t rows = sp->n_dims == 2 ? sp->shape[0] : 1;
-    const size_t row_bytes = (size_t)(want[0] / tr->block) * tr->bytes, slice = (size_t)rows * row_bytes;
+    const size_t row_bytes = moec_row_bytes(tr.dtype, want[0]), slice = (size_t)rows * row_bytes;
     const unsigned char *src = (const unsigned char *)t->data + (is_exp ? (size_t)sp->expert * slice : 0);
     memset(out, 0, sizeof *out);
     const int permute = ga->permute_qk && (sp->role == MOEC_T_WQ || sp->role == MOEC_T_WK);
@@ -323,15 +320,9 @@ static moec_status bind_spec(moec_gguf_model *gm, const moec_gguf_arch *ga, cons
         moec_gguf_permute_rows(p, src, rows, row_bytes, nh, 1);
         src = p;
     }
-    if (t->type == MOEC_GGML_Q8_0) { /* no Q8_0 kernels yet: dequantize here, the one place */
-        float *f = own(gm, (size_t)sp->numel * sizeof(float));
-        if (!f) return moec_err(err, MOEC_ERR_OOM, "out of memory dequantizing '%s'", name);
-        moec_ggml_to_f32(f, src, t->type, (size_t)sp->numel);
-        src = (const unsigned char *)f;
-    }
     out->name = strdup(sp->name);
     if (!out->name) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    out->dtype = dtype_of(t->type);
+    out->dtype = tr.dtype; /* Q8_0 / Q4_0 too: the kernels read the blocks in place */
     out->n_dims = sp->n_dims;
     out->shape[0] = sp->shape[0];
     out->shape[1] = sp->n_dims == 2 ? sp->shape[1] : 0;
@@ -383,16 +374,7 @@ moec_status moec_gguf_model_load(moec_gguf_model **out, moec_hparams *hp, moec_s
             goto fail;
         }
     qsort(st_set->tensors, (size_t)st_set->n_tensors, sizeof *st_set->tensors, tensor_name_cmp);
-    /* file bytes by type, for info */
-    size_t by_type[64] = {0};
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        gm->bytes += (int64_t)g->tensors[i].nbytes;
-        if (g->tensors[i].type < 64) by_type[g->tensors[i].type] += g->tensors[i].nbytes;
-    }
-    uint32_t best = 0;
-    for (uint32_t t = 1; t < 64; t++)
-        if (by_type[t] > by_type[best]) best = t;
-    gm->weight_type = moec_ggml_type_traits(best) ? moec_ggml_type_traits(best)->name : "?";
+    for (uint64_t i = 0; i < g->n_tensors; i++) gm->bytes += (int64_t)g->tensors[i].nbytes; /* for info */
     st_set->data_bytes = (size_t)gm->bytes;
     free(specs);
     free(used);

@@ -35,19 +35,18 @@ int moec_gguf_tensor_name(const moec_tensor_spec *sp, char *buf, size_t cap);
  * per head, rows [0, hd/2) and [hd/2, hd) are interleaved. src and dst do not overlap. */
 void moec_gguf_permute_rows(void *dst, const void *src, int64_t n_rows, size_t row_bytes, int n_head, int inverse);
 
-/* What a GGUF-loaded model owns: the mapped file and buffers of converted tensors. */
+/* What a GGUF-loaded model owns: the mapped file and buffers of un-permuted q/k tensors. */
 typedef struct moec_gguf_model moec_gguf_model;
 
 /* Opens path, fills *hp (as config.json would) and *st (tensors under their Hugging Face names,
- * pointing into the file or into *out's buffers: Q8_0 dequantized to F32, llama q/k rows
+ * pointing into the file in its own format (F32, F16, BF16, Q8_0, Q4_0: never dequantized) or into
+ * *out's buffers: llama q/k rows
  * un-permuted). On success the caller owns *out (moec_gguf_model_free after moec_st_close). */
 moec_status moec_gguf_model_load(moec_gguf_model **out, moec_hparams *hp, moec_st_set *st, const char *path,
                                  moec_error *err);
 void moec_gguf_model_free(moec_gguf_model *gm); /* accepts NULL */
 
-/* Storage type name that holds most of the file's tensor bytes ("Q8_0", "BF16", ...) and the
- * file's tensor bytes, for moec_model_info. */
-const char *moec_gguf_model_weight_type(const moec_gguf_model *gm);
+/* The file's tensor bytes, for moec_model_info. */
 int64_t moec_gguf_model_bytes(const moec_gguf_model *gm);
 /* tokenizer.ggml.add_bos_token (0 when absent, as for Hugging Face byte-level BPE). */
 int moec_gguf_model_add_bos(const moec_gguf_model *gm);

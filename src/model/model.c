@@ -233,6 +233,20 @@ static void fill_info(moec_model *m) {
     for (int t = 1; t < MOEC_DTYPE_COUNT; t++)
         if (bytes_by_dtype[t] > bytes_by_dtype[best]) best = t;
     in->weight_dtype = moec_dtype_name((moec_dtype)best);
+    size_t all = 0, o = 0;
+    for (int t = 0; t < MOEC_DTYPE_COUNT; t++) all += bytes_by_dtype[t];
+    in->weight_formats[0] = 0;
+    for (int k = 0; k < MOEC_DTYPE_COUNT && all; k++) { /* largest share first */
+        int b = -1;
+        for (int t = 0; t < MOEC_DTYPE_COUNT; t++)
+            if (bytes_by_dtype[t] && (b < 0 || bytes_by_dtype[t] > bytes_by_dtype[b])) b = t;
+        if (b < 0) break;
+        const int n = snprintf(in->weight_formats + o, sizeof in->weight_formats - o, "%s%s %.0f%%", o ? ", " : "",
+                               moec_dtype_name((moec_dtype)b), 100.0 * (double)bytes_by_dtype[b] / (double)all);
+        if (n < 0 || (size_t)n >= sizeof in->weight_formats - o) break;
+        o += (size_t)n;
+        bytes_by_dtype[b] = 0;
+    }
     in->n_params_total = total;
     int n_moe = 0;
     for (int i = 0; i < hp->n_layer; i++) n_moe += hp->layer_moe[i];
@@ -284,8 +298,7 @@ moec_status moec_model_open(moec_model **out, const char *dir, const moec_model_
     if (nt <= 0) nt = moec_threads_default();
     m->n_threads = nt;
     fill_info(m);
-    if (m->gguf) { /* the file's storage type (Q8_0 is dequantized in memory) and bytes */
-        m->info.weight_dtype = moec_gguf_model_weight_type(m->gguf);
+    if (m->gguf) { /* the file's bytes (tensors are used in place, so the formats are the file's) */
         m->info.n_bytes_weights = moec_gguf_model_bytes(m->gguf);
         m->info.add_bos_token = moec_gguf_model_add_bos(m->gguf);
     }

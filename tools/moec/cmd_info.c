@@ -44,6 +44,7 @@ int moec_cmd_info(int argc, char **argv) {
     char a[32], b[32];
     printf("model:          %s\n", model);
     printf("architecture:   %s\n", in->model_type);
+    printf("formats:        %s\n", in->weight_formats);
     printf("weights:        %s, %s bytes (%.2f GiB)\n", in->weight_dtype, commas(a, sizeof a, in->n_bytes_weights),
            (double)in->n_bytes_weights / (1 << 30));
     printf("params total:   %s\n", commas(a, sizeof a, in->n_params_total));

@@ -15,6 +15,7 @@ int moec_cmd_data(int argc, char **argv);
 int moec_cmd_train(int argc, char **argv);
 int moec_cmd_eval(int argc, char **argv);
 int moec_cmd_export(int argc, char **argv);
+int moec_cmd_quantize(int argc, char **argv);
 
 /* Shared CLI helpers (cli_util.c). */
 /* Prints "moec <cmd>: <what>" plus an optional hint line on stderr; returns exit code 1. */

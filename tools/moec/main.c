@@ -24,6 +24,7 @@ static const command commands[] = {
     {"train", moec_cmd_train, "train an MoE model from scratch or from a checkpoint"},
     {"eval", moec_cmd_eval, "validation loss and perplexity of a checkpoint, overall and per domain"},
     {"export", moec_cmd_export, "write a checkpoint as a GGUF file for llama.cpp (moec export gguf ...)"},
+    {"quantize", moec_cmd_quantize, "write a checkpoint with Q8_0 / Q4_0 block weights (moec loads and runs it)"},
 };
 
 static void usage(FILE *f) {
