@@ -68,7 +68,11 @@ moec_xq8 *moec_mm_quantize_rows(const float *x, int64_t ldx, int64_t K, int T) {
         tl_xq_cap = tl_xq ? n : 0;
         if (!tl_xq) return NULL;
     }
-    for (int t = 0; t < T; t++) moec_mm_quantize_x(tl_xq + (size_t)t * (size_t)nb, x + (size_t)t * (size_t)ldx, K);
+    void (*quantize)(moec_xq8 *, const float *, int64_t) = moec_mm_quantize_x;
+#ifdef MOEC_X86
+    if (moec_cpu_isa() == MOEC_ISA_AVX512) quantize = moec_mm_quantize_x_avx512;
+#endif
+    for (int t = 0; t < T; t++) quantize(tl_xq + (size_t)t * (size_t)nb, x + (size_t)t * (size_t)ldx, K);
     return tl_xq;
 }
 

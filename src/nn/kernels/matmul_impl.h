@@ -27,8 +27,13 @@ typedef struct {
     int8_t q[32];
 } moec_xq8;
 
-/* dst[K/32] = the blocks of x[0..K) (K a multiple of 32). */
+/* dst[K/32] = the blocks of x[0..K) (K a multiple of 32): the scalar oracle, and the AVX-512
+ * version (bit-identical on finite input; tests/test_matmul.c checks it), which
+ * moec_mm_quantize_rows uses when the kernel family is AVX-512. */
 void moec_mm_quantize_x(moec_xq8 *dst, const float *x, int64_t K);
+#if defined(__x86_64__) || defined(__i386__)
+void moec_mm_quantize_x_avx512(moec_xq8 *dst, const float *x, int64_t K);
+#endif
 
 /* The T rows of x quantized into this thread's scratch, row t at [t * K/32]; NULL when out of
  * memory (the callers abort with a message: there is no slower path without scratch). */
