@@ -5,6 +5,7 @@
 #include "nn/ops.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 
 /* Output features per work item: a multiple of the matmul tile (4), big enough to amortise
  * scheduling, small enough that a decode step with 2 active experts still splits evenly. */
@@ -18,7 +19,33 @@ typedef struct {
     const moec_ffn *const *ffn;
     const int32_t *off, *items;
     int n_groups, d, ff_max;
+    /* quantized weights: the activations of x and of h_gate after SwiGLU as 8-bit blocks, made
+     * once per call instead of once per 64-row slice (NULL: float weights, or no memory) */
+    char *xq_up, *xq_down; /* moec_xq8 rows, addressed in bytes (the block type is the kernels') */
+    const int64_t *qoff;   /* [n_groups] byte offset of group g's rows in xq_down */
 } ffn_job;
+
+static int is_quant(const moec_mat *W) { return moec_dtype_info(W->dtype)->quantized; }
+
+/* The caller thread's buffers for the prepared activations (grown, kept: no allocation per step). */
+static _Thread_local void *tl_buf[3];
+static _Thread_local size_t tl_cap[3];
+
+static void *buffer(int i, size_t bytes) {
+    if (bytes > tl_cap[i]) {
+        free(tl_buf[i]);
+        tl_buf[i] = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        tl_cap[i] = tl_buf[i] ? bytes : 0;
+    }
+    return tl_buf[i];
+}
+
+static void prep_up_rows(void *job, int64_t r0, int64_t r1, int tid) {
+    const ffn_job *j = job;
+    (void)tid;
+    moec_matmul_prepare_act((moec_xq8 *)(void *)(j->xq_up + (size_t)r0 * moec_matmul_act_row_bytes(j->d)), j->x + ((size_t)j->off[0] + (size_t)r0) * (size_t)j->d, j->d,
+                            j->d, (int)(r1 - r0));
+}
 
 /* The group that work item i belongs to: the last g with items[g] <= i (items is sorted). */
 static int group_of(const int32_t *items, int n_groups, int64_t i) {
@@ -45,8 +72,10 @@ static void up_item(void *job, int64_t i, int tid) {
     const int64_t n0 = (int64_t)s * SLICE, n1 = n0 + SLICE < W->rows ? n0 + SLICE : W->rows;
     const int r0 = j->off[g] - j->off[0], rows = j->off[g + 1] - j->off[g];
     /* h is laid out [R, ff_max]: rows of stride ff_max, the group uses its first ff */
-    moec_matmul_rows(h + (size_t)r0 * j->ff_max, j->ff_max, j->x + (size_t)j->off[g] * j->d, j->d, W, NULL, rows, n0,
-                     n1);
+    const moec_xq8 *xq =
+        j->xq_up && is_quant(W) ? (const moec_xq8 *)(void *)(j->xq_up + (size_t)r0 * moec_matmul_act_row_bytes(j->d)) : NULL;
+    moec_matmul_rows_prepared(h + (size_t)r0 * j->ff_max, j->ff_max, j->x + (size_t)j->off[g] * j->d, j->d, xq, W,
+                              NULL, rows, n0, n1);
 }
 
 /* 2. SwiGLU on each group's valid width */
@@ -57,7 +86,12 @@ static void swiglu_rows(void *job, int64_t r0, int64_t r1, int tid) {
     for (int64_t r = r0; r < r1; r++) {
         while (j->off[g + 1] - j->off[0] <= r) g++;
         const size_t o = (size_t)r * j->ff_max;
-        moec_swiglu(j->h_gate + o, j->h_gate + o, j->h_up + o, j->ffn[g]->gate.rows);
+        const int ff = (int)j->ffn[g]->gate.rows;
+        moec_swiglu(j->h_gate + o, j->h_gate + o, j->h_up + o, ff);
+        if (j->xq_down) /* the down projection's input, prepared while the row is in cache */
+            moec_matmul_prepare_act((moec_xq8 *)(void *)(j->xq_down + j->qoff[g] +
+                                                         (size_t)(r - (j->off[g] - j->off[0])) * moec_matmul_act_row_bytes(ff)),
+                                    j->h_gate + o, ff, ff, 1);
     }
 }
 
@@ -70,8 +104,9 @@ static void down_item(void *job, int64_t i, int tid) {
     if (off[g + 1] == off[g]) return;
     const int64_t n0 = (int64_t)s * SLICE, n1 = n0 + SLICE < j->d ? n0 + SLICE : j->d;
     const int r0 = off[g] - off[0], rows = off[g + 1] - off[g];
-    moec_matmul_rows(j->out + (size_t)off[g] * j->d, j->d, j->h_gate + (size_t)r0 * j->ff_max, j->ff_max,
-                     &j->ffn[g]->down, NULL, rows, n0, n1);
+    const moec_xq8 *xq = j->xq_down ? (const moec_xq8 *)(void *)(j->xq_down + j->qoff[g]) : NULL;
+    moec_matmul_rows_prepared(j->out + (size_t)off[g] * j->d, j->d, j->h_gate + (size_t)r0 * j->ff_max, j->ff_max, xq,
+                              &j->ffn[g]->down, NULL, rows, n0, n1);
 }
 
 void moec_ffn_grouped(float *out, const float *x, const moec_ffn *const *ffn, const int32_t *off, int n_groups,
@@ -82,7 +117,26 @@ void moec_ffn_grouped(float *out, const float *x, const moec_ffn *const *ffn, co
         items[g + 1] = items[g] + (off[g + 1] > off[g] ? 2 * n_slices(ffn[g]->gate.rows) : 0);
     const int R = off[n_groups] - off[0];
     if (R == 0) return;
-    ffn_job j = {out, h_gate, h_up, x, ffn, off, items, n_groups, d, ff_max};
+    ffn_job j = {out, h_gate, h_up, x, ffn, off, items, n_groups, d, ff_max, NULL, NULL, NULL};
+    /* every matrix of a group is quantized or none is (moec quantize, GGUF); the expert stage
+     * then quantizes each activation row once (a 64-row slice per task would redo it per slice) */
+    int quant_up = 0, quant_down = 0;
+    for (int g = 0; g < n_groups; g++) {
+        quant_up |= is_quant(&ffn[g]->gate) || is_quant(&ffn[g]->up);
+        quant_down |= is_quant(&ffn[g]->down);
+    }
+    if (quant_up && d % MOEC_QBLOCK == 0) j.xq_up = buffer(0, (size_t)R * moec_matmul_act_row_bytes(d));
+    if (quant_down) {
+        int64_t *qoff = buffer(1, (size_t)n_groups * sizeof *qoff);
+        int64_t blocks = 0, ok = qoff != NULL; /* bytes */
+        for (int g = 0; ok && g < n_groups; g++) {
+            qoff[g] = blocks;
+            ok = ffn[g]->gate.rows % MOEC_QBLOCK == 0;
+            blocks += (int64_t)(off[g + 1] - off[g]) * (int64_t)moec_matmul_act_row_bytes(ffn[g]->gate.rows);
+        }
+        if (ok && (j.xq_down = buffer(2, (size_t)blocks))) j.qoff = qoff;
+    }
+    if (j.xq_up) moec_parallel_range(R, moec_grain(R, d, 1 << 15), prep_up_rows, &j);
     moec_parallel_for(items[n_groups], up_item, &j);
     moec_parallel_range(R, moec_grain(R, ff_max, 1 << 15), swiglu_rows, &j);
     moec_parallel_for((int64_t)n_groups * n_slices(d), down_item, &j);

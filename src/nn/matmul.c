@@ -59,6 +59,22 @@ void moec_mm_quantize_x(moec_xq8 *dst, const float *x, int64_t K) {
 static _Thread_local moec_xq8 *tl_xq;
 static _Thread_local size_t tl_xq_cap;
 
+static void quantize_into(moec_xq8 *dst, const float *x, int64_t ldx, int64_t K, int T) {
+    void (*quantize)(moec_xq8 *, const float *, int64_t) = moec_mm_quantize_x;
+#ifdef MOEC_X86
+    if (moec_cpu_isa() == MOEC_ISA_AVX512) quantize = moec_mm_quantize_x_avx512;
+#endif
+    const int64_t nb = K / MOEC_QBLOCK;
+    for (int t = 0; t < T; t++) quantize(dst + (size_t)t * (size_t)nb, x + (size_t)t * (size_t)ldx, K);
+}
+
+size_t moec_matmul_act_row_bytes(int64_t K) { return (size_t)(K / MOEC_QBLOCK) * sizeof(moec_xq8); }
+
+void moec_matmul_prepare_act(moec_xq8 *dst, const float *x, int64_t ldx, int64_t K, int T) {
+    MOEC_ASSERT(K % MOEC_QBLOCK == 0);
+    quantize_into(dst, x, ldx, K, T);
+}
+
 moec_xq8 *moec_mm_quantize_rows(const float *x, int64_t ldx, int64_t K, int T) {
     const int64_t nb = K / MOEC_QBLOCK;
     const size_t n = (size_t)nb * (size_t)T;
@@ -68,11 +84,7 @@ moec_xq8 *moec_mm_quantize_rows(const float *x, int64_t ldx, int64_t K, int T) {
         tl_xq_cap = tl_xq ? n : 0;
         if (!tl_xq) return NULL;
     }
-    void (*quantize)(moec_xq8 *, const float *, int64_t) = moec_mm_quantize_x;
-#ifdef MOEC_X86
-    if (moec_cpu_isa() == MOEC_ISA_AVX512) quantize = moec_mm_quantize_x_avx512;
-#endif
-    for (int t = 0; t < T; t++) quantize(tl_xq + (size_t)t * (size_t)nb, x + (size_t)t * (size_t)ldx, K);
+    quantize_into(tl_xq, x, ldx, K, T);
     return tl_xq;
 }
 
@@ -111,11 +123,11 @@ static float qdot_scalar(const char *wr, moec_dtype t, const moec_xq8 *xq, int64
 }
 
 void moec_mm_rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
-                         int T, int64_t n0, int64_t n1) {
+                         int T, int64_t n0, int64_t n1, const moec_xq8 *given) {
     const int64_t K = W->cols;
     const size_t rb = moec_row_bytes(W->dtype, K);
     if (moec_dtype_info(W->dtype)->quantized) {
-        const moec_xq8 *xq = quantize_rows_or_die(x, ldx, K, T);
+        const moec_xq8 *xq = given ? given : quantize_rows_or_die(x, ldx, K, T);
         const int64_t nb = K / MOEC_QBLOCK;
         for (int64_t n = n0; n < n1; n++)
             for (int t = 0; t < T; t++)
@@ -137,7 +149,7 @@ void moec_mm_rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, con
 #define rows_scalar moec_mm_rows_scalar
 
 void moec_matmul_naive(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
-    rows_scalar(out, W->rows, x, W->cols, W, bias, T, 0, W->rows);
+    rows_scalar(out, W->rows, x, W->cols, W, bias, T, 0, W->rows, NULL);
 }
 
 /* ------------------------------------------------------------------ AVX2 */
@@ -493,10 +505,10 @@ DEFINE_QTILE(qtile_q8_0, MOEC_DTYPE_Q8_0, sizeof(moec_block_q8_0))
 DEFINE_QTILE(qtile_q4_0, MOEC_DTYPE_Q4_0, sizeof(moec_block_q4_0))
 
 AVX2_FN static void rows_q_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
-                                const float *bias, int T, int64_t n0, int64_t n1) {
+                                const float *bias, int T, int64_t n0, int64_t n1, const moec_xq8 *given) {
     const int64_t K = W->cols, nb = K / MOEC_QBLOCK;
     const size_t rs = moec_row_bytes(W->dtype, K);
-    const moec_xq8 *xq = quantize_rows_or_die(x, ldx, K, T);
+    const moec_xq8 *xq = given ? given : quantize_rows_or_die(x, ldx, K, T);
     for (int t0 = 0; t0 < T; t0 += TOKEN_CHUNK) {
         const int tc = T - t0 < TOKEN_CHUNK ? T - t0 : TOKEN_CHUNK;
         for (int64_t n = n0; n < n1; n += 4) {
@@ -520,10 +532,10 @@ AVX2_FN static void rows_q_avx2(float *out, int64_t N, const float *x, int64_t l
 /* Few tokens: dot-product tiles straight from the stored weights (memory-bound decode). */
 
 AVX2_FN void moec_mm_rows_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
-                               const float *bias, int T, int64_t n0, int64_t n1) {
+                               const float *bias, int T, int64_t n0, int64_t n1, const moec_xq8 *xq) {
     const int64_t K = W->cols;
     if (moec_dtype_info(W->dtype)->quantized) {
-        rows_q_avx2(out, N, x, ldx, W, bias, T, n0, n1);
+        rows_q_avx2(out, N, x, ldx, W, bias, T, n0, n1, xq);
         return;
     }
     /* (without memory for a panel, the unpacked tiles below still work) */
@@ -597,14 +609,21 @@ void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, cons
                       int T, int64_t n0, int64_t n1) {
     MOEC_ASSERT(ldo >= n1 && ldx >= W->cols);
     check_shape(W);
-    if (n1 > n0 && T > 0) get_rows()(out, ldo, x, ldx, W, bias, T, n0, n1);
+    if (n1 > n0 && T > 0) get_rows()(out, ldo, x, ldx, W, bias, T, n0, n1, NULL);
+}
+
+void moec_matmul_rows_prepared(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_xq8 *xq,
+                               const moec_mat *W, const float *bias, int T, int64_t n0, int64_t n1) {
+    MOEC_ASSERT(ldo >= n1 && ldx >= W->cols);
+    check_shape(W);
+    if (n1 > n0 && T > 0) get_rows()(out, ldo, x, ldx, W, bias, T, n0, n1, xq);
 }
 
 void moec_matmul_rows_isa(moec_isa isa, float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
                           const float *bias, int T, int64_t n0, int64_t n1) {
     MOEC_ASSERT(ldo >= n1 && ldx >= W->cols && moec_cpu_has_isa(isa));
     check_shape(W);
-    if (n1 > n0 && T > 0) rows_of(isa)(out, ldo, x, ldx, W, bias, T, n0, n1);
+    if (n1 > n0 && T > 0) rows_of(isa)(out, ldo, x, ldx, W, bias, T, n0, n1, NULL);
 }
 
 typedef struct {
@@ -614,12 +633,13 @@ typedef struct {
     const moec_mat *W;
     const float *bias;
     int T;
+    const moec_xq8 *xq; /* quantized W: x's activation blocks, made once for every task */
 } matmul_job;
 
 static void matmul_task(void *p, int64_t n0, int64_t n1, int tid) {
     const matmul_job *j = p;
     (void)tid;
-    j->f(j->out, j->W->rows, j->x, j->W->cols, j->W, j->bias, j->T, n0, n1);
+    j->f(j->out, j->W->rows, j->x, j->W->cols, j->W, j->bias, j->T, n0, n1, j->xq);
 }
 
 /* Output rows per task: a multiple of the 4-row tile (so each tile is computed the same way
@@ -633,8 +653,27 @@ static int64_t rows_per_task(int64_t N, int64_t K, int T) {
     return r > 64 ? 64 : r;
 }
 
+/* The caller thread's prepared activations for moec_matmul (not the kernels' own scratch, which
+ * the caller also uses when it runs a task). */
+static _Thread_local moec_xq8 *tl_act;
+static _Thread_local size_t tl_act_cap;
+
 void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
     check_shape(W);
-    matmul_job j = {get_rows(), out, x, W, bias, T};
-    if (W->rows > 0 && T > 0) moec_parallel_range(W->rows, rows_per_task(W->rows, W->cols, T), matmul_task, &j);
+    if (W->rows <= 0 || T <= 0) return;
+    const int64_t per = rows_per_task(W->rows, W->cols, T);
+    matmul_job j = {get_rows(), out, x, W, bias, T, NULL};
+    if (moec_dtype_info(W->dtype)->quantized && per < W->rows) { /* several tasks: quantize x once */
+        const size_t n = (size_t)(W->cols / MOEC_QBLOCK) * (size_t)T;
+        if (n > tl_act_cap) {
+            free(tl_act);
+            tl_act = aligned_alloc(64, (n * sizeof(moec_xq8) + 63) & ~(size_t)63);
+            tl_act_cap = tl_act ? n : 0;
+        }
+        if (tl_act) { /* without the memory, each task quantizes for itself */
+            quantize_into(tl_act, x, W->cols, W->cols, T);
+            j.xq = tl_act;
+        }
+    }
+    moec_parallel_range(W->rows, per, matmul_task, &j);
 }

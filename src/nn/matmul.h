@@ -9,6 +9,7 @@
 #include "core/cpu.h"
 #include "core/dtype.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -26,6 +27,19 @@ void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bia
  * matmuls over threads themselves (the MoE expert stage). */
 void moec_matmul_rows(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_mat *W,
                       const float *bias, int T, int64_t n0, int64_t n1);
+
+/* Activations prepared once for quantized weights (Q8_0 / Q4_0 multiply 8-bit activation blocks):
+ * a caller that multiplies the same rows by many matrices or in many slices (the expert stage)
+ * quantizes them once instead of once per slice. moec_matmul does it itself. */
+typedef struct moec_xq8 moec_xq8;
+/* Bytes of one prepared row of K activations (K a multiple of 32). */
+size_t moec_matmul_act_row_bytes(int64_t K);
+/* Prepares T rows of x (ldx apart) into dst (T * moec_matmul_act_row_bytes(K) bytes, any
+ * alignment of 4), row t at t * K/32 blocks. */
+void moec_matmul_prepare_act(moec_xq8 *dst, const float *x, int64_t ldx, int64_t K, int T);
+/* moec_matmul_rows with x's rows already prepared (xq; used only when W is quantized, may be NULL). */
+void moec_matmul_rows_prepared(float *out, int64_t ldo, const float *x, int64_t ldx, const moec_xq8 *xq,
+                               const moec_mat *W, const float *bias, int T, int64_t n0, int64_t n1);
 
 /* The same with the kernel family isa (which this CPU must have) instead of the one moec_cpu_isa()
  * picks: how tests compare every family with the scalar oracle in one process. */

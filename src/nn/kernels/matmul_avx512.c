@@ -313,10 +313,10 @@ static xpairs pairs_at(const xpairs *L, int64_t np, int t) {
 #define TOKEN_CHUNK 64 /* tokens per pass over 4 weight rows (their activations stay in L2) */
 
 VNNI_FN static void rows_q_vnni(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
-                                const float *bias, int T, int64_t n0, int64_t n1) {
+                                const float *bias, int T, int64_t n0, int64_t n1, const moec_xq8 *given) {
     const int64_t K = W->cols, nb = K / MOEC_QBLOCK;
     const size_t rs = moec_row_bytes(W->dtype, K);
-    const moec_xq8 *xq = moec_mm_quantize_rows(x, ldx, K, T);
+    const moec_xq8 *xq = given ? given : moec_mm_quantize_rows(x, ldx, K, T);
     if (!xq) {
         fprintf(stderr, "moec: matmul: out of memory for %d quantized activation rows of %lld\n", T, (long long)K);
         exit(1);
@@ -372,10 +372,10 @@ AVX512_FN void moec_mm_quantize_x_avx512(moec_xq8 *dst, const float *x, int64_t 
 /* ------------------------------------------------------------------ entry */
 
 void moec_mm_rows_avx512(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
-                         int T, int64_t n0, int64_t n1) {
+                         int T, int64_t n0, int64_t n1, const moec_xq8 *xq) {
     if (moec_dtype_info(W->dtype)->quantized) {
-        if (moec_cpu_features_get()->avx512vnni) rows_q_vnni(out, N, x, ldx, W, bias, T, n0, n1);
-        else moec_mm_rows_avx2(out, N, x, ldx, W, bias, T, n0, n1);
+        if (moec_cpu_features_get()->avx512vnni) rows_q_vnni(out, N, x, ldx, W, bias, T, n0, n1, xq);
+        else moec_mm_rows_avx2(out, N, x, ldx, W, bias, T, n0, n1, xq);
         return;
     }
     float *P;

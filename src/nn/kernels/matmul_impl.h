@@ -16,16 +16,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One family's unit of work: out[t*N + n] for n in [n0, n1), t < T (x rows ldx apart). */
-typedef void (*moec_mm_rows_fn)(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
-                                const float *bias, int T, int64_t n0, int64_t n1);
-
 /* 32 activations as int8 with their scale; sum = Σ q (for the unsigned×signed VNNI dot). */
-typedef struct {
+struct moec_xq8 {
     float d;
     int32_t sum;
     int8_t q[32];
-} moec_xq8;
+};
+
+/* One family's unit of work: out[t*N + n] for n in [n0, n1), t < T (x rows ldx apart). xq: for
+ * quantized W, x's rows already as activation blocks (row t at t * K/32), or NULL: the kernel
+ * quantizes them into its thread's scratch. */
+typedef void (*moec_mm_rows_fn)(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
+                                const float *bias, int T, int64_t n0, int64_t n1, const moec_xq8 *xq);
 
 /* dst[K/32] = the blocks of x[0..K) (K a multiple of 32): the scalar oracle, and the AVX-512
  * version (bit-identical on finite input; tests/test_matmul.c checks it), which
@@ -53,12 +55,12 @@ void moec_mm_pack_panel(float *P, const moec_mat *W, int64_t n, int nr);
 float moec_mm_load_scalar(const void *w, moec_dtype t, int64_t i);
 
 void moec_mm_rows_scalar(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
-                         int T, int64_t n0, int64_t n1);
+                         int T, int64_t n0, int64_t n1, const moec_xq8 *xq);
 #if defined(__x86_64__) || defined(__i386__)
 void moec_mm_rows_avx2(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
-                       int T, int64_t n0, int64_t n1);
+                       int T, int64_t n0, int64_t n1, const moec_xq8 *xq);
 void moec_mm_rows_avx512(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W, const float *bias,
-                         int T, int64_t n0, int64_t n1);
+                         int T, int64_t n0, int64_t n1, const moec_xq8 *xq);
 #endif
 
 #endif
