@@ -350,6 +350,7 @@ VNNI_FN static void rows_q_vnni(float *out, int64_t N, const float *x, int64_t l
  * id = 1 / d in scalar fp32, q = round-half-even(x * id) (roundscale = nearbyintf in the
  * default rounding mode), the same clamp. The scalar loop (with fmaxf / nearbyintf calls) was
  * ~75 % of a quantized prefill (perf, bench-M Q8_0); this one is a few instructions a block. */
+#define ROUND_NEAREST_EVEN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate, also at -O0 */
 AVX512_FN void moec_mm_quantize_x_avx512(moec_xq8 *dst, const float *x, int64_t K) {
     const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     const __m512 hi = _mm512_set1_ps(127.f), lo = _mm512_set1_ps(-127.f);
@@ -358,9 +359,8 @@ AVX512_FN void moec_mm_quantize_x_avx512(moec_xq8 *dst, const float *x, int64_t 
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(a, absmask), _mm512_and_ps(c, absmask)));
         const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
         const __m512 vid = _mm512_set1_ps(id);
-        const int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        const __m512 qa = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, vid), mode), lo), hi);
-        const __m512 qc = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(c, vid), mode), lo), hi);
+        const __m512 qa = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(a, vid), ROUND_NEAREST_EVEN), lo), hi);
+        const __m512 qc = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps(_mm512_mul_ps(c, vid), ROUND_NEAREST_EVEN), lo), hi);
         const __m512i ia = _mm512_cvtps_epi32(qa), ic = _mm512_cvtps_epi32(qc);
         _mm_storeu_si128((__m128i *)(void *)dst[b].q, _mm512_cvtepi32_epi8(ia));
         _mm_storeu_si128((__m128i *)(void *)(dst[b].q + 16), _mm512_cvtepi32_epi8(ic));
