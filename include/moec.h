@@ -70,6 +70,8 @@ typedef struct {
     int64_t n_params_total;   /* every parameter in the checkpoint */
     int64_t n_params_active;  /* parameters one token touches (top-k experts, no unused experts) */
     int64_t n_bytes_weights;  /* bytes of tensor data across all safetensors files */
+    int64_t n_bytes_active;   /* weight bytes one decode step reads: every tensor but the unused experts,
+                                 and one row of the embedding table (untied) */
     float rope_theta, rms_norm_eps;
     int32_t norm_topk_prob, tie_word_embeddings, attention_bias, qk_norm, shared_expert;
     int32_t n_threads;        /* threads forward passes use */
@@ -87,6 +89,14 @@ typedef struct {
 
 /* Borrowed, valid while the model is open. */
 const moec_model_info *moec_model_get_info(const moec_model *model);
+
+/* The memory read bandwidth decode runs into: one pass over the model's weight bytes (the pages
+ * decode reads, wherever they live) with the model's threads, 256-byte vector loads; GB/s (1e9). */
+moec_status moec_model_read_bandwidth(const moec_model *model, double *gb_per_s, moec_error *err);
+
+/* What this process runs on, for benchmark output: the CPU's vector features and the kernel family
+ * in use, e.g. "cpu: avx2 fma f16c avx512f ... | kernels: avx512". Static storage. */
+const char *moec_system_info(void);
 
 /* ---------------------------------------------------------------- GGUF export */
 
@@ -140,6 +150,8 @@ moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_
  * [n_layer * n_route_expert] (the router's columns: FFN experts first, then constant, copy, null),
  * rows of dense layers 0. Borrowed, valid while the session lives. */
 const int64_t *moec_session_expert_counts(const moec_session *s);
+/* Bytes the session allocated: KV cache, tables and scratch activations (not the weights). */
+size_t moec_session_memory_bytes(const moec_session *s);
 void moec_session_clear_expert_counts(moec_session *s);
 
 /* ---------------------------------------------------------------- sampler */

@@ -61,6 +61,51 @@ def run(args, *extra):
     return subprocess.run([args.moec, *extra], capture_output=True, timeout=300)
 
 
+def active_bytes(d):
+    """Weight bytes one decode step reads, from the safetensors headers alone: every tensor, less
+    all embedding rows but one and the experts a token does not use (HF Mixtral names)."""
+    import json as _json
+    import struct
+    cfg = _json.load(open(os.path.join(d, "config.json")))
+    E, k, V = cfg["num_local_experts"], cfg["num_experts_per_tok"], cfg["vocab_size"]
+    total = embed = experts = 0
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".safetensors"):
+            continue
+        with open(os.path.join(d, f), "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            hdr = _json.loads(fh.read(n))
+        for name, t in hdr.items():
+            if name == "__metadata__":
+                continue
+            b = t["data_offsets"][1] - t["data_offsets"][0]
+            total += b
+            embed += b if name == "model.embed_tokens.weight" else 0
+            experts += b if ".experts." in name else 0
+    return total - embed // V * (V - 1) - experts // E * (E - k)
+
+
+def check_bench(args, d):
+    r = run(args, "bench", "-m", d, "-p", "8", "-n", "4", "-r", "2", "-t", "2", "--bw-passes", "2")
+    rows = [ln.split("\t") for ln in r.stdout.decode().splitlines() if ln]
+    table = {row[0]: row[1:] for row in rows}
+    check(r.returncode == 0 and {"pp8", "tg4"} <= set(table), "bench: pp8 and tg4 rows", r.stderr.decode()[-300:])
+    want = active_bytes(d)
+    got = int(table.get("active_bytes_per_token", ["-1"])[0])
+    check(got == want, "bench: active bytes per token = the safetensors headers' count", f"moec {got}, python {want}")
+    for key in ("decode_gb_per_s", "read_bw_gb_per_s", "bw_limit_fraction", "peak_rss_bytes", "rss_budget_bytes"):
+        v = float(table.get(key, ["nan"])[0])
+        check(v > 0 and np.isfinite(v), f"bench: {key} is a positive number", str(table.get(key)))
+    if "decode_gb_per_s" in table and "tg4" in table:
+        gbs = want * float(table["tg4"][1]) / 1e9
+        check(abs(float(table["decode_gb_per_s"][0]) - gbs) <= 0.01 + 1e-3 * gbs, "bench: decode GB/s = active x tok/s")
+    check("kernels:" in table.get("system", [""])[0], "bench: names the CPU features and kernels")
+    c = run(args, "bench", "decode", "-m", d, "-p", "0", "-n", "2", "-r", "1", "--csv")
+    lines = c.stdout.decode().splitlines()
+    check(c.returncode == 0 and lines[0] == "test,threads,tokens_per_s,stddev" and lines[1].startswith("tg2,"),
+          "bench decode --csv", c.stdout.decode()[:200])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moec", required=True)
@@ -87,6 +132,7 @@ def main():
         check(a.returncode == 0 and a.stdout == b.stdout, f"{name} seeded sampling reproducible (2 vs 1 threads)")
 
     d = os.path.join(root, "mixtral")
+    check_bench(args, d)
     notok = os.path.join(root, "no_tokenizer")
     shutil.copytree(d, notok)
     os.remove(os.path.join(notok, "tokenizer.json"))

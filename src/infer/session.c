@@ -65,6 +65,7 @@ moec_status moec_session_new(moec_session **out, moec_model *m, int32_t n_ctx, m
         free(s);
         return moec_err(err, MOEC_ERR_OOM, "out of memory allocating a %d-token session (%zu MB)", n_ctx, total >> 20);
     }
+    s->block_bytes = total;
     char *p = s->block;
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
         *slots[i].ptr = p;
@@ -108,6 +109,8 @@ moec_status moec_session_set_experts_per_token(moec_session *s, int32_t k, moec_
 }
 
 const int64_t *moec_session_expert_counts(const moec_session *s) { return s->expert_counts; }
+
+size_t moec_session_memory_bytes(const moec_session *s) { return s->block_bytes + moec_layer_acts_bytes(&s->acts); }
 
 void moec_session_clear_expert_counts(moec_session *s) {
     const moec_hparams *hp = &s->m->hp;

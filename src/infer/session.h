@@ -23,6 +23,7 @@ struct moec_session {
     moec_rng seq_rng;           /* ... per sequence: its state at the sequence's start (reset) */
     int64_t *expert_counts;     /* [n_layer, E] tokens routed to each expert since the last reset of counts */
     void *block;                /* the single allocation the cache, tables and scratch point into */
+    size_t block_bytes;
 };
 
 /* The model forward over one chunk of T <= MOEC_UBATCH tokens at positions n_past.. (model/forward.c).

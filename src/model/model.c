@@ -3,12 +3,15 @@
  * unexpected tensors are errors that name the tensor. */
 #include "model/model.h"
 
+#include "core/cpu.h"
 #include "core/error.h"
+#include "core/read_bandwidth.h"
 #include "core/threads.h"
 #include "model/gguf_model.h"
 #include "model/tensors.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -190,6 +193,29 @@ static int precheck_one(const moec_tensor_spec *sp, void *vctx) {
 
 /* ------------------------------------------------------------------ info */
 
+static int64_t mat_bytes(const moec_mat *w) {
+    return w->data ? w->rows * (int64_t)moec_row_bytes(w->dtype, w->cols) : 0;
+}
+
+static int64_t ffn_bytes(const moec_ffn *f) { return mat_bytes(&f->gate) + mat_bytes(&f->up) + mat_bytes(&f->down); }
+
+/* Weight bytes of one decode step: everything but the embedding table's other rows and the
+ * experts a token does not use (a layer's k experts counted at the mean size of its experts). */
+static int64_t active_bytes(const moec_model *m) {
+    const moec_hparams *hp = &m->hp;
+    int64_t b = (int64_t)m->st.data_bytes;
+    if (m->output.data != m->tok_embd.data && m->tok_embd.rows > 0)
+        b -= mat_bytes(&m->tok_embd) / m->tok_embd.rows * (m->tok_embd.rows - 1);
+    for (int il = 0; il < hp->n_layer; il++) {
+        const moec_layer *L = &m->layers[il];
+        if (!L->is_moe || !L->experts || hp->n_expert <= 0) continue;
+        int64_t all = 0;
+        for (int e = 0; e < hp->n_expert; e++) all += ffn_bytes(&L->experts[e]);
+        b -= all - all / hp->n_expert * hp->n_expert_used;
+    }
+    return b;
+}
+
 static void fill_info(moec_model *m) {
     const moec_hparams *hp = &m->hp;
     moec_model_info *in = &m->info;
@@ -254,6 +280,7 @@ static void fill_info(moec_model *m) {
     const int64_t per_expert = 3 * (int64_t)hp->n_embd * hp->n_ff_expert;
     in->n_params_active = total - (int64_t)n_moe * (hp->n_expert - hp->n_expert_used) * per_expert;
     in->n_bytes_weights = (int64_t)m->st.data_bytes;
+    in->n_bytes_active = active_bytes(m);
 }
 
 /* ------------------------------------------------------------------ open / close */
@@ -316,3 +343,38 @@ void moec_model_close(moec_model *m) {
 }
 
 const moec_model_info *moec_model_get_info(const moec_model *m) { return &m->info; }
+
+moec_status moec_model_read_bandwidth(const moec_model *m, double *gb_per_s, moec_error *err) {
+    *gb_per_s = 0;
+    const int n = m->st.n_tensors;
+    const void **ptr = malloc((size_t)(n > 0 ? n : 1) * sizeof *ptr);
+    size_t *len = malloc((size_t)(n > 0 ? n : 1) * sizeof *len);
+    if (!ptr || !len) {
+        free(ptr);
+        free(len);
+        return moec_err(err, MOEC_ERR_OOM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        ptr[i] = m->st.tensors[i].data;
+        len[i] = m->st.tensors[i].nbytes;
+    }
+    moec_threads_set(m->n_threads);
+    unsigned long long sink;
+    *gb_per_s = moec_read_bandwidth(ptr, len, n, &sink);
+    free(ptr);
+    free(len);
+    return MOEC_OK;
+}
+
+static char system_info[384];
+static pthread_once_t system_info_once = PTHREAD_ONCE_INIT;
+
+static void system_info_fill(void) {
+    snprintf(system_info, sizeof system_info, "cpu: %s | kernels: %s", moec_cpu_features_string(),
+             moec_isa_name(moec_cpu_isa()));
+}
+
+const char *moec_system_info(void) {
+    pthread_once(&system_info_once, system_info_fill);
+    return system_info;
+}

@@ -1,21 +1,51 @@
-/* cmd_bench.c — `moec bench`: prefill and decode throughput measured like llama-bench
+/* cmd_bench.c — `moec bench [decode]`: prefill and decode throughput measured like llama-bench
  * (pp<P>: one prefill of P tokens; tg<N>: N single-token decode steps), repeated -r times,
- * mean and standard deviation of tokens/s. Token ids are fixed pseudo-random values. */
+ * mean and standard deviation of tokens/s. Token ids are fixed pseudo-random values. Then the
+ * physical limit decode runs into: active weight bytes per token, the GB/s decode reached, the
+ * read bandwidth of the same pages with the same threads (passes right before and after the
+ * timed runs: the VMs' bandwidth drifts), their ratio, and peak RSS against weights + session. */
 #include "commands.h"
 
 #include <math.h>
+#include <sys/resource.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: moec bench -m DIR [options]\n"
+    fprintf(f, "usage: moec bench [decode] -m DIR [options]\n"
                "  -m, --model DIR    Hugging Face checkpoint directory or GGUF file (required)\n"
                "  -p N               prefill tokens (default 128; 0 = skip)\n"
                "  -n N               decode tokens (default 32; 0 = skip)\n"
                "  -r N               repetitions (default 3)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
-               "prints TSV: test, threads, tokens_per_s (mean), stddev\n");
+               "  --bw-passes N      read-bandwidth passes before and after the timed runs (default 3 each)\n"
+               "  --csv              comma-separated instead of tab-separated\n"
+               "prints a table (test, threads, tokens_per_s mean, stddev), then one of metrics (metric, value,\n"
+               "note): active_bytes_per_token, decode_gb_per_s, read_bw_gb_per_s, bw_limit_fraction,\n"
+               "peak_rss_bytes, rss_budget_bytes, rss_over_budget, system\n");
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Peak resident bytes of this process image: VmHWM (ru_maxrss would also count the RSS of the
+ * program that exec'd us, e.g. a Python test harness, since Linux keeps it across execve). */
+static double peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+    if (f) fclose(f);
+    if (kb < 0) {
+        struct rusage ru;
+        kb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+    }
+    return (double)kb * 1024.0;
 }
 
 static void stats(const double *v, int n, double *mean, double *sd) {
@@ -28,8 +58,11 @@ static void stats(const double *v, int n, double *mean, double *sd) {
 
 int moec_cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    long P = 128, N = 32, R = 3, threads = 0;
-    for (int i = 1; i < argc; i++) {
+    long P = 128, N = 32, R = 3, threads = 0, bw_passes = 3;
+    int csv = 0;
+    int first = 1;
+    if (argc > 1 && !strcmp(argv[1], "decode")) first = 2; /* `moec bench` alone is the decode bench */
+    for (int i = first; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -43,6 +76,10 @@ int moec_cmd_bench(int argc, char **argv) {
             if (!cli_parse_int("bench", a, argv[++i], 1, 1000, &R)) return 2;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
             if (!cli_parse_int("bench", a, argv[++i], 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--bw-passes") && v) {
+            if (!cli_parse_int("bench", a, argv[++i], 0, 1000, &bw_passes)) return 2;
+        } else if (!strcmp(a, "--csv")) {
+            csv = 1;
         } else {
             fprintf(stderr, "moec bench: unknown or incomplete option '%s' (see moec bench --help)\n", a);
             return 2;
@@ -61,13 +98,15 @@ int moec_cmd_bench(int argc, char **argv) {
     int32_t *ids = NULL;
     float *logits = NULL;
     double *tp = calloc((size_t)R, sizeof *tp), *tg = calloc((size_t)R, sizeof *tg);
+    double *bw = calloc((size_t)(2 * bw_passes + 1), sizeof *bw);
+    int n_bw = 0;
     if (moec_model_open(&m, model, &mp, &err)) goto fail;
     const moec_model_info *in = moec_model_get_info(m);
     const long total = P + N + 1;
     if (moec_session_new(&s, m, (int32_t)total, &err)) goto fail;
     ids = malloc((size_t)total * sizeof *ids);
     logits = malloc((size_t)in->n_vocab * sizeof *logits);
-    if (!ids || !logits || !tp || !tg) {
+    if (!ids || !logits || !tp || !tg || !bw) {
         fprintf(stderr, "moec bench: out of memory\n");
         goto done;
     }
@@ -78,6 +117,8 @@ int moec_cmd_bench(int argc, char **argv) {
     }
     /* warm-up: touches the weights once so the first repetition does not pay page faults */
     if (moec_session_forward(s, ids, 1, logits, 0, &err)) goto fail;
+    for (long b = 0; b < bw_passes; b++, n_bw++)
+        if (moec_model_read_bandwidth(m, &bw[n_bw], &err)) goto fail;
     for (long r = 0; r < R; r++) {
         if (P > 0) {
             moec_session_reset(s);
@@ -94,17 +135,45 @@ int moec_cmd_bench(int argc, char **argv) {
             tg[r] = (double)N / (cli_now_s() - t0);
         }
     }
-    printf("test\tthreads\ttokens_per_s\tstddev\n");
-    double mean, sd;
+    for (long b = 0; b < bw_passes; b++, n_bw++)
+        if (moec_model_read_bandwidth(m, &bw[n_bw], &err)) goto fail;
+    const char *sep = csv ? "," : "\t";
+    printf("test%sthreads%stokens_per_s%sstddev\n", sep, sep, sep);
+    double mean, sd, tg_mean = 0;
     int nt = in->n_threads;
     if (P > 0) {
         stats(tp, (int)R, &mean, &sd);
-        printf("pp%ld\t%d\t%.2f\t%.2f\n", P, nt, mean, sd);
+        printf("pp%ld%s%d%s%.2f%s%.2f\n", P, sep, nt, sep, mean, sep, sd);
     }
     if (N > 0) {
         stats(tg, (int)R, &mean, &sd);
-        printf("tg%ld\t%d\t%.2f\t%.2f\n", N, nt, mean, sd);
+        printf("tg%ld%s%d%s%.2f%s%.2f\n", N, sep, nt, sep, mean, sep, sd);
+        tg_mean = mean;
     }
+    /* the limit: decode streams the active weights once per token */
+    printf("\nmetric%svalue%snote\n", sep, sep);
+    const double active = (double)in->n_bytes_active, dec_gbs = active * tg_mean / 1e9;
+    printf("active_bytes_per_token%s%" PRId64 "%s%s\n", sep, in->n_bytes_active, sep, in->weight_formats);
+    if (N > 0) printf("decode_gb_per_s%s%.2f%sactive bytes x decode tokens/s\n", sep, dec_gbs, sep);
+    if (n_bw > 0) {
+        qsort(bw, (size_t)n_bw, sizeof *bw, cmp_double);
+        const double med = n_bw % 2 ? bw[n_bw / 2] : 0.5 * (bw[n_bw / 2 - 1] + bw[n_bw / 2]);
+        printf("read_bw_gb_per_s%s%.2f%smedian of %d passes over the weights (min %.2f, max %.2f), %d threads\n",
+               sep, med, sep, n_bw, bw[0], bw[n_bw - 1], nt);
+        if (N > 0)
+            printf("bw_limit_fraction%s%.3f%sdecode GB/s / median read GB/s (%.3f of the max)\n", sep, dec_gbs / med,
+                   sep, dec_gbs / bw[n_bw - 1]);
+    }
+    const double rss = peak_rss_bytes();
+    if (rss > 0) {
+        const double budget = (double)in->n_bytes_weights + (double)moec_session_memory_bytes(s);
+        printf("peak_rss_bytes%s%.0f%sVmHWM (mapped weight pages count once read)\n", sep, rss, sep);
+        printf("rss_budget_bytes%s%.0f%sweights %" PRId64 " + session %zu (KV cache %d tokens, scratch)\n", sep,
+               budget, sep, in->n_bytes_weights, moec_session_memory_bytes(s), (int)total);
+        printf("rss_over_budget%s%+.4f%s(peak RSS - budget) / budget; target <= +0.10\n", sep,
+               (rss - budget) / budget, sep);
+    }
+    printf("system%s%s%s\n", sep, moec_system_info(), sep);
     rc = 0;
     goto done;
 fail:
@@ -112,6 +181,7 @@ fail:
 done:
     free(tp);
     free(tg);
+    free(bw);
     free(ids);
     free(logits);
     moec_session_free(s);
