@@ -181,7 +181,10 @@ for m in $MODELS; do
             awk -F'\t' -v m="bench-$m" -v o="$others" -v f="$fmt" '
                 $1 ~ /^pp/ { pp = $3; pps = $4 }
                 $1 ~ /^tg/ { tg = $3; tgs = $4 }
-                END { printf "%s\tmoec\t%s\t%s\t%s\t%s\t%s\tothers %s%% CPU\n", m, f, pp, pps, tg, tgs, o }
+                $1 == "active_bytes_per_token" { ab = $2 }
+                $1 == "read_bw_gb_per_s" { bw = $2 }
+                $1 == "rss_over_budget" { rss = $2 }
+                END { printf "%s\tmoec\t%s\t%s\t%s\t%s\t%s\tothers %s%% CPU\t%s\t%s\t%s\n", m, f, pp, pps, tg, tgs, o, ab, bw, rss }
             ' "$RAW/moec-$m-$fmt.out" >> "$RES"
         else
             printf 'bench-%s\tmoec\t%s\t\t\t\t\tfailed (see %s)\n' "$m" "$fmt" "${RAW#$ROOT/}/moec-$m-$fmt.err" >> "$RES"
@@ -218,6 +221,20 @@ for r in rows:
                 parts.append(f"{name} {float(mo[i]) / float(r[i]):.2f}x")
         ratio = ", ".join(parts) if parts else "—"
     print(f"| {model} | {eng} | {fmt} | {f(pp, pps)} | {f(tg, tgs)} | {ratio} | {note} |")
+# decode against the memory limit: both engines read the same active weights per token; the read
+# bandwidth is the one moec bench measured over the same pages right before and after its timed runs
+lim = [r for r in rows if len(r) >= 11 and r[1] == "moec" and r[8] and r[9]]
+if lim:
+    print()
+    print("| model | format | active GB/token | read GB/s (median) | moec decode / limit | llama.cpp decode / limit | moec peak RSS vs weights + session |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in lim:
+        ab, bw = float(r[8]) / 1e9, float(r[9])
+        lc = next((x for x in rows if x[0] == r[0] and x[1] == "llama.cpp" and x[2] == r[2] and len(x) > 5 and x[5]), None)
+        mf = f"{float(r[5]) * ab / bw:.2f}" if r[5] else "—"
+        lf = f"{float(lc[5]) * ab / bw:.2f}" if lc else "—"
+        rss = f"{float(r[10]) * 100:+.1f} %" if len(r) > 10 and r[10] else "—"
+        print(f"| {r[0]} | {r[2]} | {ab:.3f} | {bw:.1f} | {mf} | {lf} | {rss} |")
 '
 
 {
