@@ -104,6 +104,18 @@ def check_bench(args, d):
     lines = c.stdout.decode().splitlines()
     check(c.returncode == 0 and lines[0] == "test,threads,tokens_per_s,stddev" and lines[1].startswith("tg2,"),
           "bench decode --csv", c.stdout.decode()[:200])
+    # moec bench train: the PyTorch baseline's tiny preset, 2 timed steps, in a temporary directory it removes
+    import tempfile
+    tmp = tempfile.mkdtemp()
+    t = subprocess.run([args.moec, "bench", "train", "--preset", "tiny", "--steps", "2", "-t", "2"], capture_output=True,
+                       timeout=300, env={**os.environ, "TMPDIR": tmp})
+    last = t.stdout.decode().strip().splitlines()[-1:] or [""]
+    ok = t.returncode == 0 and last[0].startswith("tokens_per_s ") and float(last[0].split()[1]) > 0
+    check(ok, "bench train --preset tiny prints tokens_per_s last", t.stdout.decode()[-300:] + t.stderr.decode()[-300:])
+    check("d 128, layers 4, heads 4/4, experts 8 top-2, expert ff 256" in t.stdout.decode(),
+          "bench train: the baseline's tiny model")
+    check(os.listdir(tmp) == [], "bench train leaves no temporary directory", str(os.listdir(tmp)))
+    shutil.rmtree(tmp)
 
 
 def main():
@@ -147,6 +159,8 @@ def main():
         ("empty --ids", ["logits", "-m", d, "--ids", "", "-o", os.path.join(root, "x.npy")], 2, b"--ids"),
         ("bad --ids", ["logits", "-m", d, "--ids", "1,x", "-o", os.path.join(root, "x.npy")], 2, b"--ids"),
         ("bad -t", ["bench", "-m", d, "-t", "0"], 2, b"-t expects"),
+        ("bench train unknown preset", ["bench", "train", "--preset", "huge"], 2, b"--preset"),
+        ("bench train bad --steps", ["bench", "train", "--preset", "tiny", "--steps", "0"], 2, b"--steps"),
         ("unwritable -o", ["logits", "-m", d, "--ids", "1", "-o", "/nonexistent/dir/x.npy"], 1, b"/nonexistent"),
     ]
     for label, argv, code, needle in cases:

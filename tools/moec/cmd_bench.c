@@ -15,6 +15,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: moec bench [decode] -m DIR [options]\n"
+               "       moec bench train --preset tiny|small|fine [options] (see moec bench train --help)\n"
                "  -m, --model DIR    Hugging Face checkpoint directory or GGUF file (required)\n"
                "  -p N               prefill tokens (default 128; 0 = skip)\n"
                "  -n N               decode tokens (default 32; 0 = skip)\n"
@@ -61,6 +62,7 @@ int moec_cmd_bench(int argc, char **argv) {
     long P = 128, N = 32, R = 3, threads = 0, bw_passes = 3;
     int csv = 0;
     int first = 1;
+    if (argc > 1 && !strcmp(argv[1], "train")) return moec_cmd_bench_train(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "decode")) first = 2; /* `moec bench` alone is the decode bench */
     for (int i = first; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -9,6 +9,7 @@ int moec_cmd_info(int argc, char **argv);
 int moec_cmd_generate(int argc, char **argv);
 int moec_cmd_logits(int argc, char **argv);
 int moec_cmd_bench(int argc, char **argv);
+int moec_cmd_bench_train(int argc, char **argv); /* `moec bench train` */
 int moec_cmd_tokenize(int argc, char **argv);
 int moec_cmd_tokenizer(int argc, char **argv);
 int moec_cmd_data(int argc, char **argv);
