@@ -279,7 +279,8 @@ def build_cases():
     case_attn(f, "gqa", 20, 2, 5, 4, 2, 8)                    # H=4, Hkv=2, B=2
     case_attn(f, "mha_odd", 21, 1, 7, 3, 3, 5)
     case_attn(f, "mqa", 22, 2, 4, 4, 1, 16)
-    case_attn(f, "wide", 23, 1, 9, 2, 1, 80, scale=0.5)       # head_dim > 64: two D tiles
+    case_attn(f, "wide", 23, 1, 9, 2, 1, 80, scale=0.5)       # head_dim > 64
+    case_attn(f, "blocks", 25, 2, 150, 4, 2, 16, scale=0.7)   # S > 2 x 64: causal query/key blocks, a short last one
     case_attn(f, "sharp", 24, 2, 6, 2, 2, 4, scale=3.0)       # peaked softmax
     case_swiglu(f, "odd", 30, 37, 1.0)
     case_swiglu(f, "wide", 31, 1001, 6.0)

@@ -166,7 +166,7 @@ static void test_attention(void) {
     fill(c.k, AT_NK, 1.5f);
     fill(c.v, AT_NK, 1.f);
     fill(c.g, AT_NQ, 1.f);
-    float out[AT_NQ], probs[AT_NP], dq[AT_NQ] = {0}, dk[AT_NK] = {0}, dv[AT_NK] = {0};
+    float out[AT_NQ], probs[AT_NP], dprobs[AT_NP], dq[AT_NQ] = {0}, dk[AT_NK] = {0}, dv[AT_NK] = {0};
     moec_attention_forward_train(out, probs, c.q, c.k, c.v, AT_B, AT_S, AT_H, AT_KV, AT_D);
     int causal = 1;
     double worst_sum = 0;
@@ -181,7 +181,7 @@ static void test_attention(void) {
     }
     CHECK(causal, "probs has a nonzero entry above the diagonal");
     CHECK(worst_sum <= 1e-6, "probs rows sum to 1 within %.3e", worst_sum);
-    moec_attention_backward(dq, dk, dv, c.g, c.q, c.k, c.v, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
+    moec_attention_backward(dq, dk, dv, dprobs, c.g, c.q, c.k, c.v, out, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
     fd_check("attention dq", at_loss, &c, c.q, dq, AT_NQ);
     fd_check("attention dk", at_loss, &c, c.k, dk, AT_NK);
     fd_check("attention dv", at_loss, &c, c.v, dv, AT_NK);
@@ -189,7 +189,7 @@ static void test_attention(void) {
     memcpy(dqa, dq, sizeof dq);
     memcpy(dka, dk, sizeof dk);
     memcpy(dva, dv, sizeof dv);
-    moec_attention_backward(dq, dk, dv, c.g, c.q, c.k, c.v, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
+    moec_attention_backward(dq, dk, dv, dprobs, c.g, c.q, c.k, c.v, out, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
     check_doubled("attention dq", dqa, dq, AT_NQ);
     check_doubled("attention dk", dka, dk, AT_NK);
     check_doubled("attention dv", dva, dv, AT_NK);
@@ -361,7 +361,7 @@ enum { TH_B = 2, TH_S = 32, TH_H = 4, TH_KV = 2, TH_D = 16, TH_CEV = 4000 };
 #define TH_NP (TH_B * TH_H * TH_S * TH_S)
 
 typedef struct {
-    float out[TH_NQ], probs[TH_NP], dq[TH_NQ], dk[TH_NK], dv[TH_NK]; /* attention */
+    float out[TH_NQ], probs[TH_NP], dprobs[TH_NP], dq[TH_NQ], dk[TH_NK], dv[TH_NK]; /* attention */
     float y[TH_S * TH_CEV], rstd[TH_S], dx[TH_S * TH_CEV], dw[TH_CEV]; /* rmsnorm [S, CEV] */
     float dz[TH_S * TH_CEV], loss;                                     /* cross-entropy */
 } th_out;
@@ -371,7 +371,8 @@ static void th_run(th_out *o, int nthreads, const float *q, const float *k, cons
     moec_threads_set(nthreads);
     memset(o, 0, sizeof *o);
     moec_attention_forward_train(o->out, o->probs, q, k, v, TH_B, TH_S, TH_H, TH_KV, TH_D);
-    moec_attention_backward(o->dq, o->dk, o->dv, g, q, k, v, o->probs, TH_B, TH_S, TH_H, TH_KV, TH_D);
+    moec_attention_backward(o->dq, o->dk, o->dv, o->dprobs, g, q, k, v, o->out, o->probs, TH_B, TH_S, TH_H, TH_KV,
+                            TH_D);
     /* rmsnorm on z (x, weight and upstream gradient all from z: only determinism matters) */
     moec_rmsnorm_forward_train(o->y, o->rstd, z, z, TH_S, TH_CEV, 1e-6f);
     moec_rmsnorm_backward(o->dx, o->dw, z, z, z, o->rstd, TH_S, TH_CEV);

@@ -225,8 +225,9 @@ static void case_attn(const char *cs) {
     const float *q = in_f(cs, "q", nq), *k = in_f(cs, "k", nk), *v = in_f(cs, "v", nk);
     const float *dout = in_f(cs, "dout", nq);
     float *out = buf_f(nq), *probs = buf_f(np), *dq = buf_f(nq), *dk = buf_f(nk), *dv = buf_f(nk);
+    float *dprobs = buf_f(np);
     moec_attention_forward_train(out, probs, q, k, v, B, S, H, Hkv, hd);
-    moec_attention_backward(dq, dk, dv, dout, q, k, v, probs, B, S, H, Hkv, hd);
+    moec_attention_backward(dq, dk, dv, dprobs, dout, q, k, v, out, probs, B, S, H, Hkv, hd);
     cmp(cs, "out", out, nq);
     cmp(cs, "probs", probs, np);
     cmp(cs, "dq", dq, nq);
@@ -339,7 +340,8 @@ static void case_block(const char *cs) {
     float *dn = buf_f((int64_t)T * d);
     memcpy(dx, dy, (size_t)T * d * sizeof(float)); /* residual */
     moec_linear_backward(datt, nq, dWo, NULL, dy, d, att, nq, Wo, T, nq, d);
-    moec_attention_backward(dqr, dkr, dv, datt, qr, kr, vv, probs, B, S, H, Hkv, hd);
+    float *dprobs = buf_f((int64_t)B * H * S * S);
+    moec_attention_backward(dqr, dkr, dv, dprobs, datt, qr, kr, vv, att, probs, B, S, H, Hkv, hd);
     moec_rope_backward(dqr, T, H, hd, ct, st, pos);
     moec_rope_backward(dkr, T, Hkv, hd, ct, st, pos);
     moec_rmsnorm_backward(dqraw, dqn, dqr, qraw, qn_w, rq, T * H, hd);

@@ -73,6 +73,7 @@ void moec_layer_forward(const moec_hparams *hp, const moec_layer *L, int il, moe
 /* Backward scratch, [T, max(d, qd)] / [T, kvd] / [T, ff_dense] floats each (model_train.c owns it). */
 typedef struct {
     float *dx2, *dxn, *dq, *dk, *dv, *dqn, *dkn, *datt, *dh, *dhg, *dhu;
+    float *dprobs; /* [B, H, S, S]: the attention backward's dS */
 } moec_layer_grad_scratch;
 
 /* On entry dx = ∂L/∂(layer output); on return dx = ∂L/∂(layer input). Gradients of the

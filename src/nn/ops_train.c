@@ -5,6 +5,7 @@
 
 #include "core/threads.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -143,33 +144,34 @@ static float dot_f(const float *a, const float *b, int n) {
 }
 
 typedef struct {
-    float *out, *probs, *dq, *dk, *dv;
-    const float *q, *k, *v, *dout, *cprobs;
+    float *out, *probs, *dq, *dk, *dv, *dprobs;
+    const float *q, *k, *v, *dout, *cprobs, *cout;
     int S, H, Hkv, hd;
 } attn_job;
 
+/* Causal blocking: a block of ATTN_BLOCK query rows sees keys 0 .. its last row only, so the
+ * GEMMs skip the upper triangle's blocks (at S = 256 they do 10/16 of the full square). Each
+ * (sequence, head) runs its GEMMs on one thread (OpenBLAS is held at one thread), so results do
+ * not depend on the thread count. */
+#define ATTN_BLOCK 64
+
 static void attn_fwd_item(void *job, int64_t item, int tid) {
     const attn_job *J = job;
-    float *out = J->out, *probs = J->probs;
-    const float *q = J->q, *k = J->k, *v = J->v;
     const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd;
-    const int group = H / Hkv;
+    const int b = (int)(item / H), h = (int)(item % H), kvh = h / (H / Hkv);
     const float scale = 1.f / sqrtf((float)hd);
-    const size_t qs = (size_t)H * hd, ks = (size_t)Hkv * hd; /* token strides */
+    const int qs = H * hd, ks = Hkv * hd; /* token strides */
+    const float *Q = J->q + (size_t)b * S * qs + (size_t)h * hd; /* query i at Q + i*qs */
+    const float *K = J->k + (size_t)b * S * ks + (size_t)kvh * hd, *V = J->v + (size_t)b * S * ks + (size_t)kvh * hd;
+    float *P = J->probs + ((size_t)b * H + h) * S * S, *O = J->out + (size_t)b * S * qs + (size_t)h * hd;
     (void)tid;
-    {
-        const int b = (int)(item / H), h = (int)(item % H), kvh = h / group;
-        const float *kb = k + (size_t)b * S * ks + (size_t)kvh * hd; /* key j at kb + j*ks */
-        const float *vb = v + (size_t)b * S * ks + (size_t)kvh * hd;
-        for (int i = 0; i < S; i++) {
-            const float *qi = q + ((size_t)b * S + i) * qs + (size_t)h * hd;
-            float *p = probs + (((size_t)b * H + h) * S + i) * S;
-            float m = -INFINITY;
-            for (int j = 0; j <= i; j++) {
-                p[j] = dot_f(qi, kb + (size_t)j * ks, hd) * scale;
-                m = p[j] > m ? p[j] : m;
-            }
-            float sum = 0.f;
+    for (int i0 = 0; i0 < S; i0 += ATTN_BLOCK) {
+        const int i1 = i0 + ATTN_BLOCK < S ? i0 + ATTN_BLOCK : S, M = i1 - i0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, i1, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, 0.f,
+                    P + (size_t)i0 * S, S);
+        for (int i = i0; i < i1; i++) {
+            float *p = P + (size_t)i * S, m = -INFINITY, sum = 0.f;
+            for (int j = 0; j <= i; j++) m = p[j] > m ? p[j] : m;
             for (int j = 0; j <= i; j++) {
                 p[j] = expf(p[j] - m);
                 sum += p[j];
@@ -177,13 +179,9 @@ static void attn_fwd_item(void *job, int64_t item, int tid) {
             const float inv = 1.f / sum;
             for (int j = 0; j <= i; j++) p[j] *= inv;
             for (int j = i + 1; j < S; j++) p[j] = 0.f;
-            float *oi = out + ((size_t)b * S + i) * qs + (size_t)h * hd;
-            for (int c = 0; c < hd; c++) oi[c] = 0.f;
-            for (int j = 0; j <= i; j++) {
-                const float pj = p[j], *vj = vb + (size_t)j * ks;
-                for (int c = 0; c < hd; c++) oi[c] += pj * vj[c];
-            }
         }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, i1, 1.f, P + (size_t)i0 * S, S, V, ks, 0.f,
+                    O + (size_t)i0 * qs, qs);
     }
 }
 
@@ -201,65 +199,57 @@ void moec_attention_forward_train(float *out, float *probs, const float *q, cons
     attn_run(&j, B * H, (int64_t)B * H * S * S * hd, attn_fwd_item);
 }
 
-/* Per query row i of head h (scores s_ij = scale q_i·k_j, p = softmax(s)):
- *   dv_j += p_ij dout_i;   dp_ij = dout_i·v_j;   ds_ij = p_ij (dp_ij - D_i),
- *   D_i = Σ_j p_ij dp_ij = dout_i·(Σ_j p_ij v_j) = dout_i·out_i;
- *   dq_i += scale Σ_j ds_ij k_j;   dk_j += scale ds_ij q_i.
- * D_i is recomputed from probs and v through a fixed tile on the stack, so no scratch. */
-#define ATTN_TILE 64
-
+/* Per (sequence, head), with P = softmax(scale Q Kᵀ) causal and O = P V the forward's:
+ *   dP = dO Vᵀ;   dS = P ∘ (dP − D) · scale,  D_i = Σ_j P_ij dP_ij = dO_i · O_i;
+ *   dQ += dS K;   dK += dSᵀ Q;   dV += Pᵀ dO
+ * as blocked GEMMs: row blocks for dP, dS and dQ, then column blocks (key j gets rows i >= j)
+ * for dK and dV. dS lives in dprobs (the same shape as probs). */
 static void attn_back_item(void *job, int64_t item, int tid) {
     const attn_job *J = job;
-    float *dq = J->dq, *dk = J->dk, *dv = J->dv;
-    const float *q = J->q, *k = J->k, *v = J->v, *dout = J->dout, *probs = J->cprobs;
-    const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd;
-    const int group = H / Hkv;
+    const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd, group = H / Hkv;
+    const int b = (int)(item / Hkv), kvh = (int)(item % Hkv);
     const float scale = 1.f / sqrtf((float)hd);
-    const size_t qs = (size_t)H * hd, ks = (size_t)Hkv * hd;
+    const int qs = H * hd, ks = Hkv * hd;
+    const size_t kvoff = (size_t)b * S * ks + (size_t)kvh * hd; /* key j at +j*ks */
+    const float *K = J->k + kvoff, *V = J->v + kvoff;
+    float *dK = J->dk + kvoff, *dV = J->dv + kvoff;
     (void)tid;
-    {
-        const int b = (int)(item / Hkv), kvh = (int)(item % Hkv);
-        const size_t kvoff = (size_t)b * S * ks + (size_t)kvh * hd; /* key j at +j*ks */
-        const float *kb = k + kvoff, *vb = v + kvoff;
-        float *dkb = dk + kvoff, *dvb = dv + kvoff;
-        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-            for (int i = 0; i < S; i++) {
-                const size_t qoff = ((size_t)b * S + i) * qs + (size_t)h * hd;
-                const float *qi = q + qoff, *doi = dout + qoff;
-                float *dqi = dq + qoff;
-                const float *p = probs + (((size_t)b * H + h) * S + i) * S;
-                float D = 0.f;
-                for (int c0 = 0; c0 < hd; c0 += ATTN_TILE) {
-                    const int nc = hd - c0 < ATTN_TILE ? hd - c0 : ATTN_TILE;
-                    float o[ATTN_TILE];
-                    for (int c = 0; c < nc; c++) o[c] = 0.f;
-                    for (int j = 0; j <= i; j++) {
-                        const float pj = p[j], *vj = vb + (size_t)j * ks + c0;
-                        for (int c = 0; c < nc; c++) o[c] += pj * vj[c];
-                    }
-                    D += dot_f(doi + c0, o, nc);
-                }
-                for (int j = 0; j <= i; j++) {
-                    const float *kj = kb + (size_t)j * ks, *vj = vb + (size_t)j * ks;
-                    float *dkj = dkb + (size_t)j * ks, *dvj = dvb + (size_t)j * ks;
-                    const float pj = p[j];
-                    const float ds = pj * (dot_f(doi, vj, hd) - D) * scale;
-                    for (int c = 0; c < hd; c++) {
-                        dqi[c] += ds * kj[c];
-                        dkj[c] += ds * qi[c];
-                        dvj[c] += pj * doi[c];
-                    }
-                }
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const size_t qoff = (size_t)b * S * qs + (size_t)h * hd; /* query i at +i*qs */
+        const float *Q = J->q + qoff, *dO = J->dout + qoff, *O = J->cout + qoff;
+        const float *P = J->cprobs + ((size_t)b * H + h) * S * S;
+        float *dQ = J->dq + qoff, *dS = J->dprobs + ((size_t)b * H + h) * S * S;
+        for (int i0 = 0; i0 < S; i0 += ATTN_BLOCK) {
+            const int i1 = i0 + ATTN_BLOCK < S ? i0 + ATTN_BLOCK : S, M = i1 - i0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, i1, hd, 1.f, dO + (size_t)i0 * qs, qs, V, ks, 0.f,
+                        dS + (size_t)i0 * S, S);
+            for (int i = i0; i < i1; i++) {
+                const float D = dot_f(dO + (size_t)i * qs, O + (size_t)i * qs, hd);
+                const float *p = P + (size_t)i * S;
+                float *ds = dS + (size_t)i * S;
+                for (int j = 0; j <= i; j++) ds[j] = p[j] * (ds[j] - D) * scale;
+                for (int j = i + 1; j < i1; j++) ds[j] = 0.f;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, i1, 1.f, dS + (size_t)i0 * S, S, K, ks, 1.f,
+                        dQ + (size_t)i0 * qs, qs);
+        }
+        /* key block [j0, j1) is seen by rows j0 .. S-1, whose dS columns j0 .. j1 were all written */
+        for (int j0 = 0; j0 < S; j0 += ATTN_BLOCK) {
+            const int j1 = j0 + ATTN_BLOCK < S ? j0 + ATTN_BLOCK : S, N = j1 - j0, R = S - j0;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, hd, R, 1.f, dS + (size_t)j0 * S + j0, S,
+                        Q + (size_t)j0 * qs, qs, 1.f, dK + (size_t)j0 * ks, ks);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, hd, R, 1.f, P + (size_t)j0 * S + j0, S,
+                        dO + (size_t)j0 * qs, qs, 1.f, dV + (size_t)j0 * ks, ks);
         }
     }
 }
 
-void moec_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                             const float *v, const float *probs, int B, int S, int H, int Hkv, int hd) {
+void moec_attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout, const float *q,
+                             const float *k, const float *v, const float *out, const float *probs, int B, int S,
+                             int H, int Hkv, int hd) {
     if (B <= 0 || S <= 0 || H <= 0 || Hkv <= 0 || hd <= 0) return;
-    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .q = q, .k = k, .v = v, .dout = dout, .cprobs = probs,
-                  .S = S, .H = H, .Hkv = Hkv, .hd = hd};
+    attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dprobs = dprobs, .q = q, .k = k, .v = v, .dout = dout,
+                  .cprobs = probs, .cout = out, .S = S, .H = H, .Hkv = Hkv, .hd = hd};
     attn_run(&j, B * Hkv, (int64_t)B * H * S * S * hd, attn_back_item);
 }
 

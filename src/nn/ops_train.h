@@ -53,11 +53,13 @@ void moec_rope_backward(float *dx, int T, int n_heads, int hd, const float *cos_
 void moec_attention_forward_train(float *out, float *probs, const float *q, const float *k, const float *v, int B,
                                   int S, int H, int Hkv, int hd);
 
-/* dq [B*S, H*hd] += ..., dk, dv [B*S, Hkv*hd] += ...; dout [B*S, H*hd] upstream; q, k, v and
- * probs as in the forward. Threads over (sequence, KV head), the group's query heads looped
- * inside in order, so dk/dv of a KV head have one writer. No scratch memory. */
-void moec_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                             const float *v, const float *probs, int B, int S, int H, int Hkv, int hd);
+/* dq [B*S, H*hd] += ..., dk, dv [B*S, Hkv*hd] += ...; dout [B*S, H*hd] upstream; q, k, v, out
+ * and probs as in the forward. dprobs: scratch of probs' shape [B, H, S, S] (overwritten).
+ * Threads over (sequence, KV head), the group's query heads looped inside in order, so dk/dv of
+ * a KV head have one writer. */
+void moec_attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout, const float *q,
+                             const float *k, const float *v, const float *out, const float *probs, int B, int S,
+                             int H, int Hkv, int hd);
 
 /* ---------------------------------------------------------------------------------------------
  * SwiGLU h = silu(gate) * up (forward: moec_swiglu in nn/ops.h). */

@@ -152,7 +152,8 @@ moec_status moec_tmodel_new(moec_tmodel **out, moec_tparams *tp, int B, int S, f
         !(g->dx2 = falloc(m, BS * d)) || !(g->dxn = falloc(m, BS * d)) || !(g->dq = falloc(m, BS * wide)) ||
         !(g->dk = falloc(m, BS * kvd)) || !(g->dv = falloc(m, BS * kvd)) || !(g->datt = falloc(m, BS * wide)) ||
         !(g->dqn = falloc(m, BS * wide)) || !(g->dkn = falloc(m, BS * kvd)) || !(g->dh = falloc(m, BS * ff)) ||
-        !(g->dhg = falloc(m, BS * ff)) || !(g->dhu = falloc(m, BS * ff)))
+        !(g->dhg = falloc(m, BS * ff)) || !(g->dhu = falloc(m, BS * ff)) ||
+        !(g->dprobs = falloc(m, BS * (size_t)S * (size_t)hp->n_head)))
         goto oom;
     m->pos = calloc(BS * 3, sizeof *m->pos);
     if (!m->pos) goto oom;
