@@ -342,6 +342,7 @@ def run_one(args, size, s, seed, did):
         die(f"{s['name']} seed {seed}: the log has {len(steps)} of {size['steps']} steps")
     res = summarise(d, json.load(open(ev_path)), steps, train_val, cfg, s, seed, key, wall, cpu,
                     [round(load0, 2), round(os.getloadavg()[0], 2)])
+    res["moec_version"] = args.moec_version
     write_atomic(res_path, json.dumps(res, indent=1) + "\n")
     if not args.keep_optimizer:  # 2/3 of a checkpoint; the model stays for re-evaluation
         try:
@@ -671,6 +672,11 @@ def report(args, size_name, size, schemes, agg, did, all_names=()):
         L.append(f"tokens/s were measured on a shared 2-core machine (1-minute load average {min(loads):.1f}–"
                  f"{max(loads):.1f} at the runs' starts and ends): compare them between schemes of one sweep only, "
                  "and read them as relative costs.\n")
+    versions = sorted({r.get("moec_version") or "unrecorded" for a in agg for r in a["runs"]})
+    if versions:
+        L.append(f"Trained and evaluated with moec {', '.join(f'`{v}`' for v in versions)} (`moec --version`)"
+                 + (": more than one build, so runs of different schemes may differ in rounding, not in method.\n"
+                    if len(versions) > 1 else ".\n"))
     done = sum(a["n"] for a in agg)
     want = sum(s["seeds"] for s in schemes)
     L.append(f"Runs with results: {done} of {want} listed in `{os.path.relpath(args.schemes, ROOT)}`"
@@ -802,6 +808,8 @@ def main():
     if not args.report_only:
         if not os.access(args.moec, os.X_OK):
             die(f"{args.moec} is missing: build moec first (make build)")
+        v = subprocess.run([args.moec, "--version"], capture_output=True, text=True)
+        args.moec_version = v.stdout.split()[-1] if v.returncode == 0 and v.stdout.split() else "unknown"
         ensure_data(args)
     did = data_id(args.data) if os.path.isfile(os.path.join(args.data, "meta.json")) else "?"
     os.makedirs(args.out, exist_ok=True)

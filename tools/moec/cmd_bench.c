@@ -175,7 +175,7 @@ int moec_cmd_bench(int argc, char **argv) {
         printf("rss_over_budget%s%+.4f%s(peak RSS - budget) / budget; target <= +0.10\n", sep,
                (rss - budget) / budget, sep);
     }
-    printf("system%s%s%s\n", sep, moec_system_info(), sep);
+    printf("system%s%s%smoec %s\n", sep, moec_system_info(), sep, cli_version());
     rc = 0;
     goto done;
 fail:

@@ -220,8 +220,9 @@ int moec_cmd_bench_train(int argc, char **argv) {
     quiet = fopen("/dev/null", "w");
     tp.log = quiet;
     printf("preset %s: d %d, layers %d, heads %d/%d, experts %d top-%d, expert ff %d, shared ff %d, vocab %d, "
-           "batch %d x seq %d, AdamW lr 3e-4; %s\n",
-           p->name, p->d, p->L, p->H, p->KV, p->E, p->k, p->ff, p->sff, p->V, p->B, p->T, moec_system_info());
+           "batch %d x seq %d, AdamW lr 3e-4; moec %s; %s\n",
+           p->name, p->d, p->L, p->H, p->KV, p->E, p->k, p->ff, p->sff, p->V, p->B, p->T, cli_version(),
+           moec_system_info());
     fflush(stdout);
     if (moec_train_run(&tp, &err)) goto fail;
     v = malloc((size_t)(steps + 2) * sizeof *v);

@@ -18,6 +18,9 @@ int moec_cmd_eval(int argc, char **argv);
 int moec_cmd_export(int argc, char **argv);
 int moec_cmd_quantize(int argc, char **argv);
 
+/* The commit this binary was built from, `git describe --always --dirty` (main.c). */
+const char *cli_version(void);
+
 /* Shared CLI helpers (cli_util.c). */
 /* Prints "moec <cmd>: <what>" plus an optional hint line on stderr; returns exit code 1. */
 int cli_fail(const char *cmd, const moec_error *err);

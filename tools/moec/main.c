@@ -1,5 +1,6 @@
 /* main.c — the moec command-line tool: dispatches to one subcommand per file. */
 #include "commands.h"
+#include "moec_version.h" /* generated at every build (cmake/version.cmake) */
 #include "io/file.h"
 
 #include <signal.h>
@@ -27,8 +28,10 @@ static const command commands[] = {
     {"quantize", moec_cmd_quantize, "write a checkpoint with Q8_0 / Q4_0 block weights (moec loads and runs it)"},
 };
 
+const char *cli_version(void) { return MOEC_VERSION; }
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: moec <command> [options]   (moec <command> --help for its options)\n\n"
+    fprintf(f, "usage: moec <command> [options]   (moec <command> --help for its options; moec --version)\n\n"
                "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
@@ -64,6 +67,10 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("moec %s\n", cli_version());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
