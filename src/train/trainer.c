@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,12 @@ moec_train_params moec_train_default_params(void) {
     p.max_bad_steps = 10;
     p.progress = 1;
     return p;
+}
+
+/* Minor page faults of this process so far (first touches of fresh memory). */
+static long minor_faults(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_minflt : 0;
 }
 
 static double now_s(void) {
@@ -712,6 +719,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             goto done;
         }
         const double t0 = now_s();
+        const long flt0 = minor_faults(); /* the steady state should allocate (and fault) nothing */
         memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
         moec_tmodel_set_step(r.tm, r.step, 1, p->seed); /* schedules (EvoMoE τ) and ReXMoE's PSR masks of this step */
         double ce = 0, aux = 0, z = 0;
@@ -776,9 +784,9 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         const double tps = (double)p->batch * p->seq * p->accum / dt;
         char jl[32], jc[32], ja[32], jz[32], jg[32];
         fprintf(r.jsonl, "{\"step\":%" PRId64 ",\"loss\":%s,\"ce\":%s,\"aux\":%s,\"z\":%s,\"lr\":%.6g,"
-                         "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"skipped\":%s",
+                         "\"grad_norm\":%s,\"tokens_per_s\":%.1f,\"minor_faults\":%ld,\"skipped\":%s",
                 r.step, json_num(jl, ce + aux + z), json_num(jc, ce), json_num(ja, aux), json_num(jz, z), (double)lr,
-                json_num(jg, gnorm), tps, ok ? "false" : "true");
+                json_num(jg, gnorm), tps, minor_faults() - flt0, ok ? "false" : "true");
         routing_summary sum = write_routing_metrics(&r, r.jsonl);
         fprintf(r.jsonl, "}\n");
         if (!ok) {

@@ -129,15 +129,17 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* tokens_per_s of every step line of the trainer's JSONL log, in order */
-static int read_step_speeds(const char *log_path, double *v, int cap) {
+/* tokens_per_s and minor_faults of every step line of the trainer's JSONL log, in order */
+static int read_steps(const char *log_path, double *v, long *faults, int cap) {
     FILE *f = fopen(log_path, "r");
     if (!f) return -1;
-    char line[8192];
+    char line[16384];
     int n = 0;
     while (fgets(line, sizeof line, f)) {
-        const char *t = strstr(line, "\"tokens_per_s\":");
-        if (t && n < cap) v[n++] = strtod(t + strlen("\"tokens_per_s\":"), NULL);
+        const char *t = strstr(line, "\"tokens_per_s\":"), *pf = strstr(line, "\"minor_faults\":");
+        if (!t || n >= cap) continue;
+        faults[n] = pf ? strtol(pf + strlen("\"minor_faults\":"), NULL, 10) : -1;
+        v[n++] = strtod(t + strlen("\"tokens_per_s\":"), NULL);
     }
     fclose(f);
     return n;
@@ -193,6 +195,7 @@ int moec_cmd_bench_train(int argc, char **argv) {
     int rc = 1;
     FILE *quiet = NULL;
     double *v = NULL;
+    long *faults = NULL;
     if (write_config(cfg, p)) {
         fprintf(stderr, "moec bench train: cannot write %s: %s\n", cfg, strerror(errno));
         goto done;
@@ -226,12 +229,19 @@ int moec_cmd_bench_train(int argc, char **argv) {
     fflush(stdout);
     if (moec_train_run(&tp, &err)) goto fail;
     v = malloc((size_t)(steps + 2) * sizeof *v);
-    const int n = v ? read_step_speeds(log, v, (int)steps + 2) : -1;
+    faults = malloc((size_t)(steps + 2) * sizeof *faults);
+    const int n = v && faults ? read_steps(log, v, faults, (int)steps + 2) : -1;
     if (n < 2) {
         fprintf(stderr, "moec bench train: the trainer's log %s has %d step lines\n", log, n);
         goto done;
     }
-    for (int i = 0; i < n; i++) printf("step %d\ttokens_per_s %.1f%s\n", i + 1, v[i], i ? "" : "\t(warm-up, not counted)");
+    long steady = 0;
+    for (int i = 0; i < n; i++) {
+        printf("step %d\ttokens_per_s %.1f\tminor_faults %ld%s\n", i + 1, v[i], faults[i],
+               i ? "" : "\t(warm-up, not counted)");
+        if (i) steady += faults[i];
+    }
+    printf("minor_faults_per_step %.1f\t(timed steps; 0 = buffers allocated once)\n", (double)steady / (n - 1));
     qsort(v + 1, (size_t)(n - 1), sizeof *v, cmp_double);
     printf("tokens_per_s %.1f\n", (n - 1) % 2 ? v[1 + (n - 1) / 2] : 0.5 * (v[(n - 1) / 2] + v[(n - 1) / 2 + 1]));
     rc = 0;
@@ -241,6 +251,7 @@ fail:
 done:
     if (quiet) fclose(quiet);
     free(v);
+    free(faults);
     if (!keep) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     return rc;
 }
