@@ -595,15 +595,24 @@ CASES = [
                                                            entropy_coef=0.02, mask=MASK8, scaling=2.0,
                                                            logits="normal:1"),
      [dict(k_eff=4), dict(mask=None), dict(scaling=1.0)]),
+    ("top-p 0.9, mask leaves 3 experts (mass below p: all kept)",
+     base_cfg(router="topp", E=8, k=8, top_p=0.9, entropy_coef=0.01, mask=[0, 1, 0, 0, 1, 0, 1, 0], logits="normal:1"),
+     [dict(mask=None)]),
     # MoGE (§11): top-(k/G) inside every group
     ("moge 4 groups of 4, one each", base_cfg(router="moge", E=16, k=4, n_group=4), [dict(n_group=1),
                                                                                     dict(n_group=2)]),
     ("moge 2 groups, k override 1 (one per group), mask, scale 2",
      base_cfg(router="moge", E=8, k=4, k_eff=1, n_group=2, mask=[1, 0, 1, 0, 0, 0, 0, 1], scaling=2.0),
      [dict(k_eff=4), dict(mask=None)]),
+    ("moge 2 groups, two each, scale 1.25, global LBL",
+     base_cfg(router="moge", E=16, k=4, n_group=2, scaling=1.25, scope=GLOBAL, extra_global=48),
+     [dict(n_group=4), dict(scaling=1.0), dict(scope=MICRO)]),
     # EvoMoE (§13): Gumbel noise from the seed-reproducible stream; tau schedules; serving rule
     ("evomoe hard Gumbel top-1", base_cfg(router="evomoe", E=8, k=1, rng_seed=12345, step=5, logits="normal:1"),
      [dict(rng_seed=54321), dict(rng_seed=-1)]),
+    ("evomoe hard Gumbel top-1, mask", base_cfg(router="evomoe", E=8, k=1, rng_seed=31337, step=3, mask=MASK8,
+                                                 logits="normal:1"),
+     [dict(mask=None)]),
     ("evomoe soft phase, exp schedule", base_cfg(router="evomoe", E=8, k=1, rng_seed=777, tau_max=2.0, tau_min=0.3,
                                                  tau_steps=200, step=50, hard_after=300, logits="normal:4"),
      [dict(step=150), dict(tau_linear=1), dict(hard_after=-1), dict(rng_seed=778)]),
@@ -700,8 +709,12 @@ def main():
     res = Results()
     if not res.check(os.access(tool, os.X_OK), "tool_router built", tool):
         sys.exit(1)
+    # every registry router has a reference and a case (a new router fails here until it has both)
+    p = subprocess.run([tool, "--routers"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    registry = set(p.stdout.split()) if p.returncode == 0 else set()
     covered = {cfg["router"] for _, cfg, _ in CASES}
-    res.check(covered == set(ROUTERS), "every router has a case", f"cases {sorted(covered)}")
+    res.check(bool(registry) and covered == set(ROUTERS) == registry, "every registry router has a case",
+              f"registry {sorted(registry)}, references {sorted(ROUTERS)}, cases {sorted(covered)}")
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, cfg, abl) in enumerate(CASES):

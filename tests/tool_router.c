@@ -4,6 +4,7 @@
  * all the backwards, and writes every result for Python to compare with PyTorch autograd.
  *
  *   tool_router IN.bin OUT.bin
+ *   tool_router --routers          (the registry's router names, one a line: the test covers each)
  *
  * The configuration: the case's JSON object of config.json keys (at least "moec_router"; the
  * router's own keys such as "moec_top_p", "moec_ec_capacity", "moec_tau_*") goes through
@@ -69,7 +70,11 @@ static void *xmalloc(size_t n) {
     } while (0)
 
 int main(int argc, char **argv) {
-    if (argc != 3) FAIL("usage: tool_router IN.bin OUT.bin");
+    if (argc == 2 && !strcmp(argv[1], "--routers")) {
+        for (int i = 0; i < moec_router_count(); i++) printf("%s\n", moec_router_at(i)->name);
+        return 0;
+    }
+    if (argc != 3) FAIL("usage: tool_router IN.bin OUT.bin | --routers");
     FILE *f = fopen(argv[1], "rb");
     if (!f) FAIL("cannot open %s", argv[1]);
     char magic[8];
