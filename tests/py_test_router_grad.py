@@ -237,7 +237,7 @@ def selection(s, cfg, bias):
 
 
 def route_topk(z, cfg, bias):
-    T, E, ke = cfg["T"], cfg["E"], cfg["k_eff"]
+    T, ke = cfg["T"], cfg["k_eff"]
     if cfg["score"] == SOFTMAX:
         s = torch.softmax(z, dim=-1)
         P = s
@@ -297,7 +297,7 @@ def route_expert_choice(z, cfg, bias):
 
 
 def route_topp(z, cfg, bias):
-    T, E, ke, p = cfg["T"], cfg["E"], cfg["k_eff"], f32(cfg["top_p"])
+    T, ke, p = cfg["T"], cfg["k_eff"], f32(cfg["top_p"])
     P = torch.softmax(z, dim=-1)
     out, gap = Slots(), math.inf
     for t in range(T):
