@@ -120,8 +120,8 @@ typedef struct moec_router {
     /* Slots a routing of T tokens may use (NULL: T · cfg->k). */
     int64_t (*max_slots)(const moec_router_cfg *cfg, int T);
     /* Scratch floats for T tokens (NULL: T·E + 2E). A training workspace keeps the scratch
-     * untouched between a forward and its backward: a router may keep there what its backward
-     * needs (EvoMoE: the Gumbel noise and τ). */
+     * untouched between a forward and its backward, so a router may keep there what its backward
+     * needs (none does today: EvoMoE's backward goes through P and the weights only). */
     int64_t (*scratch_floats)(const moec_router_cfg *cfg, int T);
     /* The router's own loss on probs [T, E] (top-p: the routing entropy), coefficient applied.
      * dprobs == NULL: returns it; else dprobs += dscale · ∂L/∂probs (returns 0). */
