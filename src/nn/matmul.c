@@ -374,7 +374,7 @@ static float *xsplit_buffer(size_t n) {
 }
 
 AVX2_FN static void tile_bf16_eo(float *out, const float *xs, const float *x, const void *w, int64_t K, int64_t N,
-                                 int64_t n, int64_t nr, const float *bias) {
+                                 int64_t n, int64_t nr, const float *bias, size_t pf) {
     const size_t rs = (size_t)K * 2;
     const char *w0 = (const char *)w + (size_t)n * rs;
     const char *w1 = nr > 1 ? w0 + rs : w0, *w2 = nr > 2 ? w0 + 2 * rs : w0, *w3 = nr > 3 ? w0 + 3 * rs : w0;
@@ -388,11 +388,11 @@ AVX2_FN static void tile_bf16_eo(float *out, const float *xs, const float *x, co
         o = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, o);  \
     }
     for (int64_t k = 0; k < K16; k += 16) {
-        /* the next tile's rows follow these four: start their stream early */
-        _mm_prefetch(w0 + 4 * rs + 2 * k, _MM_HINT_T0);
-        _mm_prefetch(w1 + 4 * rs + 2 * k, _MM_HINT_T0);
-        _mm_prefetch(w2 + 4 * rs + 2 * k, _MM_HINT_T0);
-        _mm_prefetch(w3 + 4 * rs + 2 * k, _MM_HINT_T0);
+        /* the next tile's rows follow these four: start their stream early (pf = 0 at the slice's end) */
+        _mm_prefetch(w0 + pf + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w1 + pf + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w2 + pf + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w3 + pf + 2 * k, _MM_HINT_T0);
         const __m256 xe = _mm256_load_ps(xs + k), xo = _mm256_load_ps(xs + k + 8);
         EO_ROW(w0, e0, o0)
         EO_ROW(w1, e1, o1)
@@ -554,7 +554,8 @@ AVX2_FN void moec_mm_rows_avx2(float *out, int64_t N, const float *x, int64_t ld
                     xs[k + 8 + j] = xt[k + 2 * j + 1];
                 }
             for (int64_t n = n0; n < n1; n += 4)
-                tile_bf16_eo(out + (size_t)t * (size_t)N, xs, xt, W->data, K, N, n, n1 - n < 4 ? n1 - n : 4, bias);
+                tile_bf16_eo(out + (size_t)t * (size_t)N, xs, xt, W->data, K, N, n, n1 - n < 4 ? n1 - n : 4, bias,
+                             n + 4 < n1 ? 4 * (size_t)K * 2 : 0);
         }
         return;
     }

@@ -84,7 +84,7 @@ DEFINE_DOT4(dot4_f16, MOEC_DTYPE_F16, 2)
 /* bf16: 32 weights per load as 16 uint32 pairs; `<< 16` gives the even ones as fp32 and
  * `& 0xffff0000` the odd ones, against x split per 32 columns into [even 16 | odd 16]. */
 AVX512_FN static void dot4_bf16(float *out, int64_t N, const float *xs, int64_t K, const char *w0, size_t rs,
-                                int64_t n, int nr, const float *bias) {
+                                int64_t n, int nr, const float *bias, size_t pf) {
     const char *w1 = nr > 1 ? w0 + rs : w0, *w2 = nr > 2 ? w0 + 2 * rs : w0, *w3 = nr > 3 ? w0 + 3 * rs : w0;
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0;
@@ -96,10 +96,10 @@ AVX512_FN static void dot4_bf16(float *out, int64_t N, const float *xs, int64_t 
     }
     for (int64_t k = 0; k < K; k += 32) {
         const __mmask32 m = tail32(K - k);
-        _mm_prefetch(w0 + 4 * rs + 2 * k, _MM_HINT_T0);
-        _mm_prefetch(w1 + 4 * rs + 2 * k, _MM_HINT_T0);
-        _mm_prefetch(w2 + 4 * rs + 2 * k, _MM_HINT_T0);
-        _mm_prefetch(w3 + 4 * rs + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w0 + pf + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w1 + pf + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w2 + pf + 2 * k, _MM_HINT_T0);
+        _mm_prefetch(w3 + pf + 2 * k, _MM_HINT_T0);
         const __m512 xe = _mm512_load_ps(xs + k), xo = _mm512_load_ps(xs + k + 16);
         EO_ROW(w0, e0, o0)
         EO_ROW(w1, e1, o1)
@@ -120,16 +120,21 @@ AVX512_FN static void rows_few(float *out, int64_t N, const float *x, int64_t ld
     if (W->dtype == MOEC_DTYPE_BF16) {
         const int64_t Kp = (K + 31) & ~(int64_t)31;
         float *xs = scratch((size_t)Kp * sizeof(float));
+        const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
         for (int t = 0; t < T; t++) { /* one token at a time: few tokens means the rows come from memory once */
             const float *xt = x + (size_t)t * (size_t)ldx;
-            for (int64_t k = 0; k < Kp; k += 32)
-                for (int j = 0; j < 16; j++) {
-                    xs[k + j] = k + 2 * j < K ? xt[k + 2 * j] : 0.f;
-                    xs[k + 16 + j] = k + 2 * j + 1 < K ? xt[k + 2 * j + 1] : 0.f;
-                }
+            for (int64_t k = 0; k < Kp; k += 32) { /* [even 16 | odd 16] of each 32 columns, zero past K */
+                const __m512 a = _mm512_maskz_loadu_ps(tail16(K - k), xt + k);
+                const __m512 b = _mm512_maskz_loadu_ps(K - k > 16 ? tail16(K - k - 16) : 0, xt + k + 16);
+                _mm512_store_ps(xs + k, _mm512_permutex2var_ps(a, ev, b));
+                _mm512_store_ps(xs + k + 16, _mm512_permutex2var_ps(a, od, b));
+            }
+            /* the next 4 rows are prefetched while these stream, but not past the slice: the rows
+             * after it are another task's, maybe on another core */
             for (int64_t n = n0; n < n1; n += 4)
                 dot4_bf16(out + (size_t)t * (size_t)N, N, xs, K, (const char *)W->data + (size_t)n * rs, rs, n,
-                          (int)(n1 - n < 4 ? n1 - n : 4), bias);
+                          (int)(n1 - n < 4 ? n1 - n : 4), bias, n + 4 < n1 ? 4 * rs : 0);
         }
         return;
     }
