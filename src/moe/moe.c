@@ -54,6 +54,7 @@ struct moec_moe_ws {
     int32_t *tok_off;  /* [T + 1] token → its slots (CSR, slot order) */
     int32_t *tok_slot; /* [N] */
     int32_t *items;    /* [E + 2] grouped-kernel work items */
+    int32_t *expert_order; /* [E] training: experts with rows, largest first */
     int32_t *cap_idx;  /* [N] capacity (probs policy) sort scratch */
     /* experts */
     float *xg, *eo;    /* [N, d] gathered inputs, expert outputs */
@@ -143,6 +144,7 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
         {(void **)&w->row_src, N, I},              {(void **)&w->row_of, N, I},
         {(void **)&w->tok_off, T + 1, I},          {(void **)&w->tok_slot, N, I},
         {(void **)&w->items, E + 2, I},            {(void **)&w->cap_idx, N, I},
+        {(void **)&w->expert_order, keep ? E : 0, I},
         {(void **)&w->xg, Nd, F},                  {(void **)&w->eo, Nd, F},
         {(void **)&w->hg, Nff, F},                 {(void **)&w->hu, Nff, F},
         {(void **)&w->act, keep ? Nff : 0, F},     {(void **)&w->so, shared ? Td : 0, F},
@@ -336,6 +338,60 @@ static void ffn_backward_keep(float *dx, const moec_ffn *G, float *dout, float *
     if (dx && dx_is_dout) memset(dx, 0, (size_t)n * d * sizeof *dx);
     moec_linear_backward(dx, d, G ? grad_of(&G->gate) : NULL, NULL, hg, f, x, d, f32(&W->gate), n, d, f);
     moec_linear_backward(dx, d, G ? grad_of(&G->up) : NULL, NULL, hu, f, x, d, f32(&W->up), n, d, f);
+}
+
+/* Training's experts side by side: with at least two experts per thread, each expert runs whole
+ * on one thread (its GEMMs then pack their weights once, where slicing one expert's GEMM over
+ * the threads packs them once per slice; the slices run in the same order either way, so the
+ * results are the same bit for bit); with fewer, one expert after another, each GEMM sliced. */
+typedef struct {
+    moec_moe_ws *w;
+    const moec_layer *L, *G;
+    int d, want_dx;
+    int32_t *order; /* experts with rows, largest first (claimed in this order: the big ones start early) */
+} keep_job;
+
+static void keep_forward_item(void *job, int64_t i, int tid) {
+    const keep_job *j = job;
+    moec_moe_ws *w = j->w;
+    const int e = j->order ? j->order[i] : (int)i, n = w->offsets[e + 1] - w->offsets[e], d = j->d;
+    (void)tid;
+    if (!n) return;
+    const size_t r0 = (size_t)w->offsets[e];
+    ffn_forward_keep(w->eo + r0 * d, w->hg + r0 * w->ff, w->hu + r0 * w->ff, w->act + r0 * w->ff, w->xg + r0 * d, n,
+                     d, w->ff, j->L->expert_ptrs[e]);
+}
+
+static void keep_backward_item(void *job, int64_t i, int tid) {
+    const keep_job *j = job;
+    moec_moe_ws *w = j->w;
+    const int e = j->order ? j->order[i] : (int)i, n = w->offsets[e + 1] - w->offsets[e], d = j->d, ff = w->ff;
+    (void)tid;
+    if (!n) return;
+    const size_t r0 = (size_t)w->offsets[e];
+    float *dout = w->eo + r0 * d;
+    /* through expert_ptrs: with ReXMoE a group's layers share experts, and their gradients add up */
+    ffn_backward_keep(j->want_dx ? dout : NULL, j->G ? j->G->expert_ptrs[e] : NULL, dout, w->hg + r0 * ff,
+                      w->hu + r0 * ff, w->act + r0 * ff, w->xg + r0 * d, n, d, ff, j->L->expert_ptrs[e], 1);
+}
+
+static void experts_run(keep_job *j, moec_task_fn fn) {
+    moec_moe_ws *w = j->w;
+    int32_t *order = w->expert_order, n = 0;
+    for (int e = 0; e < w->n_ffn; e++)
+        if (w->offsets[e + 1] > w->offsets[e]) order[n++] = e;
+    if (n < 2 * moec_threads_count()) {
+        for (int e = 0; e < w->n_ffn; e++) fn(j, e, 0);
+        return;
+    }
+    for (int a = 1; a < n; a++) { /* insertion sort by rows, descending; ties by expert index */
+        const int32_t e = order[a], ne = w->offsets[e + 1] - w->offsets[e];
+        int b = a;
+        for (; b > 0 && w->offsets[order[b - 1] + 1] - w->offsets[order[b - 1]] < ne; b--) order[b] = order[b - 1];
+        order[b] = e;
+    }
+    j->order = order;
+    moec_parallel_for(n, fn, j);
 }
 
 /* ------------------------------------------------------------------ expert kinds (no GEMM) */
@@ -749,13 +805,8 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
 
     /* experts: FFN groups, then the copy and constant experts (no GEMM; null experts have no rows) */
     if (w->keep) {
-        for (int e = 0; e < w->n_ffn; e++) {
-            const int n = w->offsets[e + 1] - w->offsets[e];
-            if (!n) continue;
-            const size_t r0 = (size_t)w->offsets[e];
-            ffn_forward_keep(w->eo + r0 * d, w->hg + r0 * w->ff, w->hu + r0 * w->ff, w->act + r0 * w->ff,
-                             w->xg + r0 * d, n, d, w->ff, L->expert_ptrs[e]);
-        }
+        keep_job kj = {.w = w, .L = L, .d = d};
+        experts_run(&kj, keep_forward_item);
     } else {
         moec_ffn_grouped(w->eo, w->xg, L->expert_ptrs, w->offsets, w->n_ffn, d, w->ff_max, w->hg, w->hu, w->items);
     }
@@ -869,15 +920,9 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     const int R = w->offsets[E];
     moe_loop(&job, R, eo_back_rows);
     /* experts: ∂/∂xg overwrites each expert's own eo rows once they have been read */
-    for (int e = 0; e < w->n_ffn; e++) {
-        const int cnt = w->offsets[e + 1] - w->offsets[e];
-        if (!cnt) continue;
-        const size_t r0 = (size_t)w->offsets[e];
-        float *dout = w->eo + r0 * d;
-        /* through expert_ptrs: with ReXMoE a group's layers share experts, and their gradients add up */
-        ffn_backward_keep(dx ? dout : NULL, G ? G->expert_ptrs[e] : NULL, dout, w->hg + r0 * ff, w->hu + r0 * ff,
-                          w->act + r0 * ff, w->xg + r0 * d, cnt, d, ff, L->expert_ptrs[e], 1);
-    }
+    keep_job kj = {.w = w, .L = L, .G = G, .d = d, .want_dx = dx != NULL};
+    experts_run(&kj, keep_backward_item);
+    (void)ff;
     if (w->n_rowed > w->n_ffn) zero_compute_backward(w, L, G);
     /* scatter ∂/∂xg to tokens, each token's slots in slot order */
     if (dx) {
