@@ -192,6 +192,41 @@ def tokenizer_seeds(tok):
     return seeds
 
 
+def export_vocab_seeds(tok):
+    """tokenizer.json inputs for the exporter's reader: moec's own (byte-level GPT-2 pre-tokenizer),
+    the Qwen2 split + ByteLevel sequence it names, added tokens, "a b" merges, padded ids."""
+    j = json.load(open(tok))
+    qwen = json.loads(json.dumps(j))
+    qwen["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+                                               "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+         "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}
+    pairs = json.loads(json.dumps(j))
+    # moec writes merges as [a, b] pairs; the older "a b" strings too
+    pairs["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in j["model"]["merges"]]
+    pairs["added_tokens"] = [{"id": 400, "content": "<|im_start|>", "special": True},
+                             {"id": 401, "content": "tool", "special": False}]
+    return {"moec_trained": open(tok, "rb").read(), "qwen2_pre": json.dumps(qwen).encode(),
+            "merge_strings_added": json.dumps(pairs).encode()}
+
+
+def export_vocab_regressions():
+    """ids that are no integer below the vocabulary: cast to int64 before the range check they were
+    undefined behaviour (1e300) or silently truncated (2.5)."""
+    base = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]},
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}
+    out = {}
+    for name, v in (("bug_vocab_id_huge", 1e300), ("bug_vocab_id_fraction", 2.5), ("vocab_id_negative", -1)):
+        b = json.loads(json.dumps(base))
+        b["model"]["vocab"]["c"] = v
+        out[name] = json.dumps(b).encode()
+    b = json.loads(json.dumps(base))
+    b["added_tokens"] = [{"id": -1e300, "content": "x"}]
+    out["bug_added_id_huge"] = json.dumps(b).encode()
+    return out
+
+
 def tokenizer_text_seeds():
     ids = struct.pack("<6i", 0, 1, 2, 100, 255, 300)
     return {"encode_text": b"\x00" + TEXT[:400].encode(), "encode_special": b"\x00a<|endoftext|>b",
@@ -279,7 +314,8 @@ def main():
             sets = {"safetensors": safetensors_seeds(), "st_index": st_index_seeds(), "gguf": gguf_seeds(),
                     "config": dict(config_seeds(), **config_regressions()), "tokenizer_load": tokenizer_seeds(tok),
                     "tokenizer_text": tokenizer_text_seeds(), "bpe_train": bpe_train_seeds(), "data": data_seeds(data),
-                    "train_state": dict(state_seeds(), **state_regressions()), "cli_args": cli_seeds()}
+                    "train_state": dict(state_seeds(), **state_regressions()), "cli_args": cli_seeds(),
+                    "export_vocab": export_vocab_seeds(tok)}
             for h, s in sets.items():
                 print(f"{h}: {write_set(args.out, h, s)} seeds")
         if args.regressions:
@@ -296,7 +332,8 @@ def main():
                     "bpe_train": {"good_text": bpe_train_seeds()["text_10_merges"],
                                   "good_invalid_utf8": bpe_train_seeds()["invalid_utf8"]},
                     "data": data_regressions(data), "train_state": state_regressions(),
-                    "cli_args": {"good_ids": b"\x021,2,3", "int_huge": b"\x0099999999999999999999"}}
+                    "cli_args": {"good_ids": b"\x021,2,3", "int_huge": b"\x0099999999999999999999"},
+                    "export_vocab": dict(export_vocab_regressions(), good_moec_trained=export_vocab_seeds(tok)["moec_trained"])}
             for h, s in sets.items():
                 print(f"{h}: {write_set(args.regressions, h, s)} regression inputs")
     finally:

@@ -37,6 +37,7 @@ Ends with `N passed, M failed`; exits 1 on any failure.
 import argparse
 import json
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -403,6 +404,19 @@ def main():
         lines = r.stderr.strip().splitlines()
         check(r.returncode == 1 and len(lines) == 2 and word in lines[-1] and not os.path.exists(os.path.join(base, model + ".gguf")),
               f"refuse {model}: rc {r.returncode}, stderr {r.stderr!r}")
+    # the exporter's tokenizer.json reader: an id that is no integer below the vocabulary is refused
+    # (it was cast to int64 first: 2.5 became 2, 1e300 undefined behaviour; fuzz/fuzz_export_vocab.c)
+    for bad in (2.5, 1e300):
+        d = os.path.join(work, "badvocab")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(dirs["g_mixtral"], d)
+        t = json.load(open(os.path.join(d, "tokenizer.json")))
+        t["model"]["vocab"]["zz-bad-id"] = bad
+        json.dump(t, open(os.path.join(d, "tokenizer.json"), "w"))
+        out = os.path.join(work, "badvocab.gguf")
+        r = run([moec, "export", "gguf", "-m", d, "-o", out])
+        check(r.returncode == 1 and "not an integer below" in r.stderr and not os.path.exists(out),
+              f"export refuses vocab id {bad}: rc {r.returncode}, stderr {r.stderr.strip()[-200:]!r}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "io/ggml_types.h"
 #include "io/gguf.h"
+#include "model/gguf_export.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
 #include "moec.h"
@@ -96,17 +97,8 @@ static const char *detect_pre(const cJSON *pre) {
     return NULL;
 }
 
-typedef struct {
-    char **tok;     /* n_vocab strings (owned) */
-    size_t *len;
-    int32_t *type;
-    int32_t n;
-    char **merges;  /* "a b" (owned) */
-    size_t *mlen;
-    size_t n_merges;
-} vocab;
 
-static void vocab_free(vocab *v) {
+void moec_gguf_vocab_free(moec_gguf_vocab *v) {
     for (int32_t i = 0; v->tok && i < v->n; i++) free(v->tok[i]);
     for (size_t i = 0; v->merges && i < v->n_merges; i++) free(v->merges[i]);
     free(v->tok);
@@ -118,10 +110,14 @@ static void vocab_free(vocab *v) {
 
 enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
 
-static moec_status set_tok(vocab *v, int64_t id, const char *s, int32_t type, const char *path, moec_error *err) {
-    if (id < 0 || id >= v->n)
-        return moec_err(err, MOEC_ERR_FORMAT, "%s: token id %lld is outside the model's %d embedding rows", path,
-                        (long long)id, v->n);
+/* id as JSON gave it: range-checked as a double before it becomes an integer (1e300 or 2.5 must
+ * be refused, not cast) */
+static moec_status set_tok(moec_gguf_vocab *v, double id_d, const char *s, int32_t type, const char *path,
+                           moec_error *err) {
+    if (!(id_d >= 0 && id_d < (double)v->n) || id_d != (double)(int64_t)id_d)
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: token id %g is not an integer below the model's %d embedding rows",
+                        path, id_d, v->n);
+    const int64_t id = (int64_t)id_d;
     char *d = strdup(s);
     if (!d) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     free(v->tok[id]);
@@ -131,8 +127,8 @@ static moec_status set_tok(vocab *v, int64_t id, const char *s, int32_t type, co
     return MOEC_OK;
 }
 
-static moec_status read_vocab(const char *path, int32_t n_vocab, const char *pre_override, vocab *v,
-                              const char **pre_out, moec_error *err) {
+moec_status moec_gguf_vocab_read(const char *path, int32_t n_vocab, const char *pre_override, moec_gguf_vocab *v,
+                                 const char **pre_out, moec_error *err) {
     char *text = NULL;
     size_t n = 0;
     moec_status st = moec_file_read_all(path, &text, &n, err);
@@ -175,7 +171,7 @@ static moec_status read_vocab(const char *path, int32_t n_vocab, const char *pre
     }
     for (const cJSON *it = jv->child; it && !st; it = it->next) {
         if (!cJSON_IsNumber(it)) st = moec_err(err, MOEC_ERR_FORMAT, "%s: vocab entry '%s' is not an id", path, it->string);
-        else st = set_tok(v, (int64_t)it->valuedouble, it->string, TT_NORMAL, path, err);
+        else st = set_tok(v, it->valuedouble, it->string, TT_NORMAL, path, err);
     }
     const cJSON *added = jget(root, "added_tokens");
     for (const cJSON *it = cJSON_IsArray(added) ? added->child : NULL; it && !st; it = it->next) {
@@ -184,7 +180,7 @@ static moec_status read_vocab(const char *path, int32_t n_vocab, const char *pre
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: added_tokens entry without id and content", path);
             break;
         }
-        st = set_tok(v, (int64_t)id->valuedouble, c->valuestring,
+        st = set_tok(v, id->valuedouble, c->valuestring,
                      cJSON_IsTrue(jget(it, "special")) ? TT_CONTROL : TT_USER_DEFINED, path, err);
     }
     for (int32_t i = 0; i < v->n && !st; i++)
@@ -279,7 +275,7 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
     moec_gguf_export_params p = params ? *params : moec_gguf_export_default_params();
     moec_model *m = NULL;
     moec_gguf_writer *w = NULL;
-    vocab v = {0};
+    moec_gguf_vocab v = {0};
     xctx x = {0};
     const moec_st_tensor **srcs = NULL;
     moec_tensor_spec *specs = NULL;
@@ -313,7 +309,7 @@ moec_status moec_export_gguf(const char *model_dir, const char *out_path, const 
             goto done;
         }
         fclose(f);
-        if ((st = read_vocab(tp, hp->n_vocab, p.tokenizer_pre, &v, &pre, err))) goto done;
+        if ((st = moec_gguf_vocab_read(tp, hp->n_vocab, p.tokenizer_pre, &v, &pre, err))) goto done;
     }
     if ((st = moec_gguf_writer_new(&w, err))) goto done;
     const char *A = ga->gguf_arch;
@@ -438,7 +434,7 @@ done:
     free(x.t);
     free(srcs);
     free(specs);
-    vocab_free(&v);
+    moec_gguf_vocab_free(&v);
     moec_gguf_writer_free(w);
     moec_model_close(m);
     return st;
