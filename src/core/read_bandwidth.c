@@ -56,7 +56,11 @@ __attribute__((target("avx512f"))) static uint64_t sum_avx512(const unsigned cha
         c2 = _mm512_add_epi32(c2, _mm512_loadu_si512(p + i + 128));
         c3 = _mm512_add_epi32(c3, _mm512_loadu_si512(p + i + 192));
     }
-    uint64_t s = (uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)));
+    /* lanes summed as unsigned 64-bit (_mm512_reduce_add_epi32 adds in int: overflow is UB) */
+    uint32_t lanes[16];
+    _mm512_storeu_si512(lanes, _mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)));
+    uint64_t s = 0;
+    for (int l = 0; l < 16; l++) s += lanes[l];
     return s + sum_scalar(p + i, n - i);
 }
 #endif
