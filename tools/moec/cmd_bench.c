@@ -28,11 +28,6 @@ static void usage(FILE *f) {
                "peak_rss_bytes, rss_budget_bytes, rss_over_budget, system\n");
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Peak resident bytes of this process image: VmHWM (ru_maxrss would also count the RSS of the
  * program that exec'd us, e.g. a Python test harness, since Linux keeps it across execve). */
 static double peak_rss_bytes(void) {
@@ -158,8 +153,7 @@ int moec_cmd_bench(int argc, char **argv) {
     printf("active_bytes_per_token%s%" PRId64 "%s%s\n", sep, in->n_bytes_active, sep, in->weight_formats);
     if (N > 0) printf("decode_gb_per_s%s%.2f%sactive bytes x decode tokens/s\n", sep, dec_gbs, sep);
     if (n_bw > 0) {
-        qsort(bw, (size_t)n_bw, sizeof *bw, cmp_double);
-        const double med = n_bw % 2 ? bw[n_bw / 2] : 0.5 * (bw[n_bw / 2 - 1] + bw[n_bw / 2]);
+        const double med = cli_sort_median(bw, n_bw);
         printf("read_bw_gb_per_s%s%.2f%smedian of %d passes over the weights (min %.2f, max %.2f), %d threads\n",
                sep, med, sep, n_bw, bw[0], bw[n_bw - 1], nt);
         if (N > 0)

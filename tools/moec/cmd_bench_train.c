@@ -124,11 +124,6 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
     return remove(path);
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* tokens_per_s and minor_faults of every step line of the trainer's JSONL log, in order */
 static int read_steps(const char *log_path, double *v, long *faults, int cap) {
     FILE *f = fopen(log_path, "r");
@@ -242,8 +237,7 @@ int moec_cmd_bench_train(int argc, char **argv) {
         if (i) steady += faults[i];
     }
     printf("minor_faults_per_step %.1f\t(timed steps; 0 = buffers allocated once)\n", (double)steady / (n - 1));
-    qsort(v + 1, (size_t)(n - 1), sizeof *v, cmp_double);
-    printf("tokens_per_s %.1f\n", (n - 1) % 2 ? v[1 + (n - 1) / 2] : 0.5 * (v[(n - 1) / 2] + v[(n - 1) / 2 + 1]));
+    printf("tokens_per_s %.1f\n", cli_sort_median(v + 1, n - 1));
     rc = 0;
     goto done;
 fail:

@@ -47,6 +47,8 @@ int cli_read_input(const char *cmd, const char *flag, const char *path, size_t m
 
 /* Monotonic clock in seconds, for tokens/s. */
 double cli_now_s(void);
+/* Sorts v[0..n) ascending (n >= 1) and returns its median (the mean of the middle two for even n). */
+double cli_sort_median(double *v, int n);
 /* 1 if path is a regular file starting with the GGUF magic. */
 int cli_is_gguf(const char *path);
 
