@@ -9,10 +9,14 @@
  *  - two user threads calling at once both get complete results;
  *  - a task that sleeps (a descheduled worker) does not lose the other tasks;
  *  - moec_parallel_for_upto keeps to threads tid < max;
- *  - moec_grain. */
+ *  - moec_grain;
+ *  - per-thread scratch (core/mem.h): aligned, kept, per slot and per thread, and freed when a
+ *    worker exits (the pool restarts its workers when the thread count changes). */
+#include "core/mem.h"
 #include "core/threads.h"
 #include "test_util.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -209,6 +213,44 @@ static void test_two_callers(int nt) {
     CHECK(!atomic_load(&g_a.bad_tid) && !atomic_load(&g_b.bad_tid), "%d threads: two callers: a tid out of range", nt);
 }
 
+#define BIG_SCRATCH ((size_t)48 << 20) /* above the mmap threshold: mallinfo2's hblkhd counts it */
+
+typedef struct {
+    _Atomic int on_worker; /* tasks that took a big scratch on a worker thread */
+} scratch_job;
+
+static void scratch_task(void *p, int64_t i, int tid) {
+    scratch_job *j = p;
+    (void)i;
+    unsigned char *b = tid ? moec_scratch(MOEC_SCRATCH_MM_PANEL, BIG_SCRATCH) : NULL;
+    if (b) {
+        b[0] = b[BIG_SCRATCH - 1] = 1;
+        atomic_fetch_add(&j->on_worker, 1);
+    }
+    struct timespec ts = {0, 2000000}; /* 2 ms: every thread gets a task */
+    nanosleep(&ts, NULL);
+}
+
+static void test_scratch(void) {
+    unsigned char *a = moec_scratch(MOEC_SCRATCH_MM_XQ, 100), *b = moec_scratch(MOEC_SCRATCH_MM_ACT, 100);
+    CHECK(a && b && a != b, "two slots: two buffers");
+    CHECK(((uintptr_t)a & 63) == 0 && ((uintptr_t)b & 63) == 0, "scratch is 64-byte aligned");
+    CHECK(moec_scratch(MOEC_SCRATCH_MM_XQ, 50) == a, "a smaller request reuses the buffer");
+    CHECK(moec_scratch(MOEC_SCRATCH_MM_XQ, 0) == a, "a zero-byte request returns the buffer");
+    CHECK(moec_scratch(MOEC_SCRATCH_MM_XQ, SIZE_MAX) == NULL, "an impossible request is NULL");
+
+    /* Workers take big scratch, then the pool restarts: their buffers must go with them. */
+    moec_threads_set(3);
+    const size_t before = mallinfo2().hblkhd;
+    scratch_job j = {0};
+    for (int tries = 0; tries < 20 && atomic_load(&j.on_worker) == 0; tries++)
+        moec_parallel_for(12, scratch_task, &j);
+    CHECK(atomic_load(&j.on_worker) > 0, "no worker ran a scratch task in 20 calls");
+    moec_threads_set(1); /* joins the workers */
+    const size_t after = mallinfo2().hblkhd;
+    CHECK(after <= before, "exited workers kept %zu bytes of scratch", after - before);
+}
+
 int main(void) {
     CHECK(moec_threads_count() >= 1, "default pool has %d threads", moec_threads_count());
     const char *spins[] = {NULL, "0"};
@@ -231,6 +273,7 @@ int main(void) {
         }
         printf("MOEC_SPIN=%s: 1..4 threads done\n", spins[s] ? spins[s] : "(default)");
     }
+    test_scratch();
     CHECK(moec_grain(10, 1000, 32768) == 10, "small loop: one task");
     CHECK(moec_grain(1000, 1000, 32768) == 32, "grain = min_work / work_per_item");
     CHECK(moec_grain(10, 100000, 32768) == 1, "big items: one per task");

@@ -4,6 +4,7 @@
 #include "core/error.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
@@ -48,4 +49,45 @@ void moec_lib_free(void *p) { free(p); }
 __attribute__((constructor)) static void moec_mem_hook_cjson(void) {
     cJSON_Hooks hooks = {.malloc_fn = malloc, .free_fn = free};
     cJSON_InitHooks(&hooks);
+}
+
+/* ------------------------------------------------------------------ per-thread scratch */
+
+typedef struct {
+    void *buf[MOEC_SCRATCH_N];
+    size_t cap[MOEC_SCRATCH_N];
+} scratch_set;
+
+static _Thread_local scratch_set *tl_scratch;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *arg) {
+    scratch_set *s = arg;
+    for (int i = 0; i < MOEC_SCRATCH_N; i++) free(s->buf[i]);
+    free(s);
+}
+
+static void scratch_key_create(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+void *moec_scratch(enum moec_scratch_slot slot, size_t bytes) {
+    scratch_set *s = tl_scratch;
+    if (!s) { /* first use on this thread: the key's destructor frees the set when it exits */
+        pthread_once(&scratch_once, scratch_key_create);
+        if (!scratch_key_ok || !(s = calloc(1, sizeof *s))) return NULL;
+        if (pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+        tl_scratch = s;
+    }
+    if (bytes == 0) bytes = 1;
+    if (bytes > SIZE_MAX - 63) return NULL;
+    if (bytes > s->cap[slot]) {
+        free(s->buf[slot]);
+        s->buf[slot] = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        s->cap[slot] = s->buf[slot] ? bytes : 0;
+    }
+    return s->buf[slot];
 }

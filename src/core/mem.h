@@ -34,4 +34,22 @@ moec_status moec_mem_check(size_t bytes, const char *what, moec_error *err);
 void *moec_lib_malloc(size_t n);
 void moec_lib_free(void *p);
 
+/* Per-thread scratch: one grow-only, 64-byte aligned buffer per slot and thread, kept between
+ * calls (no allocation per step), contents not kept when it grows. The buffers of a thread
+ * are freed when it exits (a pthread key's destructor), which matters because the pool
+ * restarts its workers whenever the thread count changes. NULL if out of memory. One slot per
+ * buffer a call may hold at the same time as another. */
+enum moec_scratch_slot {
+    MOEC_SCRATCH_MM_XQ,       /* nn/matmul.c: activations quantized per task */
+    MOEC_SCRATCH_MM_ACT,      /* nn/matmul.c: activations quantized once per call */
+    MOEC_SCRATCH_MM_PANEL,    /* nn/matmul.c: a packed weight panel */
+    MOEC_SCRATCH_MM_XSPLIT,   /* nn/matmul.c: bf16 decode's even/odd split of x */
+    MOEC_SCRATCH_MM_LAYOUT,   /* nn/kernels/matmul_avx512.c: activation layouts */
+    MOEC_SCRATCH_EXPERTS_UP,  /* moe/experts.c: prepared activations, three at once */
+    MOEC_SCRATCH_EXPERTS_MID,
+    MOEC_SCRATCH_EXPERTS_DOWN,
+    MOEC_SCRATCH_N
+};
+void *moec_scratch(enum moec_scratch_slot slot, size_t bytes);
+
 #endif

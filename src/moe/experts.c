@@ -1,6 +1,7 @@
 /* experts.c — grouped SwiGLU FFN over expert row blocks. */
 #include "moe/experts.h"
 
+#include "core/mem.h"
 #include "core/threads.h"
 #include "nn/ops.h"
 
@@ -28,17 +29,7 @@ typedef struct {
 static int is_quant(const moec_mat *W) { return moec_dtype_info(W->dtype)->quantized; }
 
 /* The caller thread's buffers for the prepared activations (grown, kept: no allocation per step). */
-static _Thread_local void *tl_buf[3];
-static _Thread_local size_t tl_cap[3];
-
-static void *buffer(int i, size_t bytes) {
-    if (bytes > tl_cap[i]) {
-        free(tl_buf[i]);
-        tl_buf[i] = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        tl_cap[i] = tl_buf[i] ? bytes : 0;
-    }
-    return tl_buf[i];
-}
+static void *buffer(int i, size_t bytes) { return moec_scratch(MOEC_SCRATCH_EXPERTS_UP + i, bytes); }
 
 static void prep_up_rows(void *job, int64_t r0, int64_t r1, int tid) {
     const ffn_job *j = job;

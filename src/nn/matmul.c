@@ -8,6 +8,7 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/mem.h"
 #include "core/threads.h"
 #include "nn/kernels/matmul_impl.h"
 
@@ -56,8 +57,6 @@ void moec_mm_quantize_x(moec_xq8 *dst, const float *x, int64_t K) {
     }
 }
 
-static _Thread_local moec_xq8 *tl_xq;
-static _Thread_local size_t tl_xq_cap;
 
 static void quantize_into(moec_xq8 *dst, const float *x, int64_t ldx, int64_t K, int T) {
     void (*quantize)(moec_xq8 *, const float *, int64_t) = moec_mm_quantize_x;
@@ -78,14 +77,10 @@ void moec_matmul_prepare_act(moec_xq8 *dst, const float *x, int64_t ldx, int64_t
 moec_xq8 *moec_mm_quantize_rows(const float *x, int64_t ldx, int64_t K, int T) {
     const int64_t nb = K / MOEC_QBLOCK;
     const size_t n = (size_t)nb * (size_t)T;
-    if (n > tl_xq_cap) {
-        free(tl_xq);
-        tl_xq = aligned_alloc(64, (n * sizeof(moec_xq8) + 63) & ~(size_t)63);
-        tl_xq_cap = tl_xq ? n : 0;
-        if (!tl_xq) return NULL;
-    }
-    quantize_into(tl_xq, x, ldx, K, T);
-    return tl_xq;
+    moec_xq8 *xq = moec_scratch(MOEC_SCRATCH_MM_XQ, n * sizeof(moec_xq8));
+    if (!xq) return NULL;
+    quantize_into(xq, x, ldx, K, T);
+    return xq;
 }
 
 static moec_xq8 *quantize_rows_or_die(const float *x, int64_t ldx, int64_t K, int T) {
@@ -243,17 +238,7 @@ DEFINE_TILE(tile_f32, MOEC_DTYPE_F32)
 #define MR 6
 #define PACKED_MIN_T MOEC_MM_PACKED_MIN_T
 
-static _Thread_local float *tl_panel;
-static _Thread_local size_t tl_panel_cap;
-
-float *moec_mm_panel_scratch(size_t n) {
-    if (n > tl_panel_cap) {
-        free(tl_panel);
-        tl_panel = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
-        tl_panel_cap = tl_panel ? n : 0;
-    }
-    return tl_panel;
-}
+float *moec_mm_panel_scratch(size_t n) { return moec_scratch(MOEC_SCRATCH_MM_PANEL, n * sizeof(float)); }
 
 AVX2_FN static inline void transpose8(__m256 r[8]) {
     __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -333,10 +318,9 @@ AVX2_FN static inline __attribute__((always_inline)) void kernel_6x16(float *out
     }
 }
 
-AVX2_FN static void rows_packed(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
-                                const float *bias, int T, int64_t n0, int64_t n1) {
+AVX2_FN static void rows_packed(float *P, float *out, int64_t N, const float *x, int64_t ldx,
+                                const moec_mat *W, const float *bias, int T, int64_t n0, int64_t n1) {
     const int64_t K = W->cols;
-    float *P = tl_panel;
     for (int64_t n = n0; n < n1; n += PANEL) {
         const int nr = (int)(n1 - n < PANEL ? n1 - n : PANEL);
         moec_mm_pack_panel(P, W, n, nr);
@@ -361,17 +345,7 @@ AVX2_FN static void rows_packed(float *out, int64_t N, const float *x, int64_t l
  * two widening loads and two shifts. x is pre-split into [even 8 | odd 8] per 16 columns.
  * Decode is bound by memory bandwidth only once the conversion is this cheap. */
 
-static _Thread_local float *tl_xsplit;
-static _Thread_local size_t tl_xsplit_cap;
-
-static float *xsplit_buffer(size_t n) {
-    if (n > tl_xsplit_cap) {
-        free(tl_xsplit);
-        tl_xsplit = aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63);
-        tl_xsplit_cap = tl_xsplit ? n : 0;
-    }
-    return tl_xsplit;
-}
+static float *xsplit_buffer(size_t n) { return moec_scratch(MOEC_SCRATCH_MM_XSPLIT, n * sizeof(float)); }
 
 AVX2_FN static void tile_bf16_eo(float *out, const float *xs, const float *x, const void *w, int64_t K, int64_t N,
                                  int64_t n, int64_t nr, const float *bias, size_t pf) {
@@ -539,8 +513,9 @@ AVX2_FN void moec_mm_rows_avx2(float *out, int64_t N, const float *x, int64_t ld
         return;
     }
     /* (without memory for a panel, the unpacked tiles below still work) */
-    if (T >= PACKED_MIN_T && moec_mm_panel_scratch((size_t)K * PANEL)) {
-        rows_packed(out, N, x, ldx, W, bias, T, n0, n1);
+    float *P;
+    if (T >= PACKED_MIN_T && (P = moec_mm_panel_scratch((size_t)K * PANEL))) {
+        rows_packed(P, out, N, x, ldx, W, bias, T, n0, n1);
         return;
     }
     float *xs;
@@ -656,8 +631,6 @@ static int64_t rows_per_task(int64_t N, int64_t K, int T) {
 
 /* The caller thread's prepared activations for moec_matmul (not the kernels' own scratch, which
  * the caller also uses when it runs a task). */
-static _Thread_local moec_xq8 *tl_act;
-static _Thread_local size_t tl_act_cap;
 
 void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bias, int T) {
     check_shape(W);
@@ -666,14 +639,10 @@ void moec_matmul(float *out, const float *x, const moec_mat *W, const float *bia
     matmul_job j = {get_rows(), out, x, W, bias, T, NULL};
     if (moec_dtype_info(W->dtype)->quantized && per < W->rows) { /* several tasks: quantize x once */
         const size_t n = (size_t)(W->cols / MOEC_QBLOCK) * (size_t)T;
-        if (n > tl_act_cap) {
-            free(tl_act);
-            tl_act = aligned_alloc(64, (n * sizeof(moec_xq8) + 63) & ~(size_t)63);
-            tl_act_cap = tl_act ? n : 0;
-        }
-        if (tl_act) { /* without the memory, each task quantizes for itself */
-            quantize_into(tl_act, x, W->cols, W->cols, T);
-            j.xq = tl_act;
+        moec_xq8 *act = moec_scratch(MOEC_SCRATCH_MM_ACT, n * sizeof(moec_xq8));
+        if (act) { /* without the memory, each task quantizes for itself */
+            quantize_into(act, x, W->cols, W->cols, T);
+            j.xq = act;
         }
     }
     moec_parallel_range(W->rows, per, matmul_task, &j);

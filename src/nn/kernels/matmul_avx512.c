@@ -12,6 +12,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/mem.h"
 #include "nn/kernels/matmul_impl.h"
 
 #include <immintrin.h>
@@ -23,20 +24,13 @@
 #define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 /* Per-thread scratch for the per-call activation layouts below. */
-static _Thread_local void *tl_scratch;
-static _Thread_local size_t tl_scratch_cap;
-
 static void *scratch(size_t bytes) {
-    if (bytes > tl_scratch_cap) {
-        free(tl_scratch);
-        tl_scratch = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        tl_scratch_cap = tl_scratch ? bytes : 0;
-        if (!tl_scratch) {
-            fprintf(stderr, "moec: matmul: out of memory for %zu bytes of scratch\n", bytes);
-            exit(1);
-        }
+    void *p = moec_scratch(MOEC_SCRATCH_MM_LAYOUT, bytes);
+    if (!p) {
+        fprintf(stderr, "moec: matmul: out of memory for %zu bytes of scratch\n", bytes);
+        exit(1);
     }
-    return tl_scratch;
+    return p;
 }
 
 static inline __mmask16 tail16(int64_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
@@ -117,9 +111,13 @@ AVX512_FN static void rows_few(float *out, int64_t N, const float *x, int64_t ld
                                const float *bias, int T, int64_t n0, int64_t n1) {
     const int64_t K = W->cols;
     const size_t rs = moec_row_bytes(W->dtype, K);
+    const int64_t Kp = (K + 31) & ~(int64_t)31;
+    float *xs;
+    if (W->dtype == MOEC_DTYPE_BF16 && !(xs = moec_scratch(MOEC_SCRATCH_MM_LAYOUT, (size_t)Kp * sizeof(float)))) {
+        moec_mm_rows_avx2(out, N, x, ldx, W, bias, T, n0, n1, NULL); /* no memory for the split: no split */
+        return;
+    }
     if (W->dtype == MOEC_DTYPE_BF16) {
-        const int64_t Kp = (K + 31) & ~(int64_t)31;
-        float *xs = scratch((size_t)Kp * sizeof(float));
         const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
         const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
         for (int t = 0; t < T; t++) { /* one token at a time: few tokens means the rows come from memory once */
