@@ -12,8 +12,9 @@ the independent PyTorch reference (tests/ref/torch_ref.py route_served, written 
 MOE_SPECS.md) within 1e-4 * max|logit|, and `moec generate` runs. THOR serves one random expert per layer for the sequence: the logits equal the reference
 with exactly one of the E^L expert choices. An expert-choice checkpoint
 without "moec_decode_router" is refused by logits and generate with one line naming the key.
-EvoMoE (schedule + Gumbel noise) and THOR (two streams) resume mid-run bit-identically: 15 steps + --resume ==
-30 steps. Ends with `N passed, M failed`; exits 1 on any failure."""
+EvoMoE (schedule + Gumbel noise), THOR (two streams) and MoGE (its learnable router_scale, [1, E] per
+layer, which training moves from 1 and serving uses) resume mid-run bit-identically: 10 steps +
+--resume == 30 steps. Ends with `N passed, M failed`; exits 1 on any failure."""
 import argparse
 import json
 import os
@@ -145,6 +146,32 @@ def main():
                     ref2 = torch_ref.Reference(c3, torch_ref.load_weights(out)).forward(ids).numpy()
                     d = float(np.abs(ref2 - ref).max() / np.abs(ref).max())
                     check(d > 2e-3, f"{name}: with {alt} the reference differs", f"rel {d:.2e}")
+            if name == "moge":   # the learnable router_scale (MOE_SPECS §11 step 4): trained, saved, served
+                W = torch_ref.load_weights(out)
+                rs = [W[n] for n in W if n.endswith(".router_scale")]
+                check(len(rs) == conf["num_hidden_layers"] and all(x.shape == (1, conf["num_local_experts"]) for x in rs)
+                      and all(float(np.abs(np.asarray(x) - 1).max()) > 1e-3 for x in rs),
+                      f"{name}: router_scale [1, E] per layer, moved from its initial 1 by training",
+                      f"{len(rs)} tensors, max|s - 1| {[float(np.abs(np.asarray(x) - 1).max()) for x in rs]}")
+                for n in list(W):
+                    if n.endswith(".router_scale"):
+                        W[n] = W[n] * 0 + 1
+                ref1 = torch_ref.Reference(conf, W).forward(ids).numpy()
+                d = float(np.abs(ref1 - ref).max() / np.abs(ref).max())
+                check(d > 2e-3, f"{name}: the served logits use the learned router_scale (all-ones differs)",
+                      f"rel {d:.2e}")
+                # a MoGE checkpoint from before router_scale (no key, no tensor) still trains and serves
+                old = os.path.join(root, "moge-old")
+                c_old = {k: v for k, v in conf.items() if k != "moec_router_scale"}
+                cfg_old = os.path.join(root, "moge-old.json")
+                json.dump(c_old, open(cfg_old, "w"))
+                r = train(moec, cfg_old, data, old, "--overwrite", steps=2)
+                r2 = run([moec, "logits", "-m", old, "--ids", "1,2,3", "-o", os.path.join(root, "old.npy")]) \
+                    if r.returncode == 0 else r
+                names = torch_ref.load_weights(old) if r.returncode == 0 else {}
+                check(r2.returncode == 0 and names and not any(n.endswith("router_scale") for n in names),
+                      f"{name}: without moec_router_scale: no router_scale tensor, trains and serves",
+                      (r.stderr + r2.stderr).strip()[-300:])
             r = run([moec, "generate", "-m", out, "-p", "The", "-n", "8", "--temp", "0"])
             check(r.returncode == 0 and len(r.stdout) > 3, f"{name}: moec generate", repr(r.stdout[:60]))
             if name == "expert-choice":   # without a decode router: training only
@@ -161,7 +188,8 @@ def main():
                     check(r.returncode == 1 and len(err) == 1 and "moec_decode_router" in err[0] and
                           "not causal" in err[0], f"expert choice without a decode router: moec {cmd[0]} refuses",
                           f"rc {r.returncode}: {r.stderr.strip()[-300:]}")
-            if name in ("evomoe", "thor"):  # resume mid-schedule (noise streams, the tau schedule)
+            if name in ("evomoe", "thor", "moge"):  # resume mid-schedule (noise streams, the tau schedule,
+                # MoGE's router_scale and its AdamW moments)
                 half = os.path.join(root, name + "-half")
                 r1 = train(moec, cfg, data, half, "--overwrite", "--stop-after", str(STEPS // 3))
                 r2 = train(moec, cfg, data, half, "--resume")

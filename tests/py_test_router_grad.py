@@ -31,8 +31,11 @@ the assignment). Slots in the order docs/routers.md gives for each router.
   hash (§12): expert = mix64(mix64(seed) ^ id) mod E, weight 1, no gradient
   thor (§12): training: one expert rng_below(E) from the stream for the whole call, weight 1
 Shared by all:
+    router_scale (moec_router_scale, MoGE's learnable scale, MOE_SPECS §11 step 4): w = w * s[expert]
+          right after the router, s a leaf (its gradient dL/ds is compared too)
     LBL = aux_coef * E * sum_i f_i P_i   (f_i = count_i / (N k), counts from the choice;
-          micro-batch, per sequence then mean, or global counts and tokens)
+          micro-batch, per sequence then mean, or global counts and tokens); k = the call's slots
+          per token: k_eff, for moge max(1, k_eff // G) * G (src/moe/router.c moec_router_call_k)
     L_z = z_coef * mean_t logsumexp(z_t)^2
 and the gradient of
     total = sum_s g_s w_s (slots with an expert) + sum G * P + LBL + L_z + L_router
@@ -99,7 +102,7 @@ def base_cfg(**kw):
              seq_len=0, scaling=1.0, aux_coef=0.1, z_coef=0.01, extra_global=0, logits="spaced",
              # the other routers' keys (docs/routers.md) and the call context
              ec_capacity=2.0, top_p=0.4, entropy_coef=0.0, tau_max=1.0, tau_min=0.5, tau_steps=1, tau_linear=0,
-             hard_after=-1, hash_seed=0, step=0, rng_seed=-1)
+             hard_after=-1, hash_seed=0, step=0, rng_seed=-1, router_scale=0)
     c.update(kw)
     if not c["k_eff"]:
         c["k_eff"] = c["k"]
@@ -115,6 +118,8 @@ def router_keys(cfg):
     """the config.json keys of the case's router (what tool_router hands to moec_router_cfg_parse)"""
     r = cfg["router"]
     keys = {"moec_router": r}
+    if cfg["router_scale"]:
+        keys["moec_router_scale"] = True
     if r == "expert_choice":
         keys["moec_ec_capacity"] = cfg["ec_capacity"]
     elif r == "topp":
@@ -412,12 +417,23 @@ ROUTERS = dict(topk=route_topk, expert_choice=route_expert_choice, topp=route_to
                evomoe=route_evomoe, hash=route_hash, thor=route_thor)
 
 
+def call_k(cfg):
+    """the LBL's k: the slots per token the router routes the call with"""
+    if cfg["router"] == "moge":
+        return max(1, cfg["k_eff"] // cfg["n_group"]) * cfg["n_group"]
+    return cfg["k_eff"]
+
+
 def reference(cfg, z_in, bias, g, G, gcounts_extra):
     """float64 autograd reference: outputs and gradients as the tool writes them"""
-    T, E, k = cfg["T"], cfg["E"], cfg["k"]
+    T, E, k = cfg["T"], cfg["E"], call_k(cfg)
     z = z_in.clone().double().requires_grad_(True)
     rt = ROUTERS[cfg["router"]](z, cfg, bias.double())
     tok, expert, w, P = rt["token"], rt["expert"].clone(), rt["weight"], rt["probs"]
+    scale = None
+    if cfg["router_scale"]:  # w * s[expert] on the slots with an expert
+        scale = torch.tensor(cfg["scale"], dtype=torch.float64, requires_grad=True)
+        w = w * torch.where(expert >= 0, scale[expert.clamp(min=0)], torch.ones_like(w))
     n = tok.numel()
     chosen = expert.clone()
     weight0 = w.detach().clone()  # what the forward writes, before the edits
@@ -470,7 +486,8 @@ def reference(cfg, z_in, bias, g, G, gcounts_extra):
     if total.requires_grad:
         total.backward()
     dlogits = z.grad.detach() if z.grad is not None else torch.zeros(T, E, dtype=torch.float64)
-    return dict(token=tok, routed=routed, expert=expert_after, chosen=chosen, weight=weight0, probs=P.detach(),
+    dscale = scale.grad.detach() if scale is not None and scale.grad is not None else torch.zeros(E, dtype=torch.float64)
+    return dict(dscale=dscale, token=tok, routed=routed, expert=expert_after, chosen=chosen, weight=weight0, probs=P.detach(),
                 lbl=float(lbl), zl=zl.item(), rl=float(rl), tau=rt.get("tau", 0.0), dprobs_lbl=dprobs_lbl,
                 dprobs_rl=dprobs_rl, dlogits=dlogits, gap=rt["gap"], n_killed=int(killed.sum()), capacity=rt.get("capacity"))
 
@@ -484,7 +501,7 @@ def write_case(path, cfg, z, bias, g, G, gcounts):
            cfg["scope"], cfg["seq_len"]]
     keys = json.dumps(router_keys(cfg)).encode()
     with open(path, "wb") as f:
-        f.write(b"MOERTR\0\0" + struct.pack("<I", 2))
+        f.write(b"MOERTR\0\0" + struct.pack("<I", 3))
         f.write(struct.pack("<16i", *hdr))
         f.write(struct.pack("<3f", cfg["scaling"], cfg["aux_coef"], cfg["z_coef"]))
         f.write(struct.pack("<qqqI", T + cfg["extra_global"], cfg["step"], cfg["rng_seed"], len(keys)))
@@ -493,6 +510,8 @@ def write_case(path, cfg, z, bias, g, G, gcounts):
         f.write(bias.float().contiguous().numpy().tobytes())
         if mask is not None:
             f.write(bytes(mask))
+        if cfg["router_scale"]:
+            f.write(struct.pack(f"<{E}f", *cfg["scale"]))
         f.write(struct.pack(f"<{E}q", *gcounts))
         f.write(struct.pack(f"<{T}i", *cfg["ids"]))
         f.write(struct.pack("<I", g.numel()))
@@ -503,7 +522,7 @@ def write_case(path, cfg, z, bias, g, G, gcounts):
 def read_out(path, T, E):
     with open(path, "rb") as f:
         b = f.read()
-    assert b[:8] == b"MOERTO\0\0" and struct.unpack_from("<I", b, 8)[0] == 2, "bad output header"
+    assert b[:8] == b"MOERTO\0\0" and struct.unpack_from("<I", b, 8)[0] == 3, "bad output header"
     n = struct.unpack_from("<i", b, 12)[0]
     o = 16
 
@@ -523,6 +542,7 @@ def read_out(path, T, E):
     out["dprobs_lbl"] = take("<f4", T * E).view(T, E)
     out["dprobs_rl"] = take("<f4", T * E).view(T, E)
     out["dlogits"] = take("<f4", T * E).view(T, E)
+    out["dscale"] = take("<f4", E)
     return out
 
 
@@ -604,6 +624,13 @@ CASES = [
     ("moge 2 groups, k override 1 (one per group), mask, scale 2",
      base_cfg(router="moge", E=8, k=4, k_eff=1, n_group=2, mask=[1, 0, 1, 0, 0, 0, 0, 1], scaling=2.0),
      [dict(k_eff=4), dict(mask=None)]),
+    ("moge router_scale, 4 groups of 4 (Pangu: w = P * router_scale[e])",
+     base_cfg(router="moge", E=16, k=4, n_group=4, router_scale=1), [dict(router_scale=0)]),
+    ("moge router_scale, k override 1 below 2 groups (LBL k = 2 slots), seq LBL",
+     base_cfg(router="moge", E=8, k=4, k_eff=1, n_group=2, router_scale=1, scope=SEQUENCE, seq_len=4),
+     [dict(router_scale=0), dict(k_eff=4)]),
+    ("topk renorm + router_scale, k override 2 of 3", base_cfg(E=8, k=3, k_eff=2, norm=1, router_scale=1),
+     [dict(router_scale=0), dict(k_eff=3)]),
     ("moge 2 groups, two each, scale 1.25, global LBL",
      base_cfg(router="moge", E=16, k=4, n_group=2, scaling=1.25, scope=GLOBAL, extra_global=48),
      [dict(n_group=4), dict(scaling=1.0), dict(scope=MICRO)]),
@@ -633,6 +660,8 @@ def run_case(res, tool, tmp, idx, name, cfg, ablations):
     T, E = cfg["T"], cfg["E"]
     gen = torch.Generator().manual_seed(1000 + idx)
     cfg = dict(cfg, ids=torch.randint(0, 50000, (T,), generator=gen).tolist())
+    # router_scale values away from 1 (a learned scale), exactly representable in fp32
+    cfg["scale"] = [f32(0.5 + x) for x in torch.rand(E, generator=gen, dtype=torch.float64).tolist()]
     # find inputs with no near-tie in any decision
     for attempt in range(50):
         z = draw_logits(gen, cfg)
@@ -668,7 +697,7 @@ def run_case(res, tool, tmp, idx, name, cfg, ablations):
         res.check(torch.equal(out["chosen"].long(), ref["chosen"].long()), f"{name}: choices")
         e = rel_err(out["weight"], ref["weight"])
         res.check(e <= REL_TOL, f"{name}: weight", f"max rel err {e:.2e} (tol {REL_TOL:g})")
-    for key in ("probs", "dprobs_lbl", "dprobs_rl", "dlogits"):
+    for key in ("probs", "dprobs_lbl", "dprobs_rl", "dlogits", "dscale"):
         e = rel_err(out[key], ref[key])
         res.check(e <= REL_TOL, f"{name}: {key}", f"max rel err {e:.2e} (tol {REL_TOL:g})")
     for key in ("lbl", "zl", "rl", "tau"):
@@ -693,7 +722,7 @@ def run_case(res, tool, tmp, idx, name, cfg, ablations):
             moved = math.inf  # a different selection: experts are compared exactly
         else:
             moved = 0.0
-            for key in ("weight", "probs", "dlogits"):
+            for key in ("weight", "probs", "dlogits", "dscale"):
                 moved = max(moved, rel_err(r2[key], ref[key]))
             for key in ("lbl", "rl"):
                 moved = max(moved, abs(r2[key] - ref[key]) / max(abs(ref[key]), 1e-30))

@@ -35,6 +35,9 @@
  *    same noise in every evaluation, and the noise does change the routing weights;
  *  - the load-balancing loss at all-zero logits is α (Megatron normalisation, MOE_SPECS §1),
  *    also with a per-request k;
+ *  - MoGE (router moge): the LBL at zero logits is α under a k override below the group count
+ *    (its k is the router's slots per token), and the router_scale stage (weights × scale[e];
+ *    d/d router_scale and d/d router by FD);
  *  - the thread count (1, 2, 3) does not change anything, bit for bit, sgemm slices included,
  *    and runs repeat bit-identically, on a case large enough for the parallel loops to engage;
  *  - bad arguments to moec_moe_ws_new: MOEC_ERR_INVALID_ARG, a message, *out NULL.
@@ -796,6 +799,60 @@ static void test_zero_logits(int opt_k) {
     lay_free(&P);
 }
 
+/* ------------------------------------------------------------------ MoGE in the layer */
+
+/* MoGE (router "moge", 2 groups) through the layer: (1) all-zero logits with a k override of 1,
+ * below the group count, still give L_aux = α: the router routes one expert per group (2 slots per
+ * token) and the LBL's k is those 2 slots (moec_router_call_k), so f sums to 1, not to 2;
+ * (2) the router_scale stage (MOE_SPECS §11 step 4, w = P · router_scale[e]): each slot's weight is
+ * the unscaled run's times router_scale[expert], and d total / d router_scale and d / d router by
+ * central differences (total = Σ y·G + L_aux + L_z). */
+static void test_moge_layer(void) {
+    const int T = 6, E = 4, k = 2;
+    lay P, Gr;
+    lay_init(&P, T, 8, E, k, 6, 0, 0, 0);
+    P.hp.route.router = moec_router_find("moge");
+    P.hp.route.n_group = 2;
+    P.hp.route.router_scale = 1; /* the workspace keeps the unscaled weights; bound only below */
+    g_rng = 1111;
+    lay_random(&P, 0.f);
+    ctx c;
+    if (!ctx_init(&c, &P, 1)) {
+        lay_free(&P);
+        return;
+    }
+    c.use_opts = 1, c.opts.k = 1;
+    forward(&c);
+    const double a = P.hp.route.aux_coef;
+    CHECK(c.st.routing->n_slots == 2 * T && fabs(c.st.aux - a) <= 1e-6 * a,
+          "moge, zero logits, k override 1 < 2 groups: %d slots, L_aux %.9g, want alpha = %.9g", c.st.routing->n_slots,
+          c.st.aux, a);
+    c.use_opts = 0;
+    /* router_scale */
+    lay_random(&P, 1.f);
+    float w0[64], scale[MAXE], dscale[MAXE] = {0};
+    forward(&c);
+    const int n = c.st.routing->n_slots;
+    memcpy(w0, c.st.routing->weight, (size_t)n * sizeof *w0);
+    for (int e = 0; e < E; e++) scale[e] = 0.5f + (float)e * 0.3f;
+    P.L.router_scale = scale;
+    forward(&c);
+    int bad = 0;
+    for (int q = 0; q < n; q++) {
+        const int e = c.st.routing->expert[q];
+        bad += e < 0 || c.st.routing->weight[q] != w0[q] * scale[e];
+    }
+    CHECK(n == T * k && bad == 0, "moge router_scale: %d of %d slot weights are not P * router_scale[e]", bad, n);
+    lay_like(&Gr, &P);
+    Gr.L.router_scale = dscale;
+    grads(&c, &Gr, NULL);
+    fd_check("d router_scale (moge)", &c, scale, dscale, (size_t)E);
+    fd_check("d router (moge, scaled)", &c, P.router, Gr.router, (size_t)E * P.d);
+    ctx_free(&c);
+    lay_free(&Gr);
+    lay_free(&P);
+}
+
 /* ------------------------------------------------------------------ global LBL: split invariance */
 
 /* Global-batch LBL (balance.h): with the step's counts passed in, one call on T tokens (loss
@@ -994,6 +1051,7 @@ int main(void) {
     test_global_split();
     test_zero_logits(0);
     test_zero_logits(1);
+    test_moge_layer();
     test_threads();
     test_bad_args();
     return test_finish("test_moe_layer");

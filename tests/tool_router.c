@@ -18,8 +18,11 @@
  * After the forward it applies two edits the MoE layer can make: kill_token >= 0 sets every
  * slot of that token to MOEC_NO_EXPERT (expert and chosen: a token with zero experts), and
  * drop_slot >= 0 sets that slot's expert to MOEC_NO_EXPERT with chosen kept (a capacity drop).
+ * With "moec_router_scale": true among the keys, the router_scale stage (moec_routing_scale) runs
+ * on the forward's weights before the edits, and its backward before the router's.
  * Then
- *   lbl = moec_lbl_forward(probs, r)          (coefficient aux_coef, scope, seq_len, k = cfg k)
+ *   lbl = moec_lbl_forward(probs, r)          (coefficient aux_coef, scope, seq_len, k =
+ *                                              moec_router_call_k(k_eff): the MoE layer's k)
  *   zl  = moec_zloss_forward(z_coef, logits)
  *   rl  = router->loss(probs) (0 without one: the router's own loss, top-p's entropy)
  *   dprobs_lbl = moec_lbl_backward(dscale 1)  (∂lbl/∂probs)
@@ -30,16 +33,16 @@
  * i.e. dlogits = ∂/∂z of Σ_s dweight_s·w_s (slots with an expert) + Σ dprobs⊙P + lbl + zl + rl.
  * Exits 1 on a malformed file or a config that the parser or check() rejects (message on stderr).
  *
- * IN (little endian), version 2: "MOERTR\0\0" u32 version, i32 T E k k_eff score topk_softmax
+ * IN (little endian), version 3: "MOERTR\0\0" u32 version, i32 T E k k_eff score topk_softmax
  * norm_topk_prob n_group topk_group group_score use_bias has_mask kill_token drop_slot scope
  * seq_len, f32 routed_scaling aux_coef z_coef, i64 global_tokens, i64 step, i64 rng_seed,
- * u32 json_len, char json[json_len], f32 logits[T·E], f32 bias[E], u8 mask[E] (if has_mask),
+ * u32 json_len, char json[json_len], f32 logits[T·E], f32 bias[E], u8 mask[E] (if has_mask), f32 scale[E] (if the keys turn router_scale on),
  * i64 global_counts[E], i32 token_ids[T], u32 n_dweight, f32 dweight[n_dweight] (>= the routing's
  * slots; the first n_slots are used), f32 dprobs[T·E].
- * OUT, version 2: "MOERTO\0\0" u32 version, i32 n_slots, i32 token[n], i32 expert[n],
+ * OUT, version 3: "MOERTO\0\0" u32 version, i32 n_slots, i32 token[n], i32 expert[n],
  * i32 chosen[n], f32 weight[n] (as the forward wrote them, before the edits), f32 probs[T·E],
  * f64 lbl, f64 zl, f64 rl, f64 tau (EvoMoE's τ at step, else 0), f32 dprobs_lbl[T·E],
- * f32 dprobs_rl[T·E], f32 dlogits[T·E]. */
+ * f32 dprobs_rl[T·E], f32 dlogits[T·E], f32 dscale[E] (∂/∂router_scale; 0 without one). */
 #include "core/rng.h"
 #include "moe/balance.h"
 #include "moe/router.h"
@@ -82,8 +85,8 @@ int main(int argc, char **argv) {
     int32_t h[16];
     float fl[3];
     int64_t global_tokens, step, rng_seed;
-    if (!rd(magic, 8, f) || memcmp(magic, "MOERTR\0\0", 8) || !rd(&version, 4, f) || version != 2)
-        FAIL("%s: not a version-2 router case", argv[1]);
+    if (!rd(magic, 8, f) || memcmp(magic, "MOERTR\0\0", 8) || !rd(&version, 4, f) || version != 3)
+        FAIL("%s: not a version-3 router case", argv[1]);
     if (!rd(h, sizeof h, f) || !rd(fl, sizeof fl, f) || !rd(&global_tokens, 8, f) || !rd(&step, 8, f) ||
         !rd(&rng_seed, 8, f) || !rd(&json_len, 4, f) || json_len > 1 << 16)
         FAIL("truncated header");
@@ -116,9 +119,10 @@ int main(int argc, char **argv) {
     uint32_t n_dw = 0;
     float *logits = xmalloc(TE * 4), *bias = xmalloc((size_t)E * 4), *dprobs = xmalloc(TE * 4), *dweight = NULL;
     uint8_t *mask = has_mask ? xmalloc((size_t)E) : NULL;
+    float *scale = c.router_scale ? xmalloc((size_t)E * 4) : NULL, *dscale = xmalloc((size_t)E * 4);
     int64_t *gcounts = xmalloc((size_t)E * 8);
     int32_t *ids = xmalloc((size_t)T * 4);
-    if (!rd(logits, TE * 4, f) || !rd(bias, (size_t)E * 4, f) || (mask && !rd(mask, (size_t)E, f)) ||
+    if (!rd(logits, TE * 4, f) || !rd(bias, (size_t)E * 4, f) || (mask && !rd(mask, (size_t)E, f)) || (scale && !rd(scale, (size_t)E * 4, f)) ||
         !rd(gcounts, (size_t)E * 8, f) || !rd(ids, (size_t)T * 4, f) || !rd(&n_dw, 4, f) || n_dw > 1u << 28)
         FAIL("truncated data");
     dweight = xmalloc((size_t)n_dw * 4);
@@ -138,6 +142,8 @@ int main(int argc, char **argv) {
     if (r.n_slots < 0 || (size_t)r.n_slots > S) FAIL("router wrote %d slots (cap %zu)", r.n_slots, S);
     if ((uint32_t)r.n_slots > n_dw) FAIL("dweight has %u values, the routing %d slots", n_dw, r.n_slots);
     const size_t n = (size_t)r.n_slots;
+    float *wpre = xmalloc(n * 4 + 4);
+    if (scale) moec_routing_scale(&r, scale, wpre);
     memcpy(weight0, weight, n * 4);
     for (size_t q = 0; q < n; q++)
         if (token[q] == kill_token) expert[q] = chosen[q] = MOEC_NO_EXPERT;
@@ -149,7 +155,8 @@ int main(int argc, char **argv) {
         for (int e = 0; e < E; e++) gcounts[e] += own[e];
         free(own);
     }
-    moec_lbl_cfg lc = {.coef = c.aux_coef, .scope = c.aux_scope, .seq_len = seq_len, .k = k,
+    moec_lbl_cfg lc = {.coef = c.aux_coef, .scope = c.aux_scope, .seq_len = seq_len,
+                       .k = moec_router_call_k(&c, c.router, k_eff),
                        .global_counts = gcounts, .global_tokens = global_tokens};
     const double lbl = moec_lbl_forward(&lc, probs, &r, T, E);
     const double zl = moec_zloss_forward(c.z_coef, logits, T, E, lse);
@@ -158,20 +165,22 @@ int main(int argc, char **argv) {
     moec_lbl_backward(&lc, &r, T, E, 1.f, dprobs_lbl);
     if (c.router->loss) c.router->loss(&c, probs, T, 1.f, dprobs_rl);
     for (size_t i = 0; i < TE; i++) dp[i] = dprobs[i] + dprobs_lbl[i] + dprobs_rl[i];
+    if (scale) moec_routing_scale_backward(&r, scale, wpre, dweight, dscale);
     c.router->backward(&c, c.use_bias ? bias : NULL, logits, T, &r, dweight, dp, dlogits, scratch);
     moec_zloss_backward(c.z_coef, logits, lse, T, E, 1.f, dlogits);
 
     FILE *g = fopen(argv[2], "wb");
     if (!g) FAIL("cannot write %s", argv[2]);
-    const uint32_t v2 = 2;
+    const uint32_t v3 = 3;
     const int32_t ns = r.n_slots;
-    int ok = wr("MOERTO\0\0", 8, g) && wr(&v2, 4, g) && wr(&ns, 4, g) && wr(token, n * 4, g) && wr(expert, n * 4, g) &&
+    int ok = wr("MOERTO\0\0", 8, g) && wr(&v3, 4, g) && wr(&ns, 4, g) && wr(token, n * 4, g) && wr(expert, n * 4, g) &&
              wr(chosen, n * 4, g) && wr(weight0, n * 4, g) && wr(probs, TE * 4, g) && wr(&lbl, 8, g) &&
-             wr(&zl, 8, g) && wr(&rl, 8, g) && wr(&tau, 8, g) && wr(dprobs_lbl, TE * 4, g) && wr(dprobs_rl, TE * 4, g) && wr(dlogits, TE * 4, g);
+             wr(&zl, 8, g) && wr(&rl, 8, g) && wr(&tau, 8, g) && wr(dprobs_lbl, TE * 4, g) && wr(dprobs_rl, TE * 4, g) && wr(dlogits, TE * 4, g) &&
+             wr(dscale, (size_t)E * 4, g);
     ok &= fclose(g) == 0;
     if (!ok) FAIL("write error on %s", argv[2]);
     free(json), free(logits), free(bias), free(dweight), free(dprobs), free(mask), free(gcounts), free(ids);
     free(token), free(expert), free(chosen), free(weight), free(weight0), free(probs), free(lse), free(dprobs_lbl);
-    free(dprobs_rl), free(dp), free(dlogits), free(scratch);
+    free(dprobs_rl), free(dp), free(dlogits), free(scratch), free(scale), free(dscale), free(wpre);
     return 0;
 }

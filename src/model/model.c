@@ -77,6 +77,7 @@ void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, fl
     case MOEC_T_MLP_DOWN: L->dense.down = mat; break;
     case MOEC_T_ROUTER: L->router = mat; L->is_moe = 1; break;
     case MOEC_T_ROUTER_BIAS: L->router_bias = vec; break;
+    case MOEC_T_ROUTER_SCALE: L->router_scale = vec; break;
     case MOEC_T_EXP_GATE: L->experts[sp->expert].gate = mat; break;
     case MOEC_T_EXP_UP: L->experts[sp->expert].up = mat; break;
     case MOEC_T_EXP_DOWN: L->experts[sp->expert].down = mat; break;

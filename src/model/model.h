@@ -17,6 +17,7 @@ typedef struct {
     moec_ffn dense;                      /* dense layers only */
     moec_mat router;                     /* [E, d] */
     float *router_bias;                  /* [E] aux-loss-free selection bias (router state), NULL if none */
+    float *router_scale;                 /* [E] learnable per-expert weight scale (MoGE router_scale), NULL if none */
     moec_ffn *experts;                   /* [E] */
     const moec_ffn **expert_ptrs;        /* [E] pointers into experts, the grouped stage's input */
     int has_shared;

@@ -87,6 +87,8 @@ static void list_all(const moec_hparams *hp, lister *lp) {
             add(&l, MOEC_T_ROUTER_ITER, il, t, E_r, d, "%s.%d.%s.gate.iterations.%d.weight", p, il, mb, t);
         if (hp->route.use_bias) /* aux-loss-free selection bias: a buffer, not trained by AdamW (HF DeepSeek-V3 name) */
             add(&l, MOEC_T_ROUTER_BIAS, il, -1, E_r, 0, "%s.%d.%s.gate.e_score_correction_bias", p, il, mb);
+        if (rc->router_scale) /* MoGE: vllm-ascend pangu_moe.py PanguProMoESparseMoeBlock.router_scale, ones((1, E)) */
+            add(&l, MOEC_T_ROUTER_SCALE, il, -1, 1, E_r, "%s.%d.%s.router_scale", p, il, mb);
         if (rc->gate_residual && seen_moe) /* MoE++ gate_map: from the previous MoE layer's logits */
             add(&l, MOEC_T_GATE_MAP, il, -1, E_r, E_r, "%s.%d.%s.gate_map.weight", p, il, mb);
         seen_moe = 1;

@@ -24,6 +24,7 @@ typedef enum {
     MOEC_T_RNN_W_IH, MOEC_T_RNN_W_HH,    /* RMoE GRU shared by all layers: [3r, r] each (r, z, n) */
     MOEC_T_RNN_B_IH, MOEC_T_RNN_B_HH,    /* [3r] each */
     MOEC_T_ROUTER_ITER,                  /* Chain-of-Experts: the router of iteration t >= 1 (expert = t) [E_r, d] */
+    MOEC_T_ROUTER_SCALE,                 /* MoGE router_scale [1, E_r] (Pangu's shape; a vector to the code) */
     MOEC_T_ROLE_COUNT
 } moec_tensor_role;
 
@@ -49,7 +50,10 @@ int moec_model_tensor_total(const moec_hparams *hp, int64_t *n_tensors, uint64_t
 typedef int (*moec_tensor_visit_fn)(const moec_tensor_spec *spec, void *ctx);
 int moec_model_tensor_visit(const moec_hparams *hp, moec_tensor_visit_fn fn, void *ctx);
 
-/* 1 for vectors (norm weights and biases): the trainer applies no weight decay to them. */
-static inline int moec_tensor_is_vector(const moec_tensor_spec *s) { return s->n_dims == 1; }
+/* 1 for vectors (norm weights, biases, and the router scale, [1, E] in Pangu's checkpoints): they
+ * load as fp32, stay fp32 when quantized, initialise to 1 (0 for biases) and get no weight decay. */
+static inline int moec_tensor_is_vector(const moec_tensor_spec *s) {
+    return s->n_dims == 1 || s->role == MOEC_T_ROUTER_SCALE;
+}
 
 #endif

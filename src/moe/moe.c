@@ -27,7 +27,7 @@ struct moec_moe_ws {
     int rnn;           /* RMoE: state width r (router = W2 · GRU(W1 x, h_prev)) */
     int n_const, n_copy;
     int T;             /* tokens of the pending forward (keep); 0 = none */
-    int k_eff;         /* experts per token of the pending forward (the call's k) */
+    int k_eff;         /* slots per token of the pending forward (the call's k as its router routes it) */
     int jittered;      /* the pending forward's router input was x ⊙ noise (xr), not x */
     int losses;        /* the pending forward computed losses */
     const moec_router *router; /* the router the pending forward ran (the model's or its decode router) */
@@ -68,6 +68,7 @@ struct moec_moe_ws {
     float *wraw;       /* [N] the router's weights before the null renormalisation (keep) */
     float *wsum;       /* [T] Σ of a token's non-null raw weights (0: only null picks) */
     float *cst_a;      /* [N, 2] constant experts' [a1, a2] per row */
+    float *wpre;       /* [N] the router's weights before router_scale (keep) */
     /* layer-to-layer routing carry */
     float *carry[2];   /* [T, carry_dim] this forward's carry out (alternating when !keep) */
     int flip;
@@ -152,6 +153,7 @@ moec_status moec_moe_ws_new(moec_moe_ws **out, const moec_hparams *hp, int max_T
         {(void **)&w->sact, keep ? Tfs : 0, F},    {(void **)&w->ssig, shared ? T : 0, F},
         {(void **)&w->wraw, rc->n_null ? N : 0, F}, {(void **)&w->wsum, rc->n_null ? T : 0, F},
         {(void **)&w->cst_a, rc->n_const ? 2 * N : 0, F},
+        {(void **)&w->wpre, keep && rc->router_scale ? N : 0, F},
         {(void **)&w->carry[0], TC, F},            {(void **)&w->carry[1], keep ? 0 : TC, F},
         {(void **)&w->zeros, TC, F},               {(void **)&w->dcarry, keep ? TC : 0, F},
         {(void **)&w->rx, Tr, F},                  {(void **)&w->rg, 3 * Tr, F},
@@ -763,7 +765,6 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     route_logits(w, L, xin, T, call->carry_in);
     moec_route_opts opts = call->opts ? *call->opts : (moec_route_opts){0};
     if (opts.k <= 0 || opts.k > w->k_max) opts.k = opts.k > w->k_max ? w->k_max : 0;
-    w->k_eff = opts.k > 0 ? opts.k : rc->k; /* f_i = c_i / (N·k) uses the k this call routes with */
     /* the call's context for the routers (routing.h) */
     opts.token_ids = call->token_ids;
     opts.seq_len = call->seq_len;
@@ -775,9 +776,14 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     const moec_router *rt = moec_router_for_call(rc, call->causal);
     MOEC_ASSERT(!call->causal || !rt->non_causal); /* refused before: moec_router_check_servable */
     w->router = rt;
+    w->k_eff = moec_router_call_k(rc, rt, opts.k); /* f_i = c_i / (N·k): the slots this call routes with */
     rt->forward(rc, L->router_bias, w->logits, T, &opts, &w->r, w->probs, w->rscratch);
     moec_routing *r = &w->r;
     MOEC_ASSERT(r->n_slots >= 0 && r->n_slots <= r->cap);
+    if (L->router_scale) { /* MoGE: w · router_scale[e]; the tensor exists iff the config turns it on */
+        MOEC_ASSERT(rc->router_scale && (!w->keep || w->wpre));
+        moec_routing_scale(r, L->router_scale, w->wpre);
+    }
     if (rc->n_null && rc->null_renorm) null_renorm_forward(w, T, rc->routed_scaling);
 
     /* losses and load, from the router's choice before capacity */
@@ -794,8 +800,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     /* dispatch (+ capacity), gather */
     int64_t C = 0;
     if (rc->capacity_factor > 0.f && call->train) {
-        const int k_eff = opts.k > 0 ? opts.k : rc->k;
-        C = (int64_t)ceil((double)T * k_eff / E * rc->capacity_factor);
+        C = (int64_t)ceil((double)T * w->k_eff / E * rc->capacity_factor);
         if (C < 1) C = 1;
     }
     dispatch(w, T, C, rc->drop_policy);
@@ -871,6 +876,7 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     moe_loop(&job, n, dweight_slots);
 
     if (rc->n_null && rc->null_renorm) null_renorm_backward(w, T, rc->routed_scaling);
+    if (L->router_scale) moec_routing_scale_backward(r, L->router_scale, w->wpre, w->dweight, G ? G->router_scale : NULL);
 
     /* router backward: weights and balancing loss → logits, + z-loss; then the router matmul */
     const int lbl_on = w->losses && rc->aux_coef != 0.f, z_on = w->losses && rc->z_coef != 0.f;

@@ -111,6 +111,30 @@ moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *e
                     cfg->router->name);
 }
 
+int32_t moec_router_call_k(const moec_router_cfg *cfg, const moec_router *rt, int32_t k) {
+    if (k <= 0 || k > cfg->k) k = cfg->k;
+    return rt && rt->call_k ? rt->call_k(cfg, k) : k;
+}
+
+/* ------------------------------------------------------------------ router_scale (MoGE) */
+
+void moec_routing_scale(moec_routing *r, const float *scale, float *w_unscaled) {
+    for (int s = 0; s < r->n_slots; s++) {
+        if (w_unscaled) w_unscaled[s] = r->weight[s];
+        if (r->expert[s] >= 0) r->weight[s] *= scale[r->expert[s]];
+    }
+}
+
+void moec_routing_scale_backward(const moec_routing *r, const float *scale, const float *w_unscaled, float *dweight,
+                                 float *dscale) {
+    for (int s = 0; s < r->n_slots; s++) { /* slot order: the sums do not depend on threads */
+        const int e = r->expert[s];
+        if (e < 0) continue; /* no expert (or dropped): no gradient, as the router's backward */
+        if (dscale) dscale[e] += dweight[s] * w_unscaled[s];
+        dweight[s] *= scale[e];
+    }
+}
+
 /* ------------------------------------------------------------------ ReXMoE progressive scaling */
 
 int32_t moec_rex_pool_size(const moec_router_cfg *c, int32_t N, int64_t step) {

@@ -81,6 +81,9 @@ typedef struct {
     int32_t rex_reuse;          /* "moec_rex_reuse_frequency" r (1 = off) */
     int32_t rex_psr_start;      /* "moec_rex_psr_start" t_s, "moec_rex_psr_end" t_e: Progressive Scaling */
     int32_t rex_psr_end;        /*   Routing; t_e = 0: off (the whole pool from step 0) */
+    /* a learnable per-expert scale of the slot weights (MoGE's router_scale, MOE_SPECS §11):
+     * w = w_router · s[e], s ∈ R^{n_expert} initialised to 1, trained by AdamW (moe/moe.c) */
+    int router_scale;           /* "moec_router_scale" (default false: checkpoints without it load) */
 } moec_router_cfg;
 
 /* ReXMoE PSR: the candidate pool size N_t at optimizer step t (N = FFN experts per layer):
@@ -128,6 +131,9 @@ typedef struct moec_router {
     double (*loss)(const moec_router_cfg *cfg, const float *probs, int T, float dscale, float *dprobs);
     /* Sets this router's defaults in cfg (after moec_router_cfg_default, before the keys). */
     void (*defaults)(moec_router_cfg *cfg);
+    /* Slots per token a call that asks for k experts (k_eff, see forward) is routed with, when the
+     * router changes it (MoGE rounds to a multiple of its groups). NULL: k_eff. */
+    int32_t (*call_k)(const moec_router_cfg *cfg, int32_t k_eff);
     int non_causal; /* a token's routing depends on other tokens: training only (decode_router to serve) */
     int stochastic; /* draws random numbers in training: the caller passes opts->rng (resume-exact seed) */
     int two_pass;   /* training runs each micro-batch twice with independent streams and adds the
@@ -164,6 +170,18 @@ int64_t moec_router_max_slots(const moec_router_cfg *cfg, int T);
 /* The router a call runs: the decode router when the call decodes causally and the router is not
  * causal, else cfg->router. */
 const struct moec_router *moec_router_for_call(const moec_router_cfg *cfg, int causal);
+/* The load-balancing loss's k for a call of router rt asking for k experts (k <= 0: the model's
+ * k): the router's slots per token for that call (call_k), so that f_i = c_i / (N·k) is the
+ * fraction of the call's selected slots and sums to 1 when every slot has an expert. The MoE
+ * layer and tests/tool_router both normalise with it. */
+int32_t moec_router_call_k(const moec_router_cfg *cfg, const struct moec_router *rt, int32_t k);
+/* The router_scale stage (cfg->router_scale): right after the router, each slot with an expert gets
+ * weight · scale[expert]; w_unscaled [n_slots] (may be NULL) keeps the weights before. */
+void moec_routing_scale(moec_routing *r, const float *scale, float *w_unscaled);
+/* Its backward over the slots that still have an expert (a capacity drop has none): dscale [E] +=
+ * dweight·w_unscaled (dscale may be NULL), then dweight ← dweight · scale[expert] (the router's ∂L/∂weight). */
+void moec_routing_scale_backward(const moec_routing *r, const float *scale, const float *w_unscaled, float *dweight,
+                                 float *dscale);
 /* Refuses (one line) serving cfg causally: a non-causal router without a decode router. */
 moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *err);
 

@@ -178,6 +178,7 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     static const char *const thor_levels[] = {"token", "sequence"};
     if ((st = choice(&r, "moec_thor_inference", thor_levels, 2, &cfg->thor_level))) return st;
     if ((st = num(&r, "moec_consistency_alpha", 0.0, 1e3, &cfg->consistency_alpha))) return st;
+    if ((st = boolean(&r, "moec_router_scale", &cfg->router_scale))) return st;
     if (cfg->router->check && (st = cfg->router->check(cfg, err))) return st;
     if (cfg->decode_router && cfg->decode_router->check && (st = cfg->decode_router->check(cfg, err))) return st;
     return MOEC_OK;

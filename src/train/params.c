@@ -77,7 +77,8 @@ void moec_tparams_init(moec_tparams *tp, uint64_t seed, float std) {
                             s->role == MOEC_T_RNN_B_IH || s->role == MOEC_T_RNN_B_HH;
         const int unit_normal = s->role == MOEC_T_CONST_V; /* MoE++ draws the constant expert's v from N(0, 1) */
         for (int64_t j = 0; j < s->numel; j++)
-            w[j] = s->n_dims == 2 || unit_normal ? (unit_normal ? 1.f : std) * moec_rng_normal(&r) : is_bias ? 0.f : 1.f;
+            w[j] = !moec_tensor_is_vector(s) || unit_normal ? (unit_normal ? 1.f : std) * moec_rng_normal(&r)
+                                                          : is_bias ? 0.f : 1.f;
     }
 }
 

@@ -354,6 +354,8 @@ class Reference:
             routing_w, selected = self.route_served(router_logits)
         else:
             routing_w, selected = self.route(router_logits, bias)
+        if self.cfg.get("moec_router_scale"):   # MoGE (Pangu): w = w * router_scale[e], [1, Er] in the checkpoint
+            routing_w = routing_w * W(p + "router_scale").reshape(-1)[selected]
         if self.n_null and self.null_renorm:
             # AdaMoE / MoE++ default gating: null picks weigh 0, the others are renormalised among
             # themselves (x routed_scaling); only null picks: weight 0, output 0

@@ -11,10 +11,11 @@
  * descending P within a group. A masked expert is never chosen; a group with fewer selectable
  * experts than k/G leaves slots without an expert.
  *
- * Not implemented: the reference's learnable per-expert `router_scale` (w = P · router_scale[e],
- * initialised to 1) — it is a new trainable tensor, which the checkpoint format does not have; here
- * it stays at its initial value 1. The load-balancing loss is the shared one (Pangu's global
- * auxiliary loss details are [MEM]). */
+ * The reference's learnable per-expert `router_scale` (w = P · router_scale[e], initialised to 1) is
+ * the MoE layer's shared router_scale stage (config "moec_router_scale", on in configs/routers/
+ * moge.json; moe/router.h moec_routing_scale), applied to the weights this file writes. The
+ * load-balancing loss is the shared one (Pangu's global auxiliary loss details are [MEM]); its k is
+ * this router's slots per token (moge_call_k), so f sums to 1 under a k override too. */
 #include "moe/routers/routers.h"
 
 #include "core/error.h"
@@ -35,15 +36,17 @@ static moec_status moge_check(const moec_router_cfg *c, moec_error *err) {
     return MOEC_OK;
 }
 
+/* a k override keeps the per-group structure: k_eff/G per group (rounded down, at least 1) */
+static int32_t moge_call_k(const moec_router_cfg *c, int32_t k) {
+    const int32_t kg = k / c->n_group;
+    return (kg < 1 ? 1 : kg) * c->n_group;
+}
+
 static void moge_forward(const moec_router_cfg *c, const float *bias, const float *logits, int T,
                          const moec_route_opts *opts, moec_routing *r, float *probs, float *scratch) {
     (void)bias;
     const int E = c->n_expert, G = c->n_group, n = E / G;
-    /* a k override keeps the per-group structure: k_eff/G per group (rounded down, at least 1) */
-    int k = opts && opts->k > 0 ? opts->k : c->k;
-    int kg = k / G;
-    if (kg < 1) kg = 1;
-    k = kg * G;
+    const int k = moge_call_k(c, opts && opts->k > 0 ? opts->k : c->k), kg = k / G;
     const uint8_t *mask = opts ? opts->expert_mask : NULL;
     MOEC_ASSERT(T >= 0 && k <= c->k && (int64_t)T * k <= r->cap);
     float *S = probs ? probs : scratch;
@@ -89,4 +92,5 @@ const moec_router moec_router_moge = {
     .forward = moge_forward,
     .backward = moge_backward,
     .state_size = moge_state_size,
+    .call_k = moge_call_k,
 };
