@@ -8,7 +8,10 @@ independent PyTorch reference (tests/ref/torch_ref.py, fp32 weights with require
     loss = mean CE over the B*S next-token targets
          + sum over MoE layers of  aux_coef * E * sum_i f_i P_i     (f_i = count_i / (T k), no grad)
                                  + z_coef * mean_t logsumexp(z_t)^2
-where T = B*S tokens of the micro-batch. Requirements (fp32 throughout):
+where T = B*S tokens of the micro-batch; then, for the first LS_MODELS models, the same step
+with label smoothing eps = LS (moec_tmodel_set_label_smoothing) against
+torch.nn.functional.cross_entropy(label_smoothing=LS), whose CE term and gradients must match too
+(and the gradients differ from the unsmoothed ones by > 100x REL, so the check can fail). Requirements (fp32 throughout):
   |loss terms moec - torch| <= 1e-5 relative;
   per tensor, max|g_moec - g_torch| <= 1e-4 * max|g_torch| (+1e-9 for tensors whose gradient is 0).
 Ends with `N passed, M failed`; exits 1 on any failure."""
@@ -29,6 +32,7 @@ import torch_ref  # noqa: E402
 B, S = 2, 12
 AUX, ZC = 0.01, 0.001
 REL = 1e-4
+LS, LS_MODELS = 0.1, 3
 passed = failed = 0
 
 
@@ -39,7 +43,7 @@ def check(ok, label, detail=""):
     print(f"{'PASS' if ok else 'FAIL'} {label} {detail}")
 
 
-def torch_grads(d, tokens):
+def torch_grads(d, tokens, eps=0.0):
     cfg = torch_ref.load_config(d)
     weights = {k: v.clone().requires_grad_(True) for k, v in torch_ref.load_weights(d).items()}
     ref = torch_ref.Reference(cfg, weights)
@@ -49,7 +53,8 @@ def torch_grads(d, tokens):
         for b in range(B):
             seq = tokens[b]
             logits = fwd(ref, seq[:S])
-            ce_sum = ce_sum + torch.nn.functional.cross_entropy(logits, torch.tensor(seq[1:]), reduction="sum")
+            ce_sum = ce_sum + torch.nn.functional.cross_entropy(logits, torch.tensor(seq[1:]), reduction="sum",
+                                                                label_smoothing=eps)
             rl = ref.stats.get("router_logits", [])
             router = list(rl) if router is None else [torch.cat([a, x]) for a, x in zip(router, rl)]
         ce = ce_sum / (B * S)
@@ -78,22 +83,36 @@ def main():
     root = os.path.join(os.path.abspath(args.build_dir), "train_grad_models")
     tool = os.path.join(os.path.abspath(args.build_dir), "tool_train_grad")
     os.makedirs(root, exist_ok=True)
-    for name in make_tiny.MODELS:
+    for idx, name in enumerate(make_tiny.MODELS):
         make_tiny.write_model(name, root)
         d = os.path.join(root, name)
         V = torch_ref.load_config(d)["vocab_size"]
         rng = np.random.default_rng(7)
         tokens = rng.integers(0, V, size=(B, S + 1)).tolist()
         out = os.path.join(root, f"{name}.grads.safetensors")
+        for eps in (0.0, LS) if idx < LS_MODELS else (0.0,):
+            compare(tool, d, name, tokens, out, eps)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def compare(tool, d, name, tokens, out, eps):
+    if eps:
+        name = f"{name} label smoothing {eps}"
+    if True:
         r = subprocess.run([tool, d, str(B), str(S), str(AUX), str(ZC), ",".join(str(t) for row in tokens for t in row),
-                            out], capture_output=True, text=True, timeout=300)
+                            out] + ([str(eps)] if eps else []), capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             check(False, f"{name} moec step", r.stderr.strip())
-            continue
+            return
         ce_c, aux_c, z_c = (float(x) for x in r.stdout.split())
-        ce_t, aux_t, z_t, gt = torch_grads(d, tokens)
+        ce_t, aux_t, z_t, gt = torch_grads(d, tokens, eps)
         for label, a, b in (("ce", ce_c, ce_t), ("aux", aux_c, aux_t), ("z", z_c, z_t)):
             check(abs(a - b) <= 1e-5 * max(abs(b), 1e-6), f"{name} loss {label}", f"moec {a:.7g} torch {b:.7g}")
+        if eps:   # smoothing is visible: the plain CE's gradients are far from the smoothed ones
+            g0 = torch_grads(d, tokens)[3]
+            moved = max(float(np.abs(g0[k] - gt[k]).max() / max(np.abs(gt[k]).max(), 1e-30)) for k in gt)
+            check(moved > 100 * REL, f"{name}: the gradients differ from the plain CE's", f"by {moved:.2e} rel")
         gc = load_file(out)
         worst, worst_name = 0.0, ""
         bad = []
@@ -111,8 +130,6 @@ def main():
                 bad.append(f"{k}: rel {rel:.2e}")
         check(not bad and len(gc) == len(gt), f"{name} gradients ({len(gt)} tensors)",
               f"worst rel {worst:.2e} ({worst_name})" + (f"; {bad[:4]}" if bad else ""))
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
  *    parameters (h = 1e-2 on O(0.1) weights; the routing depends only on the streams, so the loss
  *    is smooth in the weights): |fd − g| <= 2e-4 + 2e-2·|g| (the loss is a float sum; the fd noise
  *    is ~1e-7/2h·O(1) = 5e-6, well inside).
+ * 4. Label smoothing 0.1 in the pair step: with the same stream its smoothed CE and gradient equal a
+ *    single smoothed step's (1e-6), and the gradient moves from the unsmoothed pair's.
  * Exits 1 on any failure; ends with `N passed, M failed`. */
 #include "core/error.h"
 #include "core/rng.h"
@@ -150,6 +152,33 @@ static void test_pair(void) {
     for (size_t i = 0; i < n; i++) num += (double)(g_pair[i] - g_one[i]) * (g_pair[i] - g_one[i]), den += (double)g_one[i] * g_one[i];
     CHECK(sqrt(num / den) < 1e-6 && fabs(o.ce - o1.ce) < 1e-6, "same streams: pair gradient == single-step gradient (rel %.2e)",
           sqrt(num / den));
+
+    /* label smoothing 0.1 (THOR's recipe; train/model_train.h): with the same stream the pair's smoothed
+     * CE and gradient equal a single smoothed step's (whose gradient py_test_train_grad checks against
+     * torch's cross_entropy(label_smoothing=0.1)), and differ from the unsmoothed pair's */
+    moec_tmodel_set_label_smoothing(m1, 0.1f);
+    moec_tmodel_set_label_smoothing(m2, 0.1f);
+    float *g_ls = malloc(n * sizeof *g_ls);
+    memset(tp.g, 0, n * sizeof *tp.g);
+    moec_tstep ols, o1s;
+    pair_loss(m1, m2, tok, 11, 11, 5.f, 1, &ols);
+    memcpy(g_ls, tp.g, n * sizeof *tp.g);
+    memset(tp.g, 0, n * sizeof *tp.g);
+    moec_tmodel_set_noise(m1, 1, 11);
+    CHECK(moec_tmodel_step(m1, tok, NULL, 1.f, 1, &o1s, &err) == MOEC_OK, "single smoothed step");
+    num = den = 0;
+    double moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += (double)(g_ls[i] - tp.g[i]) * (g_ls[i] - tp.g[i]), den += (double)tp.g[i] * tp.g[i];
+        moved += (double)(g_ls[i] - g_pair[i]) * (g_ls[i] - g_pair[i]);
+    }
+    CHECK(sqrt(num / den) < 1e-6 && fabs(ols.ce - o1s.ce) < 1e-6 && ols.ce != o.ce,
+          "label smoothing 0.1, same streams: pair CE %.7g == single step %.7g (plain %.7g), gradient rel %.2e", ols.ce,
+          o1s.ce, o.ce, sqrt(num / den));
+    CHECK(sqrt(moved / den) > 1e-3, "label smoothing moves the pair gradient (rel %.2e)", sqrt(moved / den));
+    moec_tmodel_set_label_smoothing(m1, 0.f);
+    moec_tmodel_set_label_smoothing(m2, 0.f);
+    free(g_ls);
 
     /* independent streams: find seeds whose passes differ (consistency > 0), then FD */
     uint64_t s2 = 12;

@@ -1,7 +1,8 @@
 /* tool_train_grad.c — test driver: one training forward + backward of a whole model with
  * moec's trainer code, gradients written as safetensors for tests/py_test_train_grad.py.
- *   tool_train_grad CKPT_DIR B S AUX_COEF Z_COEF TOKENS(comma list of B*(S+1)) OUT.safetensors
- * Prints "ce aux z" on stdout. */
+ *   tool_train_grad CKPT_DIR B S AUX_COEF Z_COEF TOKENS(comma list of B*(S+1)) OUT.safetensors [EPS]
+ * EPS: label smoothing of the step (moec_tmodel_set_label_smoothing; default: the config's).
+ * Prints "ce aux z" on stdout (ce label-smoothed with EPS > 0). */
 #include "core/error.h"
 #include "train/model_train.h"
 #include "train/params.h"
@@ -11,8 +12,8 @@
 #include <string.h>
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: tool_train_grad DIR B S AUX Z TOKENS OUT\n");
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: tool_train_grad DIR B S AUX Z TOKENS OUT [EPS]\n");
         return 2;
     }
     const int B = atoi(argv[2]), S = atoi(argv[3]);
@@ -31,6 +32,7 @@ int main(int argc, char **argv) {
     int rc = 1;
     if (moec_hparams_load(&hp, argv[1], &err) || moec_tparams_new(&tp, &hp, &err) ||
         moec_tparams_load(&tp, argv[1], &err) || moec_tmodel_new(&m, &tp, B, S, aux, z, &err) ||
+        (argc == 9 && (moec_tmodel_set_label_smoothing(m, (float)atof(argv[8])), 0)) ||
         moec_tmodel_step(m, tok, NULL, 1.f, 1, &out, &err) || moec_tparams_save(&tp, tp.g, argv[7], MOEC_DTYPE_F32, &err)) {
         fprintf(stderr, "tool_train_grad: %s\n", err.msg);
     } else {

@@ -409,6 +409,14 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
         if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < hp->n_vocab)
             hp->eos_ids[hp->n_eos++] = (int32_t)it->valuedouble;
     if ((st = parse_sliding_window(&c, hp))) goto done;
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(root, "moec_label_smoothing");
+    if (!is_null_or_absent(ls)) {
+        if (!cJSON_IsNumber(ls) || !(ls->valuedouble >= 0.0 && ls->valuedouble < 1.0)) {
+            st = moec_err(err, MOEC_ERR_FORMAT, "%s: \"moec_label_smoothing\" must be a number in [0, 1)", path);
+            goto done;
+        }
+        hp->label_smoothing = (float)ls->valuedouble;
+    }
     st = check_unsupported(&c, hp);
     if (!st && hp->n_expert > 0) st = moec_router_cfg_parse(&hp->route, root, hp->n_expert, hp->n_expert_used,
                                                            hp->norm_topk_prob, path, err);

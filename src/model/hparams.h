@@ -33,6 +33,8 @@ typedef struct {
     int32_t n_eos, eos_ids[8];
     uint8_t layer_moe[MOEC_MAX_LAYERS]; /* 1 = routed MoE block, 0 = dense SwiGLU MLP */
     moec_router_cfg route;   /* routing and balancing (moe/router.h; moe/router_config.c reads it) */
+    float label_smoothing;   /* training objective: "moec_label_smoothing" ε in [0, 1) of the label-smoothed
+                                cross-entropy (train/model_train.h); 0 = plain CE; no effect on inference */
 } moec_hparams;
 
 /* Width of the router (and of every per-layer expert-count array): the FFN experts followed by

@@ -137,7 +137,8 @@ static int same_route(const moec_router_cfg *a, const moec_router_cfg *b) {
 
 /* The hyper-parameters that decide the computation: what a rewritten config must preserve. */
 static int same_model(const moec_hparams *a, const moec_hparams *b) {
-    return a->arch == b->arch && a->shared_gate == b->shared_gate && same_route(&a->route, &b->route) && a->n_vocab == b->n_vocab && a->n_embd == b->n_embd && a->n_layer == b->n_layer &&
+    return a->arch == b->arch && a->shared_gate == b->shared_gate && same_route(&a->route, &b->route) &&
+           a->label_smoothing == b->label_smoothing && a->n_vocab == b->n_vocab && a->n_embd == b->n_embd && a->n_layer == b->n_layer &&
            a->n_head == b->n_head && a->n_head_kv == b->n_head_kv && a->head_dim == b->head_dim &&
            a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used && a->n_ff_expert == b->n_ff_expert &&
            a->n_ff_dense == b->n_ff_dense && a->n_ff_shared == b->n_ff_shared && a->max_pos == b->max_pos &&

@@ -183,6 +183,33 @@ void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed) {
     m->noise_on = on;
 }
 
+void moec_tmodel_set_label_smoothing(moec_tmodel *m, float eps) { m->hp.label_smoothing = eps; }
+
+/* Label smoothing (torch.nn.functional.cross_entropy(label_smoothing=ε)): per valid row
+ *   (1 − ε)·CE + ε·mean_v(−ln p_v) = CE + ε·(z_tgt − mean_v z_v),
+ * the plain CE plus a term linear in the logits z. Returns Σ over valid rows of (z_tgt − mean_v z_v)
+ * (in double, row order); smooth_grad adds that term's gradient g·ε·(onehot − 1/V) to dlogits. */
+static double smooth_sum(const float *logits, const int32_t *tgt, int BS, int V) {
+    double acc = 0;
+    for (int t = 0; t < BS; t++) {
+        if (tgt[t] < 0) continue;
+        const float *l = logits + (size_t)t * V;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += l[v];
+        acc += l[tgt[t]] - sum / V;
+    }
+    return acc;
+}
+
+static void smooth_grad(float *dlogits, const int32_t *tgt, int BS, int V, double g) {
+    const float off = (float)(-g / V), on = (float)(g - g / V);
+    for (int t = 0; t < BS; t++) {
+        if (tgt[t] < 0) continue;
+        float *d = dlogits + (size_t)t * V;
+        for (int v = 0; v < V; v++) d[v] += v == tgt[t] ? on : off;
+    }
+}
+
 void moec_tmodel_set_step(moec_tmodel *m, int64_t step, int train, uint64_t seed) {
     const moec_hparams *hp = &m->hp;
     m->route_step = step;
@@ -256,8 +283,15 @@ moec_status moec_tmodel_step(moec_tmodel *m, const int32_t *tokens, const int32_
     }
     moec_rmsnorm_forward_train(m->xnf, m->rstdf, m->x_final, m->wv.out_norm, BS, d, hp->rms_eps);
     moec_linear(m->logits, V, m->xnf, d, &m->wv.output, NULL, BS);
+    /* label smoothing is a training objective: evaluation (no backward) reports the plain CE */
+    const double eps = backward && n_targets ? hp->label_smoothing : 0.0;
+    const double smooth = eps > 0 ? smooth_sum(m->logits, m->tgt, BS, V) : 0.0;
     /* dlogits overwrite the logits in place: the forward no longer needs them */
     float ce = moec_cross_entropy(backward ? m->logits : NULL, m->logits, m->tgt, BS, V, scale);
+    if (eps > 0) {
+        ce = (float)(ce + eps * smooth / (double)n_targets);
+        smooth_grad(m->logits, m->tgt, BS, V, eps * scale / (double)n_targets);
+    }
     if (out) {
         out->ce = ce;
         out->n_targets = n_targets;
@@ -294,33 +328,38 @@ static void backward_from_logits(moec_tmodel *m, float scale) {
 /* ------------------------------------------------------------------ two passes (THOR) */
 
 /* One row's ½·CE gradient and (α/4)·∂symKL/∂logits for both passes, in place; returns the row's
- * symmetric KL Σ_v (p1 − p2)(ln p1 − ln p2) and adds −ln p1[tgt], −ln p2[tgt] to ce1, ce2.
+ * symmetric KL Σ_v (p1 − p2)(ln p1 − ln p2) and adds the label-smoothed CE (label smoothing ε; 0 =
+ * plain) −(1 − ε)·ln p[tgt] − ε·mean_v ln p_v of each pass to ce1, ce2 (its gradient
+ * p − (1 − ε)·onehot − ε/V).
  *   ∂/∂l1 Σ (p1 − p2)(ln p1 − ln p2) = p1 ⊙ (a − Σ p1·a) + p1 − p2,  a = ln p1 − ln p2, and
  *   symmetrically for l2 with −a. */
-static double pair_row(float *l1, float *l2, int tgt, int V, double g_ce, double g_kl, float *p1, float *p2,
-                       double *ce1, double *ce2) {
+static double pair_row(float *l1, float *l2, int tgt, int V, double g_ce, double g_kl, double eps, float *p1,
+                       float *p2, double *ce1, double *ce2) {
     float m1 = l1[0], m2 = l2[0];
     for (int v = 1; v < V; v++) m1 = l1[v] > m1 ? l1[v] : m1, m2 = l2[v] > m2 ? l2[v] : m2;
     double s1 = 0, s2 = 0;
     for (int v = 0; v < V; v++) s1 += exp((double)l1[v] - m1), s2 += exp((double)l2[v] - m2);
     const double ls1 = m1 + log(s1), ls2 = m2 + log(s2);
-    double kl = 0, pa1 = 0, pa2 = 0;
+    double kl = 0, pa1 = 0, pa2 = 0, sl1 = 0, sl2 = 0;
     for (int v = 0; v < V; v++) {
         const double lp1 = l1[v] - ls1, lp2 = l2[v] - ls2, q1 = exp(lp1), q2 = exp(lp2), a = lp1 - lp2;
+        sl1 += lp1;
+        sl2 += lp2;
         p1[v] = (float)q1;
         p2[v] = (float)q2;
         kl += (q1 - q2) * a;
         pa1 += q1 * a;
         pa2 -= q2 * a;
     }
-    *ce1 -= l1[tgt] - ls1;
-    *ce2 -= l2[tgt] - ls2;
+    *ce1 -= (1 - eps) * (l1[tgt] - ls1) + eps * sl1 / V;
+    *ce2 -= (1 - eps) * (l2[tgt] - ls2) + eps * sl2 / V;
+    const double hot = 1 - eps, flat = eps / V;
     /* p1, p2 keep exp(ln p) in float for the CE and KL gradients; a is recomputed in double */
     for (int v = 0; v < V; v++) { /* l1[v], l2[v] are read before they are overwritten */
         const double q1 = p1[v], q2 = p2[v], a = (l1[v] - ls1) - (l2[v] - ls2);
         const double k1 = q1 * (a - pa1) + q1 - q2, k2 = q2 * (-a - pa2) + q2 - q1;
-        l1[v] = (float)(g_ce * (q1 - (v == tgt)) + g_kl * k1);
-        l2[v] = (float)(g_ce * (q2 - (v == tgt)) + g_kl * k2);
+        l1[v] = (float)(g_ce * (q1 - hot * (v == tgt) - flat) + g_kl * k1);
+        l2[v] = (float)(g_ce * (q2 - hot * (v == tgt) - flat) + g_kl * k2);
     }
     return kl;
 }
@@ -347,7 +386,8 @@ moec_status moec_tmodel_pair_step(moec_tmodel *m1, moec_tmodel *m2, const int32_
             memset(l2, 0, (size_t)V * sizeof *l2);
             continue;
         }
-        kl += pair_row(l1, l2, m1->tgt[t], V, g_ce, g_kl, m1->pair_p, m1->pair_p + V, &ce1, &ce2);
+        kl += pair_row(l1, l2, m1->tgt[t], V, g_ce, g_kl, backward ? hp->label_smoothing : 0.0, m1->pair_p,
+                       m1->pair_p + V, &ce1, &ce2);
     }
     if (out) {
         *out = o1;

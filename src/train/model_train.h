@@ -52,11 +52,19 @@ void moec_tmodel_set_noise(moec_tmodel *m, int on, uint64_t seed);
  * default; evaluation and inference) routes over the whole pool. Step 0 by default. */
 void moec_tmodel_set_step(moec_tmodel *m, int64_t step, int train, uint64_t seed);
 
+/* Label smoothing ε of the following training steps (default: the config's moec_label_smoothing;
+ * 0 = off). A step with backward then optimises and reports as ce the label-smoothed
+ * cross-entropy (1 − ε)·CE + ε·mean_v(−ln p_v), torch's cross_entropy(label_smoothing=ε); a step
+ * without backward (evaluation) always reports the plain CE. */
+void moec_tmodel_set_label_smoothing(moec_tmodel *m, float eps);
+
 /* THOR's two passes (router two_pass; routers/thor.c): the same micro-batch through m1 and m2
  * (two workspaces on the same parameters, each with its own noise stream, set by the caller) and
  *   loss = ½(CE1 + CE2) + (α/4) · mean over valid targets of Σ_v (p1 − p2)(ln p1 − ln p2)
  *          + ½(aux1 + aux2) + ½(z1 + z2),
- * half THOR's CE1 + CE2 + α·½·symKL. With backward, adds scale · ∂loss into tp->g (both passes).
+ * half THOR's CE1 + CE2 + α·½·symKL; with backward the CE terms are label-smoothed (m1's ε; THOR's
+ * preset sets moec_label_smoothing 0.1, as the paper's recipe). With backward, adds scale · ∂loss
+ * into tp->g (both passes).
  * out: m1's routing statistics, ce = ½(CE1 + CE2), aux includes the consistency term. */
 moec_status moec_tmodel_pair_step(moec_tmodel *m1, moec_tmodel *m2, const int32_t *tokens, float scale, float alpha,
                                   int backward, moec_tstep *out, moec_error *err);

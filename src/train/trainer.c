@@ -44,6 +44,7 @@ moec_train_params moec_train_default_params(void) {
     p.eval_batches = 8;
     p.aux_coef = -1.f; /* < 0: the config's router_aux_loss_coef / router_z_loss_coef */
     p.z_coef = -1.f;
+    p.label_smoothing = -1.f; /* < 0: the config's moec_label_smoothing */
     p.weight_decay = 0.1f;
     p.clip = 1.0f;
     p.beta1 = 0.9f;
@@ -181,6 +182,7 @@ static char *state_json(const run *r) {
     cJSON_AddNumberToObject(j, "warmup", (double)p->warmup);
     cJSON_AddNumberToObject(j, "aux_coef", p->aux_coef);
     cJSON_AddNumberToObject(j, "z_coef", p->z_coef);
+    cJSON_AddNumberToObject(j, "label_smoothing", p->label_smoothing);
     cJSON_AddNumberToObject(j, "weight_decay", p->weight_decay);
     cJSON_AddNumberToObject(j, "clip", p->clip);
     cJSON_AddNumberToObject(j, "n_bad", r->n_bad);
@@ -680,6 +682,10 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     if (r.hp.n_expert > 0 && moec_tmodel_hparams(r.tm)->route.router->two_pass &&
         (st = moec_tmodel_new(&r.tm2, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err)))
         goto done;
+    if (p->label_smoothing >= 0.f) { /* the override; THOR's second pass follows the first (m1's ε) */
+        moec_tmodel_set_label_smoothing(r.tm, p->label_smoothing);
+        if (r.tm2) moec_tmodel_set_label_smoothing(r.tm2, p->label_smoothing);
+    }
     moec_path_join(r.log_path, sizeof r.log_path, p->out_dir, "train_log.jsonl");
     r.jsonl = fopen(r.log_path, "a");
     if (!r.jsonl) {
@@ -691,10 +697,10 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             r.hp.arch->model_type, (double)r.tp.n_floats / 1e6, r.hp.n_layer, r.hp.n_expert, r.hp.n_expert_used,
             moec_data_n_tokens(r.data, MOEC_DATA_TRAIN), moec_data_n_tokens(r.data, MOEC_DATA_VAL));
     fprintf(out, "  steps %" PRId64 " batch %d seq %d accum %d (%d tokens/step), lr %g -> %g, warmup %" PRId64
-                 ", wd %g, clip %g, aux %g, z %g, seed %" PRIu64 ", threads %d, activations %.0f MB%s\n",
+                 ", wd %g, clip %g, aux %g, z %g, label smoothing %g, seed %" PRIu64 ", threads %d, activations %.0f MB%s\n",
             p->steps, p->batch, p->seq, p->accum, p->batch * p->seq * p->accum, (double)p->lr, (double)p->lr_min,
             p->warmup, (double)p->weight_decay, (double)p->clip, (double)moec_tmodel_hparams(r.tm)->route.aux_coef,
-            (double)moec_tmodel_hparams(r.tm)->route.z_coef, p->seed, nt,
+            (double)moec_tmodel_hparams(r.tm)->route.z_coef, (double)moec_tmodel_hparams(r.tm)->label_smoothing, p->seed, nt,
             (double)moec_tmodel_bytes(r.tm) / 1e6, p->resume ? " (resumed)" : "");
     if (p->resume) fprintf(out, "  resuming at step %" PRId64 "\n", r.step);
     fflush(out);

@@ -25,6 +25,7 @@ typedef struct {
     int32_t eval_batches;    /* validation micro-batches per evaluation */
     int resume, overwrite;
     float aux_coef, z_coef;  /* load-balancing (Megatron normalisation: 1 at balance) and z-loss */
+    float label_smoothing;   /* ε of the label-smoothed CE in [0, 1); < 0: the config's moec_label_smoothing */
     float weight_decay, clip, beta1, beta2, eps;
     int64_t stop_after;      /* >0: end this invocation after that many steps (checkpointed), as an interruption would */
     int32_t max_bad_steps;   /* consecutive non-finite steps before the run stops */

@@ -30,6 +30,8 @@ static void usage(FILE *f, const moec_train_params *d) {
             "  --aux-coef X       load-balancing loss coefficient alpha, Switch form, alpha at balance\n"
             "                     (default: k x config.json's router_aux_loss_coef; transformers' 0.001 when absent)\n"
             "  --z-coef X         router z-loss coefficient (default: config.json's router_z_loss_coef, else 0.001)\n"
+            "  --label-smoothing X  label-smoothed cross-entropy, eps in [0, 1) (default: config.json's\n"
+            "                     moec_label_smoothing, else 0; the THOR preset's 0.1)\n"
             "  --seed N           seed for initialisation and data order (default %llu)\n"
             "  -t, --threads N    threads (default: number of cores)\n"
             "  --eval-every N     validate every N steps, 0 = at the end only (default %lld)\n"
@@ -85,6 +87,7 @@ int moec_cmd_train(int argc, char **argv) {
         FLT_FLAG("--clip", 0.0, 1e9, p.clip)
         FLT_FLAG("--aux-coef", 0.0, 100.0, p.aux_coef)
         FLT_FLAG("--z-coef", 0.0, 100.0, p.z_coef)
+        FLT_FLAG("--label-smoothing", 0.0, 0.999, p.label_smoothing)
         else {
             fprintf(stderr, "moec train: unknown or incomplete option '%s' (see moec train --help)\n", a);
             return 2;
