@@ -13,7 +13,9 @@ MOE_SPECS.md) within 1e-4 * max|logit|, and `moec generate` runs. THOR serves on
 with exactly one of the E^L expert choices. An expert-choice checkpoint
 without "moec_decode_router" is refused by logits and generate with one line naming the key.
 EvoMoE (schedule + Gumbel noise), THOR (two streams) and MoGE (its learnable router_scale, [1, E] per
-layer, which training moves from 1 and serving uses) resume mid-run bit-identically: 10 steps +
+layer, which training moves from 1 and serving uses) and the hash layer's balanced table (variant
+"hash-balanced": the hash preset with "moec_hash_table": "balanced", a stored [V] table that serving
+uses and the random table's reference does not match) resume mid-run bit-identically: 10 steps +
 --resume == 30 steps. Ends with `N passed, M failed`; exits 1 on any failure."""
 import argparse
 import json
@@ -36,6 +38,8 @@ STEPS = 30
 TINY = dict(vocab_size=1024, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
             head_dim=16)
 PRESETS = ("expert-choice", "top-p", "moge", "hash", "evomoe", "thor")
+# variants of a preset: name -> (preset, keys)
+VARIANTS = {"hash-balanced": ("hash", {"moec_hash_table": "balanced"})}
 
 
 def train(moec, cfg, data, out, *extra, steps=STEPS):
@@ -53,7 +57,7 @@ def signature(name, conf, steps):
         check(np.all(ept == conf["moec_ec_capacity"]) and vio == 0.0,
               f"{name}: exactly c = {conf['moec_ec_capacity']} experts per token, MaxVio 0",
               f"ept {np.unique(ept)}, max MaxVio {vio}")
-    elif name in ("hash", "thor"):
+    elif name in ("hash", "hash-balanced", "thor"):
         ent = max(l["gate_entropy"] for s in steps for l in s["layers"])
         check(np.all(ept == 1.0) and ent == 0.0, f"{name}: 1 expert per token, gate entropy 0",
               f"ept {np.unique(ept)}, entropy {ent}")
@@ -90,9 +94,11 @@ def main():
         r = run([moec, "data", "-t", tok, "-o", data, "--force", "--val-fraction", "0.1", *files])
         check(r.returncode == 0, "data", r.stderr.strip()[-200:])
         ids = list(range(5, 45))
-        for name in PRESETS:
-            conf = json.load(open(os.path.join(ROOT, "configs", "routers", name + ".json")))
+        for name in PRESETS + tuple(VARIANTS):
+            base, keys = VARIANTS.get(name, (name, {}))
+            conf = json.load(open(os.path.join(ROOT, "configs", "routers", base + ".json")))
             conf.update(TINY)
+            conf.update(keys)
             if name == "evomoe":   # the schedule inside 30 steps: tau 2 -> 0.3 over 15, hard from 20
                 conf.update(moec_tau_steps=15, moec_hard_gumbel_after=20)
             cfg = os.path.join(root, name + ".json")
@@ -140,6 +146,7 @@ def main():
                 # the router's served rule matters (so the match above could fail): the reference
                 # with another value of its key differs by more than 20x the tolerance
                 alt = {"top-p": {"moec_top_p": 0.8}, "moge": {"n_group": 1}, "hash": {"moec_hash_seed": 1},
+                       "hash-balanced": {"moec_hash_table": "random"},
                        "expert-choice": {"moec_router": "topk"}}.get(name)
                 if alt:
                     c3 = dict(conf, **alt)
@@ -188,8 +195,16 @@ def main():
                     check(r.returncode == 1 and len(err) == 1 and "moec_decode_router" in err[0] and
                           "not causal" in err[0], f"expert choice without a decode router: moec {cmd[0]} refuses",
                           f"rc {r.returncode}: {r.stderr.strip()[-300:]}")
-            if name in ("evomoe", "thor", "moge"):  # resume mid-schedule (noise streams, the tau schedule,
-                # MoGE's router_scale and its AdamW moments)
+            if name == "hash-balanced":   # the stored table: one [V] tensor of experts, not the random one
+                tab = torch_ref.load_weights(out).get("model.hash_table")
+                V, E = conf["vocab_size"], conf["num_local_experts"]
+                t = np.asarray(tab) if tab is not None else np.zeros(0)
+                ok = t.shape == (V,) and np.all(t == np.floor(t)) and t.min() >= 0 and t.max() < E
+                per = np.bincount(t.astype(np.int64), minlength=E) if ok else np.zeros(E)
+                check(ok and per.min() > 0, f"{name}: model.hash_table [V] of experts, every expert used",
+                      f"shape {t.shape}, ids per expert {per.tolist()}")
+            if name in ("evomoe", "thor", "moge", "hash-balanced"):  # resume mid-schedule (noise streams, the tau
+                # schedule, MoGE's router_scale and its AdamW moments, the stored hash table)
                 half = os.path.join(root, name + "-half")
                 r1 = train(moec, cfg, data, half, "--overwrite", "--stop-after", str(STEPS // 3))
                 r2 = train(moec, cfg, data, half, "--resume")

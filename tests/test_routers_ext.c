@@ -416,6 +416,49 @@ static void test_hash(void) {
     int moved = 0;
     for (int v = 0; v < 64; v++) moved += moec_router_hash_expert(0, v, E) != moec_router_hash_expert(7, v, E);
     CHECK(moved > 32, "hash: the seed changes the table (%d of 64 ids moved)", moved);
+    /* the balanced table (MOE_SPECS §12; moec_router_hash_balanced): on a Zipf-skewed frequency table
+     * over V = 2000 ids its heaviest expert carries less than the random table's, it is a function of
+     * the counts (two builds agree bit for bit), every entry is an expert, and the router routes by it */
+    {
+        enum { V = 2000 };
+        static uint64_t counts[V];
+        static float tab[V], tab2[V];
+        for (int v = 0; v < V; v++) counts[v] = (uint64_t)(1e6 / ((v * 7919) % V + 1)); /* Zipf over a shuffled order */
+        CHECK(moec_router_hash_balanced(counts, V, E, tab) && moec_router_hash_balanced(counts, V, E, tab2),
+              "hash balanced: built");
+        CHECK(!memcmp(tab, tab2, sizeof tab), "hash balanced: deterministic (the same counts give the same table)");
+        moec_error e2 = {0};
+        CHECK(moec_router_hash_table_check(tab, V, E, &e2) == MOEC_OK, "hash balanced: every entry an expert: %s",
+              e2.msg);
+        uint64_t lb[MAXE] = {0}, lr[MAXE] = {0}, total = 0, mb = 0, mr = 0;
+        for (int v = 0; v < V; v++) {
+            lb[(int)tab[v]] += counts[v];
+            lr[moec_router_hash_expert(0, v, E)] += counts[v];
+            total += counts[v];
+        }
+        for (int e = 0; e < E; e++) mb = lb[e] > mb ? lb[e] : mb, mr = lr[e] > mr ? lr[e] : mr;
+        /* greedy's bound: max load <= mean + the largest count (counts[0], id 0's rank 1) */
+        CHECK(mb < mr && mb <= total / E + counts[0], "hash balanced: max expert load %llu < random's %llu (mean %llu)",
+              (unsigned long long)mb, (unsigned long long)mr, (unsigned long long)(total / E));
+        printf("  hash tables on a Zipf vocabulary: max load balanced %.4f, random %.4f of the total\n",
+               (double)mb / total, (double)mr / total);
+        /* the router reads the table from the call context */
+        moec_router_cfg cb = c;
+        cb.hash_balanced = 1;
+        int32_t idsb[MAXT];
+        for (int t = 0; t < T; t++) idsb[t] = (t * 131) % V;
+        moec_route_opts ob = {.token_ids = idsb, .hash_table = tab};
+        route(&cb, z, T, &ob, &rb, probs);
+        int badb = 0;
+        for (int t = 0; t < T; t++) badb += rb.r.expert[t] != (int)tab[idsb[t]] || rb.r.weight[t] != 1.f;
+        CHECK(badb == 0, "hash balanced: the router routes by the stored table (%d errors)", badb);
+        /* a damaged table is refused with one line */
+        float bad_tab[3] = {0.f, 1.5f, 2.f};
+        CHECK(moec_router_hash_table_check(bad_tab, 3, E, &e2) != MOEC_OK && strstr(e2.msg, "entry 1"),
+              "hash table check: a non-integer entry is refused: %s", e2.msg);
+        bad_tab[1] = (float)E;
+        CHECK(moec_router_hash_table_check(bad_tab, 3, E, &e2) != MOEC_OK, "hash table check: entry E refused");
+    }
     /* no gradient, refused losses, k must be 1 */
     static float dl[MAXT * MAXE], dw[MAXS];
     for (int i = 0; i < T; i++) dw[i] = 1.f;

@@ -31,8 +31,10 @@ static moec_status check_compatible(const moec_hparams *hp, const moec_gguf_arch
         return moec_err(err, MOEC_ERR_UNSUPPORTED,
                         "%s with zero-computation experts, a routing carry, Chain-of-Experts or ReXMoE: llama.cpp has "
                         "none of them", mt);
-    if (hp->n_expert > 0 && rc->router_scale)
-        return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s with a router_scale (moec_router_scale): llama.cpp has no such tensor", mt);
+    if (hp->n_expert > 0 && (rc->router_scale || rc->hash_balanced))
+        return moec_err(err, MOEC_ERR_UNSUPPORTED,
+                        "%s with a router_scale (moec_router_scale) or a stored hash table (moec_hash_table): llama.cpp has "
+                        "no such tensor", mt);
     for (int i = 0; i < hp->n_layer; i++)
         if (!hp->layer_moe[i])
             return moec_err(err, MOEC_ERR_UNSUPPORTED,

@@ -95,6 +95,7 @@ void moec_model_bind(moec_model *m, const moec_tensor_spec *sp, moec_mat mat, fl
     case MOEC_T_RNN_W_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_w_hh = mat; break;
     case MOEC_T_RNN_B_IH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_b_ih = vec; break;
     case MOEC_T_RNN_B_HH: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].rnn_b_hh = vec; break;
+    case MOEC_T_HASH_TABLE: for (int i = 0; i < m->hp.n_layer; i++) m->layers[i].hash_table = vec; break;
     default: MOEC_ASSERT(0 && "unhandled tensor role");
     }
 }
@@ -166,6 +167,10 @@ static moec_status bind_all(moec_model *m, moec_error *err) {
     free(specs);
     if (st) return st;
     if (hp->tie_embeddings) m->output = m->tok_embd;
+    /* a stored hash table routes by its entries: each must be an expert */
+    if (hp->n_layer > 0 && m->layers[0].hash_table &&
+        (st = moec_router_hash_table_check(m->layers[0].hash_table, hp->n_vocab, hp->route.n_expert, err)))
+        return st;
     /* everything in the checkpoint must have a role */
     for (int i = 0; i < m->st.n_tensors; i++) {
         const moec_st_tensor *t = &m->st.tensors[i];

@@ -31,6 +31,7 @@ typedef struct {
     moec_mat rnn_w_ih, rnn_w_hh;         /* RMoE's one GRU cell [3r, r] (the same in every layer) */
     const float *rnn_b_ih, *rnn_b_hh;    /* [3r] */
     moec_mat router_iter[MOEC_MAX_COE_ITERS]; /* Chain-of-Experts: router of iteration t >= 1 ([0] unused) */
+    const float *hash_table;             /* [V] hash router's balanced table (model.hash_table, every layer); NULL if none */
 } moec_layer;
 
 struct moec_model {

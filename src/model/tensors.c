@@ -52,6 +52,8 @@ static void list_all(const moec_hparams *hp, lister *lp) {
         add(&l, MOEC_T_RNN_B_IH, -1, -1, 3 * r, 0, "model.router_rnn.bias_ih");
         add(&l, MOEC_T_RNN_B_HH, -1, -1, 3 * r, 0, "model.router_rnn.bias_hh");
     }
+    if (hp->n_expert > 0 && rc->hash_balanced) /* one table for every MoE layer, as the random one */
+        add(&l, MOEC_T_HASH_TABLE, -1, -1, hp->n_vocab, 0, "model.hash_table");
     int seen_moe = 0;
     for (int il = 0; il < hp->n_layer && !l.stopped; il++) {
         const char *p = "model.layers";

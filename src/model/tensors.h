@@ -25,6 +25,7 @@ typedef enum {
     MOEC_T_RNN_B_IH, MOEC_T_RNN_B_HH,    /* [3r] each */
     MOEC_T_ROUTER_ITER,                  /* Chain-of-Experts: the router of iteration t >= 1 (expert = t) [E_r, d] */
     MOEC_T_ROUTER_SCALE,                 /* MoGE router_scale [1, E_r] (Pangu's shape; a vector to the code) */
+    MOEC_T_HASH_TABLE,                   /* hash routing's balanced table [V]: expert of each id (fp32 integers) */
     MOEC_T_ROLE_COUNT
 } moec_tensor_role;
 

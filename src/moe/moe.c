@@ -773,6 +773,7 @@ void moec_moe_forward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer *
     opts.rng = call->jitter_rng;
     opts.serve_rng = call->serve_rng;
     opts.seq_rng = call->seq_rng;
+    opts.hash_table = L->hash_table;
     const moec_router *rt = moec_router_for_call(rc, call->causal);
     MOEC_ASSERT(!call->causal || !rt->non_causal); /* refused before: moec_router_check_servable */
     w->router = rt;

@@ -216,9 +216,10 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
             (double)c->entropy_coef);
     else if (!strcmp(nm, "moge"))
         ADD("top-%d in each of %d groups", c->k / (c->n_group > 0 ? c->n_group : 1), c->n_group);
-    else if (!strcmp(nm, "hash"))
-        ADD("fixed random token-id table (seed %llu)", (unsigned long long)c->hash_seed);
-    else if (!strcmp(nm, "thor"))
+    else if (!strcmp(nm, "hash")) {
+        if (c->hash_balanced) ADD("fixed balanced token-id table (model.hash_table, from training-token counts)");
+        else ADD("fixed random token-id table (seed %llu)", (unsigned long long)c->hash_seed);
+    } else if (!strcmp(nm, "thor"))
         ADD("one uniform expert per layer per pass, consistency alpha %g; serves a random expert per %s",
             (double)c->consistency_alpha, c->thor_level ? "sequence" : "token");
     else if (!strcmp(nm, "evomoe"))

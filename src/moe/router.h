@@ -53,6 +53,8 @@ typedef struct {
     float entropy_coef;         /* top-p: "moec_entropy_loss_coef" β of β·mean_t H(P_t) */
     float ec_capacity;          /* expert choice: "moec_ec_capacity" c, C = ceil(T·c/E) tokens per expert */
     uint64_t hash_seed;         /* hash: "moec_hash_seed" of the fixed id → expert table */
+    int hash_balanced;          /* hash: "moec_hash_table": "random" (0: H from the seed) | "balanced" (1: the
+                                   stored table model.hash_table, built from training-token frequencies) */
     float tau_max, tau_min;     /* EvoMoE: "moec_tau_max", "moec_tau_min" */
     int64_t tau_steps;          /* EvoMoE: "moec_tau_steps" D of the schedule */
     int tau_linear;             /* EvoMoE: "moec_tau_schedule": exp (0) | linear (1) */
@@ -184,6 +186,15 @@ void moec_routing_scale_backward(const moec_routing *r, const float *scale, cons
                                  float *dscale);
 /* Refuses (one line) serving cfg causally: a non-causal router without a decode router. */
 moec_status moec_router_check_servable(const moec_router_cfg *cfg, moec_error *err);
+
+/* Hash routing's balanced table (Roller et al. 2021, MOE_SPECS §12 "balanced"): vocabulary ids
+ * in descending count order (ties: lower id first), each given to the expert with the least load so
+ * far — load = the summed counts of its ids, ties broken by fewer ids, then the lower index (so the
+ * ids never seen spread evenly). table [V] receives the expert of each id as a float (the tensor
+ * model.hash_table stores it so). Deterministic: a function of counts only. Returns 0 when out of memory. */
+int moec_router_hash_balanced(const uint64_t *counts, int32_t V, int32_t E, float *table);
+/* Checks a stored table [V]: every entry an integer expert in [0, E). One line naming the first bad id. */
+moec_status moec_router_hash_table_check(const float *table, int64_t V, int32_t E, moec_error *err);
 
 /* Stable top-k of v [n]: indices of the k largest values in descending order, ties to the
  * lower index; entries with mask[i] == 0 (mask may be NULL) and -inf values are never

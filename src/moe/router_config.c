@@ -166,6 +166,10 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     int32_t seed_i = (int32_t)cfg->hash_seed;
     if ((st = integer(&r, "moec_hash_seed", 0, 2147483647L, &seed_i))) return st;
     cfg->hash_seed = (uint64_t)seed_i;
+    static const char *const hash_tables[] = {"random", "balanced"};
+    if ((st = choice(&r, "moec_hash_table", hash_tables, 2, &cfg->hash_balanced))) return st;
+    if (cfg->hash_balanced && cfg->router != moec_router_find("hash"))
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: \"moec_hash_table\" is a key of \"moec_router\": \"hash\"", path);
     if ((st = num(&r, "moec_tau_max", 1e-6, 1e6, &cfg->tau_max))) return st;
     if ((st = num(&r, "moec_tau_min", 1e-6, 1e6, &cfg->tau_min))) return st;
     int32_t steps = (int32_t)cfg->tau_steps, hard = (int32_t)cfg->hard_after;

@@ -46,6 +46,8 @@ typedef struct {
                                     (THOR): continues over the tokens; NULL = none */
     moec_rng *seq_rng;           /* the same for per-sequence draws: a decode session passes a copy of
                                     its sequence's state each chunk, so layer i draws alike in every chunk */
+    const float *hash_table;     /* [V] hash routing's stored table (expert ids as floats), set by the MoE layer
+                                    from the model (moec_layer.hash_table); NULL = the seed's random table */
 } moec_route_opts;
 
 #endif

@@ -132,7 +132,8 @@ static int same_route(const moec_router_cfg *a, const moec_router_cfg *b) {
            a->ec_capacity == b->ec_capacity && a->hash_seed == b->hash_seed && a->tau_max == b->tau_max &&
            a->tau_min == b->tau_min && a->tau_steps == b->tau_steps && a->tau_linear == b->tau_linear &&
            a->hard_after == b->hard_after && a->thor_level == b->thor_level &&
-           a->consistency_alpha == b->consistency_alpha && a->router_scale == b->router_scale;
+           a->consistency_alpha == b->consistency_alpha && a->router_scale == b->router_scale &&
+           a->hash_balanced == b->hash_balanced;
 }
 
 /* The hyper-parameters that decide the computation: what a rewritten config must preserve. */

@@ -6,6 +6,7 @@
 #include "core/rng.h"
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
+#include "moe/routers/routers.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,11 @@ void moec_tparams_init(moec_tparams *tp, uint64_t seed, float std) {
         const int is_bias = s->role == MOEC_T_BQ || s->role == MOEC_T_BK || s->role == MOEC_T_BV || s->role == MOEC_T_BO ||
                             s->role == MOEC_T_RNN_B_IH || s->role == MOEC_T_RNN_B_HH;
         const int unit_normal = s->role == MOEC_T_CONST_V; /* MoE++ draws the constant expert's v from N(0, 1) */
+        if (s->role == MOEC_T_HASH_TABLE) { /* a valid table (the random one); the trainer builds the balanced one */
+            for (int64_t j = 0; j < s->numel; j++)
+                w[j] = (float)moec_router_hash_expert(tp->hp.route.hash_seed, (int32_t)j, tp->hp.route.n_expert);
+            continue;
+        }
         for (int64_t j = 0; j < s->numel; j++)
             w[j] = !moec_tensor_is_vector(s) || unit_normal ? (unit_normal ? 1.f : std) * moec_rng_normal(&r)
                                                           : is_bias ? 0.f : 1.f;

@@ -191,6 +191,31 @@ static char *state_json(const run *r) {
     return s;
 }
 
+/* Hash routing's balanced table (config moec_hash_table "balanced"; routers/hash.c): built once, at the
+ * start of a fresh run, from the token counts of the whole training split (every token of every
+ * training shard, end-of-text ids included; the validation split is not looked at), and stored in
+ * the parameter tensor model.hash_table, which AdamW skips: checkpoints, resumes and serving read it
+ * back instead of recounting. A run from --init keeps the init checkpoint's table. */
+static moec_status build_hash_table(run *r, moec_error *err) {
+    float *table = moec_tparams_find(&r->tp, 0, MOEC_T_HASH_TABLE, -1, -1);
+    if (!table) return MOEC_OK;
+    const int32_t V = r->hp.n_vocab;
+    const uint64_t n = moec_data_n_tokens(r->data, MOEC_DATA_TRAIN), chunk = 1 << 16;
+    uint64_t *counts = calloc((size_t)V, sizeof *counts);
+    int32_t *buf = malloc(chunk * sizeof *buf);
+    moec_status st = counts && buf ? MOEC_OK : moec_err(err, MOEC_ERR_OOM, "out of memory for the hash table");
+    for (uint64_t pos = 0; pos < n && !st; pos += chunk) {
+        const uint64_t m = n - pos < chunk ? n - pos : chunk;
+        if ((st = moec_data_read(r->data, MOEC_DATA_TRAIN, pos, m, buf, err))) break;
+        for (uint64_t i = 0; i < m; i++) counts[buf[i]]++; /* ids < the data's vocab <= V (checked at open) */
+    }
+    if (!st && !moec_router_hash_balanced(counts, V, r->hp.route.n_expert, table))
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory for the hash table");
+    free(counts);
+    free(buf);
+    return st;
+}
+
 static moec_status save_checkpoint(run *r, moec_error *err) {
     char *state = state_json(r);
     if (!state) return moec_err(err, MOEC_ERR_OOM, "out of memory");
@@ -461,7 +486,8 @@ double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t
     (*t)++;
     for (int64_t i = 0; i < tp->n_tensors; i++) {
         const size_t o = tp->offset[i], n = (size_t)tp->specs[i].numel;
-        if (tp->specs[i].role == MOEC_T_ROUTER_BIAS) continue; /* a buffer: its router updates it (balance) */
+        /* buffers: the bias's router updates it (balance); the hash table is fixed at the start */
+        if (tp->specs[i].role == MOEC_T_ROUTER_BIAS || tp->specs[i].role == MOEC_T_HASH_TABLE) continue;
         moec_adamw_update(tp->w + o, tp->g + o, m1 + o, m2 + o, n, *t, lr, moec_tparams_decays(tp, i), cfg);
     }
     return gnorm;
@@ -677,6 +703,11 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         if (cJSON_IsNumber(ir) && ir->valuedouble > 0) std = (float)ir->valuedouble;
         cJSON_Delete(j);
         moec_tparams_init(&r.tp, p->seed, std);
+        if ((st = build_hash_table(&r, err))) goto done;
+    }
+    {
+        const float *ht = moec_tparams_find(&r.tp, 0, MOEC_T_HASH_TABLE, -1, -1);
+        if (ht && (st = moec_router_hash_table_check(ht, r.hp.n_vocab, r.hp.route.n_expert, err))) goto done;
     }
     if ((st = moec_tmodel_new(&r.tm, &r.tp, p->batch, p->seq, p->aux_coef, p->z_coef, err))) goto done;
     if (r.hp.n_expert > 0 && moec_tmodel_hparams(r.tm)->route.router->two_pass &&

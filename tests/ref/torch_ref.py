@@ -308,6 +308,9 @@ class Reference:
                 x = (x * 0x94d049bb133111eb) & M
                 return x ^ (x >> 31)
 
+            if cfg.get("moec_hash_table") == "balanced":   # the stored table (built from training counts)
+                sel = self.W("model.hash_table")[self.ids].long()[:, None]
+                return torch.ones(sel.shape), sel
             seed = mix(cfg.get("moec_hash_seed", 0))
             sel = torch.tensor([[mix(seed ^ int(t)) % E] for t in self.ids], dtype=torch.long)
             return torch.ones(sel.shape), sel
