@@ -48,6 +48,12 @@ CASES = [  # (what, overrides, word the message must contain)
     ("evomoe tau_min above tau_max", {"moec_router": "evomoe", "moec_tau_min": 3.0, "moec_tau_max": 2.0}, "moec_tau_min"),
     ("evomoe unknown schedule", {"moec_router": "evomoe", "moec_tau_schedule": "cosine"}, "moec_tau_schedule"),
     ("evomoe negative tau steps", {"moec_router": "evomoe", "moec_tau_steps": 0}, "moec_tau_steps"),
+    ("router_scale as a string", {"moec_router": "moge", "n_group": 2, "moec_router_scale": "yes"}, "moec_router_scale"),
+    ("hash table for a topk router", {"moec_hash_table": "balanced"}, "moec_hash_table"),
+    ("unknown hash table", {"moec_router": "hash", "num_experts_per_tok": 1, "router_aux_loss_coef": 0.0,
+                            "router_z_loss_coef": 0.0, "moec_hash_table": "sorted"}, "moec_hash_table"),
+    ("label smoothing of 1", {"moec_label_smoothing": 1.0}, "moec_label_smoothing"),
+    ("negative label smoothing", {"moec_label_smoothing": -0.1}, "moec_label_smoothing"),
 ]
 
 

@@ -203,6 +203,17 @@ def main():
                 per = np.bincount(t.astype(np.int64), minlength=E) if ok else np.zeros(E)
                 check(ok and per.min() > 0, f"{name}: model.hash_table [V] of experts, every expert used",
                       f"shape {t.shape}, ids per expert {per.tolist()}")
+                # a damaged table (an entry that is no expert) is refused on load with one line
+                from safetensors.numpy import load_file as np_load, save_file as np_save
+                bad = os.path.join(root, "hash-bad")
+                shutil.copytree(out, bad)
+                st = np_load(os.path.join(bad, "model.safetensors"))
+                st["model.hash_table"][7] = float(E)
+                np_save(st, os.path.join(bad, "model.safetensors"))
+                r = run([moec, "logits", "-m", bad, "--ids", "1,2,3", "-o", os.path.join(root, "bad.npy")])
+                err = r.stderr.strip().splitlines()
+                check(r.returncode == 1 and len(err) == 1 and "model.hash_table" in err[0] and "entry 7" in err[0],
+                      f"{name}: a damaged hash table is refused with one line", r.stderr.strip()[-300:])
             if name in ("evomoe", "thor", "moge", "hash-balanced"):  # resume mid-schedule (noise streams, the tau
                 # schedule, MoGE's router_scale and its AdamW moments, the stored hash table)
                 half = os.path.join(root, name + "-half")

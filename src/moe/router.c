@@ -225,6 +225,7 @@ void moec_router_describe(const moec_router_cfg *c, char *buf, size_t cap) {
     else if (!strcmp(nm, "evomoe"))
         ADD("Gumbel gate, tau %g -> %g over %lld steps (%s), hard from step %lld; serves top-%d", (double)c->tau_max,
             (double)c->tau_min, (long long)c->tau_steps, c->tau_linear ? "linear" : "exp", (long long)c->hard_after, c->k);
+    if (c->router_scale) ADD(", weights x a learnable router_scale");
     if (strcmp(nm, "topk")) {
         if (o >= cap) buf[cap - 1] = 0;
         return;
