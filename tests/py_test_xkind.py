@@ -15,6 +15,9 @@ tensor list plus this case's tensors), then
   3. the case's mechanism matters: the reference with it switched off (gate_map zeroed, GRU
      state not carried, null renormalisation off, ...) differs by > 20x the tolerance, so 1. and 2.
      could fail.
+Also MOE_SPECS §10's check on moec alone: Chain-of-Experts with C = 1, the outer residual and no
+inner one gives exactly the plain MoE block's logits; with the inner residual (from the normalised
+input) it does not.
 Routing decisions are kept away from ties: the smallest gap between the k-th and (k+1)-th logit
 of any token in any layer must be >= 1e-3 (else the weights' seed is advanced).
 Ends with `N passed, M failed`; exits 1 on any failure."""
@@ -289,11 +292,41 @@ def main():
                 live = [k for k in ks if float(np.abs(gt[k]).max()) > 0]
                 check(ks and len(live) == len(ks), f"{name}: every '{m}' tensor gets a gradient",
                       f"{len(live)} of {len(ks)}")
+        coe_one_checks(args.moec, root)
         bad_config_checks(args.moec, root)
         resume_checks(args.moec, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return summary()
+
+
+def coe_one_checks(moec, root):
+    """MOE_SPECS §10's check, on moec's own logits: one CoE iteration is one MoE pass. With the outer
+    residual and no inner one, x_1 = MoE(x_0) and the block output x_1 + h is exactly the plain MoE block
+    h + MoE(rmsnorm(h)) (same weights); with the inner residual and no outer one (CoE's default) the
+    output is x_0 + MoE(x_0): the residual comes from the normalised input, not h, so it differs."""
+    cfg0 = make_config("mixtral", {})
+    weights = make_weights(cfg0, 101)
+    ids = list(range(3, 3 + S))
+
+    def logits(name, extra):
+        d = os.path.join(root, name)
+        write_ckpt(d, make_config("mixtral", extra), weights)
+        lo = os.path.join(root, name + ".npy")
+        r = subprocess.run([moec, "logits", "-m", d, "--ids", ",".join(map(str, ids)), "-o", lo],
+                           capture_output=True, text=True, timeout=120)
+        return np.load(lo) if r.returncode == 0 else None
+    plain = logits("coe0-plain", {})
+    one = logits("coe1-outer", {"moec_coe_iterations": 1, "moec_coe_inner_residual": False,
+                                "moec_coe_outer_residual": True})
+    inner = logits("coe1-inner", {"moec_coe_iterations": 1})
+    if not check(plain is not None and one is not None and inner is not None, "CoE C = 1 checkpoints serve"):
+        return
+    sc = float(np.abs(plain).max())
+    rel1, rel2 = float(np.abs(one - plain).max()) / sc, float(np.abs(inner - plain).max()) / sc
+    check(rel1 <= 1e-6, "CoE C = 1, outer residual only == the plain MoE block (§10)", f"rel {rel1:.2e}")
+    check(rel2 > 20 * REL, "CoE C = 1 with the inner residual: residual from the normalised input, not h",
+          f"rel {rel2:.2e} from the plain block")
 
 
 def bad_config_checks(moec, root):
