@@ -167,6 +167,10 @@ def main():
                 d = float(np.abs(ref1 - ref).max() / np.abs(ref).max())
                 check(d > 2e-3, f"{name}: the served logits use the learned router_scale (all-ones differs)",
                       f"rel {d:.2e}")
+                g = os.path.join(root, "moge.gguf")
+                r = run([moec, "export", "gguf", "-m", out, "-o", g])
+                check(r.returncode == 1 and "router_scale" in r.stderr and not os.path.exists(g),
+                      f"{name}: GGUF export refuses the router_scale with one line", r.stderr.strip()[-200:])
                 # a MoGE checkpoint from before router_scale (no key, no tensor) still trains and serves
                 old = os.path.join(root, "moge-old")
                 c_old = {k: v for k, v in conf.items() if k != "moec_router_scale"}
