@@ -73,7 +73,7 @@ set_tests_properties(py_test_sweep PROPERTIES TIMEOUT 600 LABELS sweep)
 
 # Tests that run threaded code at 2+ threads (forward/backward, the MoE layer, training steps):
 # the ThreadSanitizer build runs these (`ctest -L threads` in build-tsan, .ci/run).
-foreach(t test_threads test_matmul test_grad_fd test_moe test_moe_layer test_forward_equiv py_test_train_grad py_test_moe_train)
+foreach(t test_threads test_matmul test_gemm test_grad_fd test_moe test_moe_layer test_forward_equiv py_test_train_grad py_test_moe_train)
   if(TEST ${t})
     set_tests_properties(${t} PROPERTIES LABELS threads)
   endif()

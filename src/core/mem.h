@@ -48,6 +48,8 @@ enum moec_scratch_slot {
     MOEC_SCRATCH_EXPERTS_UP,  /* moe/experts.c: prepared activations, three at once */
     MOEC_SCRATCH_EXPERTS_MID,
     MOEC_SCRATCH_EXPERTS_DOWN,
+    MOEC_SCRATCH_GEMM_A,      /* nn/gemm.c: a task's packed rows of op(A) */
+    MOEC_SCRATCH_GEMM_B,      /* nn/gemm.c: the caller's packed op(B), read by every thread */
     MOEC_SCRATCH_N
 };
 void *moec_scratch(enum moec_scratch_slot slot, size_t bytes);

@@ -4,8 +4,8 @@
 #include "nn/ops_train.h"
 
 #include "core/threads.h"
+#include "nn/gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -167,7 +167,7 @@ static void attn_fwd_item(void *job, int64_t item, int tid) {
     (void)tid;
     for (int i0 = 0; i0 < S; i0 += ATTN_BLOCK) {
         const int i1 = i0 + ATTN_BLOCK < S ? i0 + ATTN_BLOCK : S, M = i1 - i0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, i1, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, 0.f,
+        moec_gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, 0.f,
                     P + (size_t)i0 * S, S);
         for (int i = i0; i < i1; i++) {
             float *p = P + (size_t)i * S, m = -INFINITY, sum = 0.f;
@@ -180,7 +180,7 @@ static void attn_fwd_item(void *job, int64_t item, int tid) {
             for (int j = 0; j <= i; j++) p[j] *= inv;
             for (int j = i + 1; j < S; j++) p[j] = 0.f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, i1, 1.f, P + (size_t)i0 * S, S, V, ks, 0.f,
+        moec_gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, M, hd, i1, 1.f, P + (size_t)i0 * S, S, V, ks, 0.f,
                     O + (size_t)i0 * qs, qs);
     }
 }
@@ -221,7 +221,7 @@ static void attn_back_item(void *job, int64_t item, int tid) {
         float *dQ = J->dq + qoff, *dS = J->dprobs + ((size_t)b * H + h) * S * S;
         for (int i0 = 0; i0 < S; i0 += ATTN_BLOCK) {
             const int i1 = i0 + ATTN_BLOCK < S ? i0 + ATTN_BLOCK : S, M = i1 - i0;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, i1, hd, 1.f, dO + (size_t)i0 * qs, qs, V, ks, 0.f,
+            moec_gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, 1.f, dO + (size_t)i0 * qs, qs, V, ks, 0.f,
                         dS + (size_t)i0 * S, S);
             for (int i = i0; i < i1; i++) {
                 const float D = dot_f(dO + (size_t)i * qs, O + (size_t)i * qs, hd);
@@ -230,15 +230,15 @@ static void attn_back_item(void *job, int64_t item, int tid) {
                 for (int j = 0; j <= i; j++) ds[j] = p[j] * (ds[j] - D) * scale;
                 for (int j = i + 1; j < i1; j++) ds[j] = 0.f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, i1, 1.f, dS + (size_t)i0 * S, S, K, ks, 1.f,
+            moec_gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, M, hd, i1, 1.f, dS + (size_t)i0 * S, S, K, ks, 1.f,
                         dQ + (size_t)i0 * qs, qs);
         }
         /* key block [j0, j1) is seen by rows j0 .. S-1, whose dS columns j0 .. j1 were all written */
         for (int j0 = 0; j0 < S; j0 += ATTN_BLOCK) {
             const int j1 = j0 + ATTN_BLOCK < S ? j0 + ATTN_BLOCK : S, N = j1 - j0, R = S - j0;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, hd, R, 1.f, dS + (size_t)j0 * S + j0, S,
+            moec_gemm(MOEC_TRANS, MOEC_NO_TRANS, N, hd, R, 1.f, dS + (size_t)j0 * S + j0, S,
                         Q + (size_t)j0 * qs, qs, 1.f, dK + (size_t)j0 * ks, ks);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, hd, R, 1.f, P + (size_t)j0 * S + j0, S,
+            moec_gemm(MOEC_TRANS, MOEC_NO_TRANS, N, hd, R, 1.f, P + (size_t)j0 * S + j0, S,
                         dO + (size_t)j0 * qs, qs, 1.f, dV + (size_t)j0 * ks, ks);
         }
     }
