@@ -12,11 +12,12 @@ the independent PyTorch reference (tests/ref/torch_ref.py route_served, written 
 MOE_SPECS.md) within 1e-4 * max|logit|, and `moec generate` runs. THOR serves one random expert per layer for the sequence: the logits equal the reference
 with exactly one of the E^L expert choices. An expert-choice checkpoint
 without "moec_decode_router" is refused by logits and generate with one line naming the key.
-EvoMoE (schedule + Gumbel noise), THOR (two streams) and MoGE (its learnable router_scale, [1, E] per
-layer, which training moves from 1 and serving uses) and the hash layer's balanced table (variant
-"hash-balanced": the hash preset with "moec_hash_table": "balanced", a stored [V] table that serving
-uses and the random table's reference does not match) resume mid-run bit-identically: 10 steps +
---resume == 30 steps. Ends with `N passed, M failed`; exits 1 on any failure."""
+MoGE carries its learnable router_scale ([1, E] per layer, which training moves from 1 and serving
+uses) and the hash layer its balanced table (variant "hash-balanced": the hash preset with
+"moec_hash_table": "balanced", a stored [V] table that serving uses and the random table's
+reference does not match). Every preset and variant resumes mid-run bit-identically (EvoMoE's
+schedule and Gumbel noise, THOR's two streams, the router_scale and the table included): 10 steps
++ --resume == 30 steps. Ends with `N passed, M failed`; exits 1 on any failure."""
 import argparse
 import json
 import os
@@ -218,20 +219,20 @@ def main():
                 err = r.stderr.strip().splitlines()
                 check(r.returncode == 1 and len(err) == 1 and "model.hash_table" in err[0] and "entry 7" in err[0],
                       f"{name}: a damaged hash table is refused with one line", r.stderr.strip()[-300:])
-            if name in ("evomoe", "thor", "moge", "hash-balanced"):  # resume mid-schedule (noise streams, the tau
-                # schedule, MoGE's router_scale and its AdamW moments, the stored hash table)
-                half = os.path.join(root, name + "-half")
-                r1 = train(moec, cfg, data, half, "--overwrite", "--stop-after", str(STEPS // 3))
-                r2 = train(moec, cfg, data, half, "--resume")
-                same = r1.returncode == 0 and r2.returncode == 0 and \
-                    open(os.path.join(out, "model.safetensors"), "rb").read() == \
-                    open(os.path.join(half, "model.safetensors"), "rb").read()
-                check(same, f"{name}: {STEPS // 3} steps + --resume == {STEPS} steps, bit for bit",
-                      (r1.stderr + r2.stderr).strip()[-300:])
-                a, b = log_steps(out), log_steps(half)
-                check(len(b) >= 1 and [s["experts_per_token"] for s in a[-1]["layers"]] ==
-                      [s["experts_per_token"] for s in b[-1]["layers"]],
-                      f"{name}: the resumed run's routing metrics match", "")
+            # every router resumes mid-run bit-identically (noise streams, the tau schedule, MoGE's
+            # router_scale and its AdamW moments, the stored hash table; the stateless ones too)
+            half = os.path.join(root, name + "-half")
+            r1 = train(moec, cfg, data, half, "--overwrite", "--stop-after", str(STEPS // 3))
+            r2 = train(moec, cfg, data, half, "--resume")
+            same = r1.returncode == 0 and r2.returncode == 0 and \
+                open(os.path.join(out, "model.safetensors"), "rb").read() == \
+                open(os.path.join(half, "model.safetensors"), "rb").read()
+            check(same, f"{name}: {STEPS // 3} steps + --resume == {STEPS} steps, bit for bit",
+                  (r1.stderr + r2.stderr).strip()[-300:])
+            a, b = log_steps(out), log_steps(half)
+            check(len(b) >= 1 and [s["experts_per_token"] for s in a[-1]["layers"]] ==
+                  [s["experts_per_token"] for s in b[-1]["layers"]],
+                  f"{name}: the resumed run's routing metrics match", "")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return summary()

@@ -7,8 +7,8 @@ log carries the per-layer routing metrics, the checkpoint serves `moec generate`
 `moec logits`, and those logits match the independent PyTorch reference (tests/ref/torch_ref.py,
 which implements every token-choice variant from MOE_SPECS.md) within 1e-4 * max|logit|.
 Scheme-specific checks: capacity presets drop slots (drop_rate > 0), the aux-loss-free preset
-moves its selection bias (saved as e_score_correction_bias) and resumes bit-identically, the
-jittered preset and the RMoE (GRU router) preset resume bit-identically, and global-batch LBL gives the same loss and gradient
+moves its selection bias (saved as e_score_correction_bias), every preset (the jittered and the
+RMoE GRU router ones included) resumes mid-run bit-identically, and global-batch LBL gives the same loss and gradient
 norm for batch 8 x accum 1 and batch 4 x accum 2 (while micro-batch LBL does not).
 Ends with `N passed, M failed`; exits 1 on any failure."""
 import argparse
@@ -131,20 +131,19 @@ def main():
                 moved = len(b) > 0 and all(np.abs(x).max() > 0 for x in b)
                 check(moved, f"{name}: the selection bias is saved and has moved",
                       f"{len(b)} tensors, max|b| {max(np.abs(x).max() for x in b) if b else 0:.4f}")
-            # exact resume for stateful or stochastic routing (bias, jitter) and RMoE's GRU router (its
-            # cell's weights and AdamW moments; the GRU state runs over depth inside one forward)
-            if conf.get("topk_method") == "noaux_tc" or conf.get("router_jitter_noise", 0) > 0 or \
-                    conf.get("moec_router_rnn_dim", 0) > 0:
-                half = os.path.join(root, name + "-half")
-                r1 = train(moec, cfg, data, half, "--stop-after", str(STEPS // 2))
-                r2 = run([moec, "train", "--config", cfg, "--data", data, "--out", half, "--batch", "4", "--seq",
-                          "64", "--steps", str(STEPS), "--lr", "3e-3", "--warmup", "5", "--eval-every", "0",
-                          "--no-progress", "-t", "2", "--resume"])
-                same = r1.returncode == 0 and r2.returncode == 0 and \
-                    open(os.path.join(out, "model.safetensors"), "rb").read() == \
-                    open(os.path.join(half, "model.safetensors"), "rb").read()
-                check(same, f"{name}: {STEPS // 2} steps + --resume == {STEPS} steps, bit for bit",
-                      (r1.stderr + r2.stderr).strip()[-300:])
+            # exact resume, every preset: stateful or stochastic routing (the bias, jitter), RMoE's GRU
+            # router (its cell's weights and AdamW moments; the GRU state runs over depth inside one
+            # forward), and the stateless ones (nothing of the routing may be lost or re-drawn)
+            half = os.path.join(root, name + "-half")
+            r1 = train(moec, cfg, data, half, "--stop-after", str(STEPS // 2))
+            r2 = run([moec, "train", "--config", cfg, "--data", data, "--out", half, "--batch", "4", "--seq",
+                      "64", "--steps", str(STEPS), "--lr", "3e-3", "--warmup", "5", "--eval-every", "0",
+                      "--no-progress", "-t", "2", "--resume"])
+            same = r1.returncode == 0 and r2.returncode == 0 and \
+                open(os.path.join(out, "model.safetensors"), "rb").read() == \
+                open(os.path.join(half, "model.safetensors"), "rb").read()
+            check(same, f"{name}: {STEPS // 2} steps + --resume == {STEPS} steps, bit for bit",
+                  (r1.stderr + r2.stderr).strip()[-300:])
 
         # global-batch LBL does not depend on the micro-batch split; micro-batch LBL does
         for scope, want_same in (("global_batch", True), ("micro_batch", False)):

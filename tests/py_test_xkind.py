@@ -360,7 +360,8 @@ def bad_config_checks(moec, root):
 
 def resume_checks(moec, root):
     """ReXMoE PSR draws its masks from (seed, step, layer): a run stopped mid-schedule and resumed
-    equals the uninterrupted one bit for bit, and PSR does change the run (masks are applied)."""
+    equals the uninterrupted one bit for bit, and PSR does change the run (masks are applied).
+    The AdaMoE, MoE++ and Chain-of-Experts presets resume bit for bit as well."""
     import json
     import py_test_router_presets as presets
     files = presets.make_corpus(os.path.join(root, "corpus"))
@@ -394,6 +395,20 @@ def resume_checks(moec, root):
     rd = lambda p: open(os.path.join(p, "model.safetensors"), "rb").read()  # noqa: E731
     check(rd(full) == rd(half), "ReXMoE PSR: 4 steps + --resume == 8 steps, bit for bit (mid-schedule)")
     check(rd(full) != rd(off), "ReXMoE PSR: the masks change the run (PSR off trains other weights)")
+    # the other expert kinds' presets resume bit-identically too (null-expert bias and metrics,
+    # MoE++'s constant vectors and gating residual, CoE's per-iteration routers)
+    for preset in ("adamoe-null", "moepp", "chain-of-experts"):
+        c = json.load(open(os.path.join(os.path.dirname(HERE), "configs", "routers", preset + ".json")))
+        c.update({"vocab_size": 512, "hidden_size": 64})
+        if "intermediate_size" in c:
+            c["intermediate_size"] = 64
+        cfg = os.path.join(root, preset + ".json")
+        json.dump(c, open(cfg, "w"))
+        pf, ph = os.path.join(root, preset + "-full"), os.path.join(root, preset + "-half")
+        runs = (train(cfg, pf, "--overwrite"), train(cfg, ph, "--overwrite", "--stop-after", "4"), train(cfg, ph, "--resume"))
+        ok = all(x.returncode == 0 for x in runs)
+        check(ok and rd(pf) == rd(ph), f"{preset}: 4 steps + --resume == 8 steps, bit for bit",
+              "".join(x.stderr for x in runs)[-300:])
     g = os.path.join(root, "rex.gguf")
     r = subprocess.run([moec, "export", "gguf", "-m", full, "-o", g], capture_output=True, text=True, timeout=60)
     check(r.returncode == 1 and "llama.cpp" in r.stderr and not os.path.exists(g),

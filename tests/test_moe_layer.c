@@ -38,13 +38,10 @@
  *  - MoGE (router moge): the LBL at zero logits is α under a k override below the group count
  *    (its k is the router's slots per token), and the router_scale stage (weights × scale[e];
  *    d/d router_scale and d/d router by FD);
- *  - the thread count (1, 2, 3) does not change anything, bit for bit, sgemm slices included,
+ *  - the thread count (1, 2, 3) does not change anything, bit for bit, the GEMMs included,
  *    and runs repeat bit-identically, on a case large enough for the parallel loops to engage;
- *  - bad arguments to moec_moe_ws_new: MOEC_ERR_INVALID_ARG, a message, *out NULL.
- *
- * Four checks fail on purpose until moe.c is fixed (marked KNOWN BUG B1 / B2 below and in
- * /work/notes/issue6-layertests.md): the LBL at balance with a per-request k (B1), and
- * moec_moe_ws_new accepting d = 0, route.n_expert != n_expert and a NULL router (B2). */
+ *  - bad arguments to moec_moe_ws_new (d = 0, route.n_expert != n_expert, a NULL router, ...):
+ *    MOEC_ERR_INVALID_ARG, a message, *out NULL. */
 #include "core/rng.h"
 #include "core/threads.h"
 #include "moe/moe.h"
@@ -790,8 +787,7 @@ static void test_zero_logits(int opt_k) {
     const double a = P.hp.route.aux_coef, zw = P.hp.route.z_coef * log(E) * log(E);
     CHECK(fabs(c.st.aux - a) <= 1e-6 * a, "all-zero logits%s: L_aux %.9g, want alpha = %.9g (%s)",
           opt_k ? ", per-request k = 1 of 2" : "", c.st.aux, a,
-          opt_k ? "KNOWN BUG B1 (notes/issue6-layertests.md): moe.c passes the config's k, not the call's, to the LBL"
-                : "Megatron normalisation");
+          opt_k ? "the LBL must normalise by the call's k, not the config's" : "Megatron normalisation");
     CHECK(fabs(c.st.z - zw) <= 1e-6 * zw, "all-zero logits: L_z %.9g, want c_z (ln E)^2 = %.9g", c.st.z, zw);
     printf("zero logits%s: L_aux %.6g (alpha %.6g), L_z %.6g (c_z ln^2 E %.6g)\n", opt_k ? " (k = 1 per request)" : "",
            c.st.aux, a, c.st.z, zw);
@@ -966,7 +962,7 @@ static void test_threads(void) {
     P.hp.route.capacity_factor = 1.0f;
     lay_random(&P, 0.5f);
     size_t n[4] = {0};
-    /* the pool's size must not matter, sgemm included (its slices are fixed by the shape) */
+    /* the pool's size must not matter, the GEMMs included (their sums do not depend on the tiling) */
     float *a = run_threads(&P, 1, &n[0]), *b = run_threads(&P, 2, &n[1]);
     /* more threads than cores, and the same count twice: bit-identical runs */
     float *c = run_threads(&P, 3, &n[2]), *e = run_threads(&P, 2, &n[3]);
@@ -1008,7 +1004,6 @@ static void test_bad_args(void) {
     for (int i = 0; i < N_BAD; i++) bad[i] = good.hp;
     bad[0].route.k = 5;
     bad[1].route.k = 0;
-    /* KNOWN BUG B2 (notes/issue6-layertests.md): moec_moe_ws_new accepts the next three */
     bad[2].n_embd = 0;
     bad[3].n_ff_shared = -1;
     bad[4].n_expert = 0, bad[4].route.n_expert = 0;
