@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-PKGS="build-essential cmake pkg-config libopenblas-dev libopenblas0-pthread libcjson-dev
+PKGS="build-essential cmake pkg-config libcjson-dev
       libpcre2-dev libutf8proc-dev python3 python3-venv python3-torch python3-numpy"
 missing=""
 for p in $PKGS; do

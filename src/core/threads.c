@@ -16,7 +16,6 @@
 
 #include "core/error.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -167,7 +166,6 @@ static void start_pool(int n) {
     const char *s = getenv("MOEC_SPIN"); /* read at every start: tests change it */
     const long us = s && *s ? strtol(s, NULL, 10) : DEFAULT_SPIN_US;
     P.spin_ns = us > 0 ? (uint64_t)us * 1000u : 0;
-    openblas_set_num_threads(1); /* moec slices GEMMs over this pool: one pool, no oversubscription */
     if (n <= 0) n = moec_threads_default();
     P.n = 1;
     if (n > 1 && (P.thr = malloc((size_t)(n - 1) * sizeof *P.thr)))

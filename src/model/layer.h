@@ -9,7 +9,7 @@
  *   Chain-of-Experts (MOE_SPECS §10): x_0 = rmsnorm(x2), x_{t+1} = [x_t +] MoE_t(x_t) for t < C
  *   (experts shared, router t per iteration), y = x_C [+ x2]   (inner / outer residual)
  *
- * Weights come through the one weight view (moec_layer); the linear op picks sgemm or moec's
+ * Weights come through the one weight view (moec_layer); the linear op picks moec_gemm or moec's
  * kernels by dtype and shape. Activations live in a moec_layer_acts: one per layer when the
  * backward will run (keep), one shared by all layers otherwise. */
 #ifndef MOEC_MODEL_LAYER_H

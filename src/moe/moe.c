@@ -290,7 +290,7 @@ static void dispatch(moec_moe_ws *w, int T, int64_t C, moec_drop_policy policy) 
 #undef HAS_ROW
 }
 
-/* ------------------------------------------------------------------ experts (keep: F32, sgemm) */
+/* ------------------------------------------------------------------ experts (keep: F32, moec_gemm) */
 
 static void ffn_forward_keep(float *out, float *hg, float *hu, float *act, const float *x, int n, int d, int f,
                              const moec_ffn *W) {

@@ -18,7 +18,7 @@
  *
  * Weights arrive through the model's one weight view (moec_layer: moec_mat of any dtype). A
  * workspace made with keep = 1 saves what the backward needs (training: F32 master weights,
- * sgemm); keep = 0 reuses scratch (inference and evaluation: moec's grouped kernels on the
+ * moec_gemm); keep = 0 reuses scratch (inference and evaluation: moec's grouped kernels on the
  * stored dtype). The backward sits beside the forward and runs the same slots backwards.
  *
  * Losses (balance.h) are computed when their coefficients are non-zero and the call asks for

@@ -1,4 +1,4 @@
-/* linear.h — fp32 linear layer for training, forward and backward, on OpenBLAS sgemm:
+/* linear.h — fp32 linear layer for training, forward and backward, on nn/gemm.h (moec_gemm):
  *   y = x · Wᵀ + b          x [T, K], W [N, K] (Hugging Face Linear layout), b [N] or NULL
  *   dx += dy · W            dW += dyᵀ · x            db += Σ_t dy
  * Backward accumulates (+=) so that shared weights and gradient accumulation just work.
@@ -16,7 +16,7 @@ void moec_linear_backward(float *dx, int lddx, float *dW, float *db, const float
                           int ldx, const float *W, int T, int K, int N);
 
 /* The linear op of the one forward: y [T, W.rows] (row stride ldy) = x [T, W.cols] (row
- * stride ldx) · Wᵀ + b for a weight view of any dtype. F32 weights with enough rows go to sgemm
+ * stride ldx) · Wᵀ + b for a weight view of any dtype. F32 weights with enough rows go to moec_gemm
  * (training's master weights); everything else, and every stored BF16/F16 weight, to moec's
  * kernels (nn/matmul.h), which widen in registers. */
 #include "nn/matmul.h"
