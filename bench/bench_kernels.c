@@ -6,10 +6,13 @@
  * then per format, shape and token count: ms per call, GB/s of weights read, GFLOP/s, and for
  * one token the fraction of the read bandwidth. Each figure is the fastest of 6 windows (so the
  * least disturbed by other processes on a shared machine; state the load beside it). Weights are cycled through a pool larger than
- * the last-level cache, as in a real decode. */
+ * the last-level cache, as in a real decode.
+ *   build/moec-bench-kernels [threads] GEMM   the training GEMM (nn/gemm.c) on the shapes of a
+ *                                           `moec bench train --preset small|fine` step: GFLOP/s */
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/threads.h"
+#include "nn/gemm.h"
 #include "nn/matmul.h"
 
 #include <pthread.h>
@@ -133,10 +136,58 @@ static void run(int N, int K, int T, moec_dtype dt) {
     free(y);
 }
 
+/* C [M, N] (+)= op(A) op(B) with the shapes of a training step (linear forward x·Wᵀ: N T; dx = dy·W:
+ * N N; dW += dyᵀ·x: T N), fastest of 6 windows. */
+static void run_gemm(moec_trans ta, moec_trans tb, int M, int N, int K, const char *what) {
+    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
+    float *C = calloc((size_t)M * N, sizeof(float));
+    if (!A || !B || !C) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = 0.001f * (float)(i % 7);
+    for (size_t i = 0; i < (size_t)N * K; i++) B[i] = 0.001f * (float)(i % 5);
+    const int lda = ta == MOEC_TRANS ? M : K, ldb = tb == MOEC_TRANS ? K : N;
+    double s = 1e30;
+    for (int win = 0; win < 6; win++) {
+        const double t0 = now_s();
+        int c = 0;
+        while (now_s() - t0 < 0.15 || c < 2) {
+            moec_gemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, ta == MOEC_TRANS ? 1.f : 0.f, C, N);
+            c++;
+        }
+        const double per = (now_s() - t0) / c;
+        if (per < s) s = per;
+    }
+    printf("GEMM %c%c M=%-5d N=%-5d K=%-5d %8.3f ms %7.1f GFLOP/s  %s\n", ta == MOEC_TRANS ? 'T' : 'N',
+           tb == MOEC_TRANS ? 'T' : 'N', M, N, K, s * 1e3, 2.0 * M * N * K / s / 1e9, what);
+    free(A);
+    free(B);
+    free(C);
+}
+
+static void run_gemms(void) {
+    const moec_trans n = MOEC_NO_TRANS, t = MOEC_TRANS;
+    run_gemm(n, t, 2048, 512, 512, "attention projection, forward (2048 tokens, d 512)");
+    run_gemm(n, n, 2048, 512, 512, "  its dx");
+    run_gemm(t, n, 512, 512, 2048, "  its dW");
+    run_gemm(n, t, 2048, 8192, 512, "LM head, forward (vocab 8192)");
+    run_gemm(n, n, 2048, 512, 8192, "  its dx");
+    run_gemm(t, n, 8192, 512, 2048, "  its dW");
+    run_gemm(n, t, 256, 512, 512, "expert up, small (256 tokens, ff 512)");
+    run_gemm(t, n, 512, 512, 256, "  its dW");
+    run_gemm(n, t, 256, 128, 512, "expert up, fine (256 tokens, ff 128)");
+    run_gemm(n, t, 2048, 256, 512, "shared expert up, fine (ff 256)");
+}
+
 int main(int argc, char **argv) {
     moec_threads_set(argc > 1 ? atoi(argv[1]) : 0);
     const int threads = moec_threads_count();
     printf("cpu: %s\nthreads: %d, kernel family: %s\n", moec_cpu_features_string(), threads, moec_matmul_kernel_name());
+    if (argc > 2 && !strcmp(argv[2], "GEMM")) {
+        run_gemms();
+        return 0;
+    }
     g_bw = read_bandwidth(threads);
     printf("read bandwidth (%d threads, %u MB pool): %.1f GB/s\n", threads, POOL_BYTES >> 20, g_bw);
     const moec_dtype dts[] = {MOEC_DTYPE_BF16, MOEC_DTYPE_Q8_0, MOEC_DTYPE_Q4_0, MOEC_DTYPE_F16, MOEC_DTYPE_F32};
