@@ -180,8 +180,8 @@ int moec_gemm_kc(moec_isa isa) {
 /* ------------------------------------------------------------------ packing */
 
 #ifdef MOEC_X86
-/* 8 rows (of B, or of A as stored) × 8 k, transposed into dst[k * NR + j]. */
-AVX2_FN static void pack_b_t8x8(float *dst, int NR, const float *s, int ldb) {
+/* 8 rows of s (stride ldb) × 8 floats, transposed into 8 rows of dst (stride NR). */
+AVX2_FN static void transpose8x8(float *dst, int NR, const float *s, int ldb) {
     __m256 r[8];
     for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(s + (size_t)j * ldb);
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -201,11 +201,9 @@ AVX2_FN static void pack_b_t8x8(float *dst, int NR, const float *s, int ldb) {
     _mm256_storeu_ps(dst + 6 * (size_t)NR, _mm256_permute2f128_ps(u2, u6, 0x31));
     _mm256_storeu_ps(dst + 7 * (size_t)NR, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
-#endif
 
-#ifdef MOEC_X86
-/* 4 rows of A × 4 k, transposed into dst[k * MR + i]. */
-static inline void pack_a_t4x4(float *dst, int MR, const float *s, int lda) {
+/* The same for 4 × 4. */
+static inline void transpose4x4(float *dst, int MR, const float *s, int lda) {
     __m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + lda), r2 = _mm_loadu_ps(s + 2 * (size_t)lda);
     __m128 r3 = _mm_loadu_ps(s + 3 * (size_t)lda);
     _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
@@ -216,81 +214,61 @@ static inline void pack_a_t4x4(float *dst, int MR, const float *s, int lda) {
 }
 #endif
 
-/* dst[k * MR + i] = op(A)[i0 + i][k0 + k] for i < mr, 0 for mr <= i < MR. simd: the CPU has
- * AVX2 (the same bytes either way). Rows of op(A) as stored (NO_TRANS) are columns of the
- * panel: 8 × 8 and 4 × 4 register transposes, not a strided store per float (which was 12 %
- * of a GEMM's time). */
-static void pack_a(float *dst, const float *A, int lda, moec_trans ta, int i0, int mr, int MR, int k0, int kc,
-                   int simd) {
-    if (ta == MOEC_TRANS) {
+/* One panel of P columns × kc, dst[k * P + c] = X(k0 + k, o0 + c) for c < n, 0 for n <= c < P,
+ * where X(k, c) = x[k * ldx + c] as stored (direct), or x[c * ldx + k] (transposed: rows of x
+ * are columns of the panel). op(A) packs as X = Aᵀ, op(B) as X = B, so one routine packs both.
+ * simd: the CPU has AVX2 (the same bytes either way); transposed panels then go by 8 × 8 and
+ * 4 × 4 register transposes, not a strided store per float (which was 12 % of a GEMM). */
+static void pack_panel(float *dst, int P, const float *x, int ldx, int transposed, int o0, int n, int k0, int kc,
+                       int simd) {
+    if (!transposed) {
         for (int k = 0; k < kc; k++) {
-            float *d = dst + (size_t)k * MR;
-            const float *s = A + (size_t)(k0 + k) * lda + i0;
-            for (int i = 0; i < mr; i++) d[i] = s[i];
-            for (int i = mr; i < MR; i++) d[i] = 0.f;
+            float *d = dst + (size_t)k * P;
+            const float *s = x + (size_t)(k0 + k) * ldx + o0;
+            for (int c = 0; c < n; c++) d[c] = s[c];
+            for (int c = n; c < P; c++) d[c] = 0.f;
         }
         return;
     }
-    int i = 0, k4 = 0;
-    const float *s = A + (size_t)i0 * lda + k0;
+    int c = 0, k4 = 0;
+    const float *s = x + (size_t)o0 * ldx + k0;
 #ifdef MOEC_X86
     if (simd) {
         const int k8 = kc & ~7;
         k4 = kc & ~3;
-        for (; i + 8 <= mr; i += 8) {
-            for (int k = 0; k < k8; k += 8) pack_b_t8x8(dst + (size_t)k * MR + i, MR, s + (size_t)i * lda + k, lda);
+        for (; c + 8 <= n; c += 8) {
+            for (int k = 0; k < k8; k += 8) transpose8x8(dst + (size_t)k * P + c, P, s + (size_t)c * ldx + k, ldx);
             for (int k = k8; k < k4; k += 4) {
-                pack_a_t4x4(dst + (size_t)k * MR + i, MR, s + (size_t)i * lda + k, lda);
-                pack_a_t4x4(dst + (size_t)k * MR + i + 4, MR, s + (size_t)(i + 4) * lda + k, lda);
+                transpose4x4(dst + (size_t)k * P + c, P, s + (size_t)c * ldx + k, ldx);
+                transpose4x4(dst + (size_t)k * P + c + 4, P, s + (size_t)(c + 4) * ldx + k, ldx);
             }
         }
-        for (; i + 4 <= mr; i += 4)
-            for (int k = 0; k < k4; k += 4) pack_a_t4x4(dst + (size_t)k * MR + i, MR, s + (size_t)i * lda + k, lda);
+        for (; c + 4 <= n; c += 4)
+            for (int k = 0; k < k4; k += 4) transpose4x4(dst + (size_t)k * P + c, P, s + (size_t)c * ldx + k, ldx);
     }
 #else
     (void)simd;
 #endif
-    for (int r = 0; r < MR; r++) { /* what the transposes left: the k tail, the last < 4 rows, padding */
+    for (int r = 0; r < P; r++) { /* what the transposes left: the k tail, the last < 4 columns, padding */
         float *d = dst + r;
-        if (r >= mr) {
-            for (int k = 0; k < kc; k++) d[(size_t)k * MR] = 0.f;
+        if (r >= n) {
+            for (int k = 0; k < kc; k++) d[(size_t)k * P] = 0.f;
             continue;
         }
-        const float *row = s + (size_t)r * lda;
-        for (int k = r < i ? k4 : 0; k < kc; k++) d[(size_t)k * MR] = row[k];
+        const float *row = s + (size_t)r * ldx;
+        for (int k = r < c ? k4 : 0; k < kc; k++) d[(size_t)k * P] = row[k];
     }
 }
 
-/* dst[k * NR + j] = op(B)[k0 + k][j0 + j] for j < nr, 0 for nr <= j < NR. simd: the CPU has
- * AVX2 (the same bytes either way). */
+/* op(A) rows i0 .. i0+mr, op(B) columns j0 .. j0+nr, K chunk k0 .. k0+kc, into panels of MR / NR. */
+static void pack_a(float *dst, const float *A, int lda, moec_trans ta, int i0, int mr, int MR, int k0, int kc,
+                   int simd) {
+    pack_panel(dst, MR, A, lda, ta == MOEC_NO_TRANS, i0, mr, k0, kc, simd);
+}
+
 static void pack_b(float *dst, const float *B, int ldb, moec_trans tb, int j0, int nr, int NR, int k0, int kc,
                    int simd) {
-    if (tb == MOEC_NO_TRANS) {
-        for (int k = 0; k < kc; k++) {
-            float *d = dst + (size_t)k * NR;
-            const float *s = B + (size_t)(k0 + k) * ldb + j0;
-            for (int j = 0; j < nr; j++) d[j] = s[j];
-            for (int j = nr; j < NR; j++) d[j] = 0.f;
-        }
-        return;
-    }
-    for (int k = 0; k < kc; k++)
-        for (int j = nr; j < NR; j++) dst[(size_t)k * NR + j] = 0.f;
-    int j = 0, k8 = 0;
-#ifdef MOEC_X86
-    if (simd) { /* rows of B are columns of op(B): 8 × 8 register transposes */
-        k8 = kc & ~7;
-        for (; j + 8 <= nr; j += 8)
-            for (int k = 0; k < k8; k += 8)
-                pack_b_t8x8(dst + (size_t)k * NR + j, NR, B + (size_t)(j0 + j) * ldb + k0 + k, ldb);
-    }
-#else
-    (void)simd;
-#endif
-    for (int jj = 0; jj < nr; jj++) { /* what the transposes left: the k tail, the last < 8 columns */
-        const float *s = B + (size_t)(j0 + jj) * ldb + k0;
-        for (int k = jj < j ? k8 : 0; k < kc; k++) dst[(size_t)k * NR + jj] = s[k];
-    }
+    pack_panel(dst, NR, B, ldb, tb == MOEC_TRANS, j0, nr, k0, kc, simd);
 }
 
 /* ------------------------------------------------------------------ the call */
