@@ -134,35 +134,43 @@ static void check_shape(moec_dtype dt, int K, int N, int T) {
     free(tol);
 }
 
-/* The AVX-512 activation quantizer equals the scalar one byte for byte: random rows, rows of
- * exact rounding ties (x * id = k + 0.5), zeros, tiny and huge values. */
+/* The AVX-512 and AVX2 activation quantizers equal the scalar one byte for byte: random rows,
+ * rows of exact rounding ties (x * id = k + 0.5), zeros, tiny and huge values. */
 static void test_quantize_x(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    if (!moec_cpu_has_isa(MOEC_ISA_AVX512)) {
-        printf("activation quantizer avx512: SKIPPED (this CPU lacks it)\n");
-        return;
-    }
-    enum { K = 32 * 8 };
-    float x[K];
-    moec_xq8 a[K / 32], b[K / 32];
-    int bad = 0;
-    for (int rep = 0; rep < 400; rep++) {
-        const float scale = rep % 4 == 0 ? 1e-30f : rep % 4 == 1 ? 1e30f : 1.f;
-        for (int i = 0; i < K; i++) {
-            const int blk = i / 32, j = i % 32;
-            if (blk == 0) x[i] = 0.f;                                                 /* an all-zero block */
-            else if (blk == 1) x[i] = j == 0 ? 127.f : (float)((j * 7 + rep) % 254 - 127) + 0.5f; /* ties (d = 1) */
-            else if (blk == 2) x[i] = j == 5 ? -0.25f * 127.f : 0.25f * (float)((j * 3 + rep) % 200 - 100) + 0.125f;
-            else x[i] = frand() * scale;
+    static const struct {
+        moec_isa isa;
+        const char *name;
+        void (*fn)(moec_xq8 *, const float *, int64_t);
+    } fams[] = {{MOEC_ISA_AVX512, "avx512", moec_mm_quantize_x_avx512}, {MOEC_ISA_AVX2, "avx2", moec_mm_quantize_x_avx2}};
+    for (size_t f = 0; f < sizeof fams / sizeof *fams; f++) {
+        if (!moec_cpu_has_isa(fams[f].isa)) {
+            printf("activation quantizer %s: SKIPPED (this CPU lacks it)\n", fams[f].name);
+            continue;
         }
-        memset(a, 0x55, sizeof a);
-        memset(b, 0x55, sizeof b);
-        moec_mm_quantize_x(a, x, K);
-        moec_mm_quantize_x_avx512(b, x, K);
-        for (int blk = 0; blk < K / 32; blk++)
-            bad += memcmp(a[blk].q, b[blk].q, 32) != 0 || a[blk].d != b[blk].d || a[blk].sum != b[blk].sum;
+        enum { K = 32 * 8 };
+        float x[K];
+        moec_xq8 a[K / 32], b[K / 32];
+        int bad = 0;
+        for (int rep = 0; rep < 400; rep++) {
+            const float scale = rep % 4 == 0 ? 1e-30f : rep % 4 == 1 ? 1e30f : 1.f;
+            for (int i = 0; i < K; i++) {
+                const int blk = i / 32, j = i % 32;
+                if (blk == 0) x[i] = 0.f;                                                 /* an all-zero block */
+                else if (blk == 1) x[i] = j == 0 ? 127.f : (float)((j * 7 + rep) % 254 - 127) + 0.5f; /* ties (d = 1) */
+                else if (blk == 2) x[i] = j == 5 ? -0.25f * 127.f : 0.25f * (float)((j * 3 + rep) % 200 - 100) + 0.125f;
+                else x[i] = frand() * scale;
+            }
+            memset(a, 0x55, sizeof a);
+            memset(b, 0x55, sizeof b);
+            moec_mm_quantize_x(a, x, K);
+            fams[f].fn(b, x, K);
+            for (int blk = 0; blk < K / 32; blk++)
+                bad += memcmp(a[blk].q, b[blk].q, 32) != 0 || a[blk].d != b[blk].d || a[blk].sum != b[blk].sum;
+        }
+        CHECK(bad == 0, "%s activation quantizer differs from the scalar one in %d blocks", fams[f].name, bad);
+        printf("activation quantizer %s: tested\n", fams[f].name);
     }
-    CHECK(bad == 0, "avx512 activation quantizer differs from the scalar one in %d blocks", bad);
 #endif
 }
 

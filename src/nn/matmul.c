@@ -62,6 +62,7 @@ static void quantize_into(moec_xq8 *dst, const float *x, int64_t ldx, int64_t K,
     void (*quantize)(moec_xq8 *, const float *, int64_t) = moec_mm_quantize_x;
 #ifdef MOEC_X86
     if (moec_cpu_isa() == MOEC_ISA_AVX512) quantize = moec_mm_quantize_x_avx512;
+    else if (moec_cpu_isa() == MOEC_ISA_AVX2) quantize = moec_mm_quantize_x_avx2;
 #endif
     const int64_t nb = K / MOEC_QBLOCK;
     for (int t = 0; t < T; t++) quantize(dst + (size_t)t * (size_t)nb, x + (size_t)t * (size_t)ldx, K);
@@ -164,6 +165,41 @@ AVX2_FN static inline float hsum(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* moec_mm_quantize_x with 8 lanes, bit for bit (as moec_mm_quantize_x_avx512): the same max of
+ * |x|, d and 1/d in scalar fp32, round half to even, the same clamp. */
+AVX2_FN void moec_mm_quantize_x_avx2(moec_xq8 *dst, const float *x, int64_t K) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 hi = _mm256_set1_ps(127.f), lo = _mm256_set1_ps(-127.f);
+    for (int64_t b = 0; b < K / MOEC_QBLOCK; b++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(x + b * MOEC_QBLOCK + 8 * j);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[j], absmask));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4], sum = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[j], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+            sum = _mm256_add_epi32(sum, q[j]);
+        }
+        /* int32 → int8 (no saturation happens: |q| <= 127); packs interleave 128-bit lanes, the
+         * permute puts the 32 bytes back in order */
+        const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(void *)dst[b].q, _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        dst[b].d = d;
+        dst[b].sum = _mm_cvtsi128_si32(s4);
+    }
 }
 
 /* 4 weight rows × NT tokens (NT = 1 or 2), K multiple of 8 handled in SIMD, tail scalar.

@@ -29,12 +29,13 @@ struct moec_xq8 {
 typedef void (*moec_mm_rows_fn)(float *out, int64_t N, const float *x, int64_t ldx, const moec_mat *W,
                                 const float *bias, int T, int64_t n0, int64_t n1, const moec_xq8 *xq);
 
-/* dst[K/32] = the blocks of x[0..K) (K a multiple of 32): the scalar oracle, and the AVX-512
- * version (bit-identical on finite input; tests/test_matmul.c checks it), which
- * moec_mm_quantize_rows uses when the kernel family is AVX-512. */
+/* dst[K/32] = the blocks of x[0..K) (K a multiple of 32): the scalar oracle, and the AVX-512 and
+ * AVX2 versions (bit-identical on finite input; tests/test_matmul.c checks them), which
+ * moec_mm_quantize_rows uses when the kernel family is theirs. */
 void moec_mm_quantize_x(moec_xq8 *dst, const float *x, int64_t K);
 #if defined(__x86_64__) || defined(__i386__)
 void moec_mm_quantize_x_avx512(moec_xq8 *dst, const float *x, int64_t K);
+void moec_mm_quantize_x_avx2(moec_xq8 *dst, const float *x, int64_t K);
 #endif
 
 /* The T rows of x quantized into this thread's scratch, row t at [t * K/32]; NULL when out of
