@@ -8,7 +8,11 @@
  * least disturbed by other processes on a shared machine; state the load beside it). Weights are cycled through a pool larger than
  * the last-level cache, as in a real decode.
  *   build/moec-bench-kernels [threads] GEMM   the training GEMM (nn/gemm.c) on the shapes of a
- *                                           `moec bench train --preset small|fine` step: GFLOP/s */
+ *                                           `moec bench train --preset small|fine` step: GFLOP/s
+ *   build/moec-bench-kernels 1 CACHED       the kernels' own speed, weights resident in L2 (512 rows
+ *                                           of 1024), 1 and 64 tokens: the fastest of 3000 windows
+ *                                           of a few calls, so A/B comparisons of a kernel change
+ *                                           hold within ~2 % on a VM with steal time */
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/threads.h"
@@ -166,6 +170,34 @@ static void run_gemm(moec_trans ta, moec_trans tb, int M, int N, int K, const ch
     free(C);
 }
 
+/* One weight matrix of 512 x 1024 (BF16 1 MB, Q8_0 0.54 MB, Q4_0 0.29 MB: in L2), T tokens. */
+static void run_cached(moec_dtype dt, int T) {
+    const int N = 512, K = 1024;
+    const size_t sz = (size_t)N * moec_row_bytes(dt, K);
+    unsigned char *w = malloc(sz);
+    float *x = malloc(sizeof(float) * (size_t)T * K), *y = malloc(sizeof(float) * (size_t)T * N);
+    if (!w || !x || !y) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    fill(w, dt, sz);
+    for (int i = 0; i < T * K; i++) x[i] = 0.001f * (float)(i % 17) - 0.008f;
+    const moec_mat W = {w, dt, N, K};
+    const int calls = T > 1 ? 1 : 20, windows = T > 1 ? 1500 : 3000;
+    double s = 1e30;
+    for (int win = 0; win < windows; win++) {
+        const double t0 = now_s();
+        for (int c = 0; c < calls; c++) moec_matmul(y, x, &W, NULL, T);
+        const double per = (now_s() - t0) / calls;
+        if (per < s) s = per;
+    }
+    printf("%-5s N=%-5d K=%-5d T=%-4d cached %8.2f us %7.1f GB/s %7.1f GFLOP/s\n", moec_dtype_name(dt), N, K, T, s * 1e6,
+           (double)sz / s / 1e9, 2.0 * N * K * T / s / 1e9);
+    free(w);
+    free(x);
+    free(y);
+}
+
 static void run_gemms(void) {
     const moec_trans n = MOEC_NO_TRANS, t = MOEC_TRANS;
     run_gemm(n, t, 2048, 512, 512, "attention projection, forward (2048 tokens, d 512)");
@@ -186,6 +218,14 @@ int main(int argc, char **argv) {
     printf("cpu: %s\nthreads: %d, kernel family: %s\n", moec_cpu_features_string(), threads, moec_matmul_kernel_name());
     if (argc > 2 && !strcmp(argv[2], "GEMM")) {
         run_gemms();
+        return 0;
+    }
+    if (argc > 2 && !strcmp(argv[2], "CACHED")) {
+        const moec_dtype dts[] = {MOEC_DTYPE_BF16, MOEC_DTYPE_Q8_0, MOEC_DTYPE_Q4_0};
+        for (size_t d = 0; d < sizeof dts / sizeof *dts; d++) {
+            run_cached(dts[d], 1);
+            run_cached(dts[d], 64);
+        }
         return 0;
     }
     g_bw = read_bandwidth(threads);
