@@ -312,6 +312,8 @@ def test_cli(args, root):
         ("malformed config", train_cmd(args, bad_cfg, data, os.path.join(root, "e2"), "--steps", "1"), 1, "config"),
         ("out dir holds another run", train_cmd(args, cfg, data, out, "--steps", "1"), 1, "--resume"),
         ("resume with other settings", train_cmd(args, cfg, data, out, "--steps", "7", "--resume"), 1, "--steps"),
+        ("resume with another label smoothing", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
+                                                          "--label-smoothing", "0.1", "--resume"), 1, "--label-smoothing"),
         ("empty corpus", [moec, "data", "--tokenizer", tok, "-o", os.path.join(root, "e3"), empty], 1, "empty"),
         ("vocab larger than the data supports", [moec, "tokenizer", "train", "--vocab", "100000", "-o",
                                                   os.path.join(root, "e4.json"), files[2]], 1, "larger than the data"),

@@ -271,6 +271,9 @@ moec_status moec_train_state_parse(const char *text, size_t len, const char *pat
     else if (NUM("steps") != (double)p->steps) mismatch = "--steps";
     else if ((float)NUM("lr") != p->lr) mismatch = "--lr";
     else if (NUM("warmup") != (double)p->warmup) mismatch = "--warmup";
+    /* (-1, "the config's", in both when neither run gave the option; a state from before the key
+     * existed reads as -1 too) */
+    else if ((float)NUM("label_smoothing") != p->label_smoothing) mismatch = "--label-smoothing";
     if (mismatch) {
         cJSON_Delete(j);
         return moec_err(err, MOEC_ERR_INVALID_ARG,
