@@ -13,7 +13,7 @@ and deterministic. Multi-file inputs join their files with fuzz_util.h's FZ_SEP 
 The regression set holds the inputs of the bugs issue #9 found (each named after it): the
 config whose parameter count wrapped size_t, qwen3_moe with head_dim 0, an index with an empty
 weight_map, a Fuse -> Strip decoder, train_state.json numbers out of range, a meta.json whose
-n_docs cannot fit its shard; plus one good input per harness. Crashes a campaign finds are
+n_docs cannot fit its shard; plus one good input per harness (hf_files: the expert-kind presets). Crashes a campaign finds are
 added beside them by fuzz/run.sh (crash-<sha1>) and kept forever.
 """
 import argparse
@@ -323,10 +323,14 @@ def hf_files_seeds(tok):
 
 
 def hf_files_regressions(tok):
-    """A good input with every file, and the expert-kind presets: hf_files.c once compared neither
-    their null/constant/copy experts nor chain-of-experts or ReXMoE fields on the way back."""
+    """A good input with every file, the expert-kind presets (hf_files.c once compared neither
+    their null/constant/copy experts nor chain-of-experts or ReXMoE fields on the way back), and
+    special-token ids too big for int32."""
     s = hf_files_seeds(tok)
     out = {"good_tiny_tok_template": s["tiny_no_eos_tok_template"]}
+    # special ids no int32 holds: first_id cast them (undefined behaviour, UBSan)
+    huge = dict(json.load(open(os.path.join(ROOT, "configs", "tiny.json"))), eos_token_id=1e300, pad_token_id=[3e10])
+    out["bug_special_id_huge"] = hf_files_input(json.dumps(huge).encode(), open(tok, "rb").read())
     for n in ("routers_adamoe-null", "routers_moepp", "routers_chain-of-experts", "routers_rexmoe", "routers_rmoe"):
         out["good_" + n.replace("-", "_")] = s[n]
     return out

@@ -119,14 +119,6 @@ static const char *token_content(const cJSON *tok, int32_t id) {
 
 /* ------------------------------------------------------------------ config.json */
 
-/* The rewritten config must be the same model (moec_hparams_same: every hyper-parameter,
- * routing and expert kinds included) with the same special ids, except an eos the run's
- * config lacked (eot_id fills it in). */
-static int same_model(const moec_hparams *a, const moec_hparams *b) {
-    return moec_hparams_same(a, b) && a->bos_id == b->bos_id &&
-           (!a->n_eos || (a->n_eos == b->n_eos && !memcmp(a->eos_ids, b->eos_ids, (size_t)a->n_eos * sizeof *a->eos_ids)));
-}
-
 /* rope_parameters as transformers 5 writes it: the dict (from rope_parameters or the legacy
  * rope_scaling) with rope_type and rope_theta; the legacy keys go, except a top-level
  * rope_theta equal to it, kept for transformers 4 readers. */
@@ -194,7 +186,9 @@ static moec_status make_config(moec_hf_files *out, const moec_hparams *hp, const
     moec_hparams back;
     moec_status st = moec_hparams_parse(&back, out->config, strlen(out->config), path, err);
     if (st) return st;
-    if (!same_model(hp, &back))
+    /* the same model (every hyper-parameter, routing and expert kinds included); the special ids
+     * may differ by design: bos/pad the config does not name are null, eos may come from eot_id */
+    if (!moec_hparams_same(hp, &back))
         return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: moec cannot write this config back as transformers would (the completed config.json reads as another model)", path);
     return MOEC_OK;
 }
@@ -203,19 +197,21 @@ static moec_status make_config(moec_hf_files *out, const moec_hparams *hp, const
 
 static cJSON *str_or_null(const char *s) { return s ? cJSON_CreateString(s) : cJSON_CreateNull(); }
 
-/* The first eos id of the completed config (-1: none). */
-static int32_t first_id(const cJSON *j) {
+/* The (first, for a list) id of a special-token key of the completed config; -1 when it is none
+ * or no token of the vocabulary (a huge number cast to int32 was undefined behaviour). */
+static int32_t first_id(const cJSON *j, int32_t n_vocab) {
     if (cJSON_IsArray(j)) j = j->child;
-    return cJSON_IsNumber(j) && j->valuedouble >= 0 ? (int32_t)j->valuedouble : -1;
+    return cJSON_IsNumber(j) && j->valuedouble >= 0 && j->valuedouble < n_vocab ? (int32_t)j->valuedouble : -1;
 }
 
 static moec_status make_tok_gen(moec_hf_files *out, const moec_hparams *hp, const char *tokenizer_path,
                                 const char *template_source, moec_error *err) {
     cJSON *cfg = cJSON_Parse(out->config);
     if (!cfg) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    const int32_t bos = first_id(get(cfg, "bos_token_id")), eos = first_id(get(cfg, "eos_token_id"));
-    int32_t pad = first_id(get(cfg, "pad_token_id"));
-    if (pad < 0 || pad >= hp->n_vocab) pad = eos; /* generate() pads with eos when there is no pad token */
+    const int32_t bos = first_id(get(cfg, "bos_token_id"), hp->n_vocab);
+    const int32_t eos = first_id(get(cfg, "eos_token_id"), hp->n_vocab);
+    int32_t pad = first_id(get(cfg, "pad_token_id"), hp->n_vocab);
+    if (pad < 0) pad = eos; /* generate() pads with eos when there is no pad token */
     moec_status st = MOEC_OK;
     cJSON *gen = cJSON_CreateObject(), *tc = NULL, *tok = NULL;
     int ok = gen && put(gen, "_from_model_config", cJSON_CreateTrue());
