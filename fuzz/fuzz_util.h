@@ -47,7 +47,7 @@ static char fz_dir_path[128];
 
 /* Removes the private directory at exit (a crash leaves it, with the files that crashed). */
 static inline void fz_dir_remove(void) {
-    static const char *names[] = {"tokenizer.json", "meta.json", "train-00000.bin", "val-00000.bin",
+    static const char *names[] = {"tokenizer.json", "tokenizer_config.json", "meta.json", "train-00000.bin", "val-00000.bin",
                                   "model.safetensors.index.json", "model-00001-of-00003.safetensors",
                                   "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"};
     char path[512];

@@ -13,7 +13,7 @@ and deterministic. Multi-file inputs join their files with fuzz_util.h's FZ_SEP 
 The regression set holds the inputs of the bugs issue #9 found (each named after it): the
 config whose parameter count wrapped size_t, qwen3_moe with head_dim 0, an index with an empty
 weight_map, a Fuse -> Strip decoder, train_state.json numbers out of range, a meta.json whose
-n_docs cannot fit its shard; plus one good input per harness. Crashes a campaign finds are
+n_docs cannot fit its shard; plus one good input per harness (hf_files: the expert-kind presets). Crashes a campaign finds are
 added beside them by fuzz/run.sh (crash-<sha1>) and kept forever.
 """
 import argparse
@@ -292,6 +292,50 @@ def cli_seeds():
             "line_str_bad": b'\x04"lone \\ud800"', "line_str_ctrl": b'\x04"tab\there"'}
 
 
+TEMPLATE_SOURCE = {"chat_template": "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}",
+                   "eos_token": "<|endoftext|>"}
+
+
+def hf_files_input(config, tok=None, template=None, eot=0):
+    """Byte 0: the data's end-of-text id + 1 (0: none); then config.json [, tokenizer.json
+    [, tokenizer_config.json]] joined by SEP."""
+    parts = [config] + ([tok] if tok is not None else []) + ([template] if template is not None else [])
+    return bytes([eot + 1]) + SEP.join(parts)
+
+
+def hf_files_seeds(tok):
+    """Every preset config (configs/ and configs/routers/: each router and expert kind) alone, with
+    moec's tokenizer, and with a template source; a config without eos (the end-of-text id fills it)."""
+    t = open(tok, "rb").read()
+    tc = json.dumps(TEMPLATE_SOURCE).encode()
+    seeds = {}
+    for p in sorted(glob.glob(os.path.join(ROOT, "configs", "*.json")) +
+                    glob.glob(os.path.join(ROOT, "configs", "routers", "*.json"))):
+        name = os.path.relpath(p, os.path.join(ROOT, "configs"))[:-5].replace("/", "_")
+        c = open(p, "rb").read()
+        seeds[name] = hf_files_input(c, eot=-1)
+        seeds[name + "_tok"] = hf_files_input(c, t, eot=0)
+    tiny = json.load(open(os.path.join(ROOT, "configs", "tiny.json")))
+    del tiny["eos_token_id"]
+    seeds["tiny_no_eos_tok_template"] = hf_files_input(json.dumps(tiny).encode(), t, tc, eot=0)
+    seeds["tiny_template_not_json"] = hf_files_input(json.dumps(tiny).encode(), t, b"{", eot=5)
+    return seeds
+
+
+def hf_files_regressions(tok):
+    """A good input with every file, the expert-kind presets (hf_files.c once compared neither
+    their null/constant/copy experts nor chain-of-experts or ReXMoE fields on the way back), and
+    special-token ids too big for int32."""
+    s = hf_files_seeds(tok)
+    out = {"good_tiny_tok_template": s["tiny_no_eos_tok_template"]}
+    # special ids no int32 holds: first_id cast them (undefined behaviour, UBSan)
+    huge = dict(json.load(open(os.path.join(ROOT, "configs", "tiny.json"))), eos_token_id=1e300, pad_token_id=[3e10])
+    out["bug_special_id_huge"] = hf_files_input(json.dumps(huge).encode(), open(tok, "rb").read())
+    for n in ("routers_adamoe-null", "routers_moepp", "routers_chain-of-experts", "routers_rexmoe", "routers_rmoe"):
+        out["good_" + n.replace("-", "_")] = s[n]
+    return out
+
+
 def write_set(root, harness, seeds):
     d = os.path.join(root, harness)
     os.makedirs(d, exist_ok=True)
@@ -315,7 +359,7 @@ def main():
                     "config": dict(config_seeds(), **config_regressions()), "tokenizer_load": tokenizer_seeds(tok),
                     "tokenizer_text": tokenizer_text_seeds(), "bpe_train": bpe_train_seeds(), "data": data_seeds(data),
                     "train_state": dict(state_seeds(), **state_regressions()), "cli_args": cli_seeds(),
-                    "export_vocab": export_vocab_seeds(tok)}
+                    "export_vocab": export_vocab_seeds(tok), "hf_files": hf_files_seeds(tok)}
             for h, s in sets.items():
                 print(f"{h}: {write_set(args.out, h, s)} seeds")
         if args.regressions:
@@ -333,7 +377,8 @@ def main():
                                   "good_invalid_utf8": bpe_train_seeds()["invalid_utf8"]},
                     "data": data_regressions(data), "train_state": state_regressions(),
                     "cli_args": {"good_ids": b"\x021,2,3", "int_huge": b"\x0099999999999999999999"},
-                    "export_vocab": dict(export_vocab_regressions(), good_moec_trained=export_vocab_seeds(tok)["moec_trained"])}
+                    "export_vocab": dict(export_vocab_regressions(), good_moec_trained=export_vocab_seeds(tok)["moec_trained"]),
+                    "hf_files": hf_files_regressions(tok)}
             for h, s in sets.items():
                 print(f"{h}: {write_set(args.regressions, h, s)} regression inputs")
     finally:

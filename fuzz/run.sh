@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     *) names+=("$1"); shift ;;
     esac
 done
-all=(safetensors st_index gguf config tokenizer_load tokenizer_text bpe_train data train_state cli_args export_vocab)
+all=(safetensors st_index gguf config tokenizer_load tokenizer_text bpe_train data train_state cli_args export_vocab hf_files)
 [ ${#names[@]} -gt 0 ] || names=("${all[@]}")
 command -v clang >/dev/null || { echo "fuzz/run.sh: clang not found (apt-get install -y clang libclang-rt-14-dev)" >&2; exit 1; }
 

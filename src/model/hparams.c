@@ -271,6 +271,38 @@ int moec_hparams_apply_defaults(cJSON *root, const moec_arch *a) {
     return ok;
 }
 
+static int cmp_name(const void *x, const void *y) {
+    return strcmp((*(const cJSON *const *)x)->string, (*(const cJSON *const *)y)->string);
+}
+
+/* A key that appears twice in one object of the tree (NULL: none; *oom set when it could not
+ * look). cJSON reads the first, Python's json (transformers) the last: such a config would be
+ * two different models, and the rewritten config.json would keep both (train/hf_files.c). */
+static const char *dup_key(const cJSON *obj, int *oom) {
+    size_t n = 0;
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
+            const char *d = dup_key(it, oom);
+            if (d || *oom) return d;
+        }
+        n++;
+    }
+    if (!cJSON_IsObject(obj) || n < 2) return NULL;
+    const cJSON **v = malloc(n * sizeof *v);
+    if (!v) {
+        *oom = 1;
+        return NULL;
+    }
+    n = 0;
+    for (const cJSON *it = obj->child; it; it = it->next) v[n++] = it;
+    qsort(v, n, sizeof *v, cmp_name);
+    const char *d = NULL;
+    for (size_t i = 1; i < n && !d; i++)
+        if (!strcmp(v[i - 1]->string, v[i]->string)) d = v[i]->string;
+    free(v);
+    return d;
+}
+
 moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, const char *path,
                                moec_error *err) {
     memset(hp, 0, sizeof *hp);
@@ -281,6 +313,14 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
     }
     cfg c = {root, path, err};
     moec_status st = MOEC_OK;
+    int oom = 0;
+    const char *dup = dup_key(root, &oom);
+    if (dup || oom) {
+        st = oom ? moec_err(err, MOEC_ERR_OOM, "out of memory")
+                 : moec_err(err, MOEC_ERR_FORMAT, "%s: key \"%.64s\" appears twice in one object (JSON readers disagree "
+                                                  "on which one counts)", path, dup);
+        goto done;
+    }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt)) {
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing string field \"model_type\"", path);
@@ -445,4 +485,18 @@ moec_status moec_hparams_load(moec_hparams *hp, const char *dir, moec_error *err
     st = moec_hparams_parse(hp, text, len, path, err);
     free(text);
     return st;
+}
+
+int moec_hparams_same(const moec_hparams *a, const moec_hparams *b) {
+    return a->arch == b->arch && a->n_vocab == b->n_vocab && a->n_embd == b->n_embd && a->n_layer == b->n_layer &&
+           a->n_head == b->n_head && a->n_head_kv == b->n_head_kv && a->head_dim == b->head_dim &&
+           a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used && a->n_ff_expert == b->n_ff_expert &&
+           a->n_ff_dense == b->n_ff_dense && a->n_ff_shared == b->n_ff_shared && a->shared_gate == b->shared_gate &&
+           a->max_pos == b->max_pos && a->norm_topk_prob == b->norm_topk_prob &&
+           a->tie_embeddings == b->tie_embeddings && a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias &&
+           a->clip_qkv == b->clip_qkv && a->rope_theta == b->rope_theta && a->rms_eps == b->rms_eps &&
+           !memcmp(&a->rope, &b->rope, sizeof a->rope) && a->n_ctx_max == b->n_ctx_max &&
+           a->sliding_window == b->sliding_window && !memcmp(a->layer_swa, b->layer_swa, (size_t)a->n_layer) &&
+           !memcmp(a->layer_moe, b->layer_moe, (size_t)a->n_layer) && moec_router_cfg_same(&a->route, &b->route) &&
+           a->label_smoothing == b->label_smoothing;
 }

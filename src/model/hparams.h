@@ -50,6 +50,10 @@ int moec_hparams_apply_defaults(struct cJSON *root, const moec_arch *arch);
  * defaults for the model_type (moec_hparams_apply_defaults). */
 moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, const char *path,
                                moec_error *err);
+/* 1 when a and b are the same model: every hyper-parameter config.json sets but the special
+ * token ids, which a rewritten config.json may change by design (train/hf_files.c). */
+int moec_hparams_same(const moec_hparams *a, const moec_hparams *b);
+
 /* Reads DIR/config.json. */
 moec_status moec_hparams_load(moec_hparams *hp, const char *dir, moec_error *err);
 

@@ -160,6 +160,10 @@ struct cJSON;
 moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const struct cJSON *root, int32_t n_expert, int32_t k,
                                   int norm_topk_prob, const char *path, moec_error *err);
 
+/* 1 when a and b route and balance alike: every field config.json sets (what a rewritten
+ * config.json must keep; train/hf_files.c). */
+int moec_router_cfg_same(const moec_router_cfg *a, const moec_router_cfg *b);
+
 /* One line describing cfg's routing (for `moec info`), written into buf (NUL-terminated). */
 void moec_router_describe(const moec_router_cfg *cfg, char *buf, size_t cap);
 

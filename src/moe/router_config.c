@@ -187,3 +187,30 @@ moec_status moec_router_cfg_parse(moec_router_cfg *cfg, const cJSON *root, int32
     if (cfg->decode_router && cfg->decode_router->check && (st = cfg->decode_router->check(cfg, err))) return st;
     return MOEC_OK;
 }
+
+int moec_router_cfg_same(const moec_router_cfg *a, const moec_router_cfg *b) {
+#if UINTPTR_MAX == UINT64_MAX
+    /* a field added to moec_router_cfg must be compared here too (hf_files.c writes configs that
+     * lost one otherwise): update the size after adding it */
+    _Static_assert(sizeof(moec_router_cfg) == 216, "moec_router_cfg changed: compare the new field below");
+#endif
+    return a->router == b->router && a->n_expert == b->n_expert && a->k == b->k && a->score == b->score &&
+           a->topk_softmax == b->topk_softmax && a->norm_topk_prob == b->norm_topk_prob &&
+           a->routed_scaling == b->routed_scaling && a->n_group == b->n_group && a->topk_group == b->topk_group &&
+           a->group_score == b->group_score && a->use_bias == b->use_bias && a->bias_rate == b->bias_rate &&
+           a->aux_coef == b->aux_coef && a->aux_scope == b->aux_scope && a->z_coef == b->z_coef &&
+           a->jitter == b->jitter && a->capacity_factor == b->capacity_factor && a->drop_policy == b->drop_policy &&
+           /* issue 10's routers */
+           a->decode_router == b->decode_router && a->top_p == b->top_p && a->entropy_coef == b->entropy_coef &&
+           a->ec_capacity == b->ec_capacity && a->hash_seed == b->hash_seed && a->hash_balanced == b->hash_balanced &&
+           a->tau_max == b->tau_max && a->tau_min == b->tau_min && a->tau_steps == b->tau_steps &&
+           a->tau_linear == b->tau_linear && a->hard_after == b->hard_after && a->thor_level == b->thor_level &&
+           a->consistency_alpha == b->consistency_alpha &&
+           /* expert kinds and depth routers */
+           a->n_const == b->n_const && a->n_copy == b->n_copy && a->n_null == b->n_null &&
+           a->null_renorm == b->null_renorm && a->gate_residual == b->gate_residual && a->rnn_dim == b->rnn_dim &&
+           a->coe_iters == b->coe_iters && a->coe_inner_residual == b->coe_inner_residual &&
+           a->coe_outer_residual == b->coe_outer_residual && a->coe_shared_gate == b->coe_shared_gate &&
+           a->rex_reuse == b->rex_reuse && a->rex_psr_start == b->rex_psr_start && a->rex_psr_end == b->rex_psr_end &&
+           a->router_scale == b->router_scale;
+}

@@ -119,37 +119,6 @@ static const char *token_content(const cJSON *tok, int32_t id) {
 
 /* ------------------------------------------------------------------ config.json */
 
-/* Routing and balancing (moe/router.h): a rewritten config must keep them too. */
-static int same_route(const moec_router_cfg *a, const moec_router_cfg *b) {
-    return a->router == b->router && a->n_expert == b->n_expert && a->k == b->k && a->score == b->score &&
-           a->topk_softmax == b->topk_softmax && a->norm_topk_prob == b->norm_topk_prob &&
-           a->routed_scaling == b->routed_scaling && a->n_group == b->n_group && a->topk_group == b->topk_group &&
-           a->group_score == b->group_score && a->use_bias == b->use_bias && a->bias_rate == b->bias_rate &&
-           a->aux_coef == b->aux_coef && a->aux_scope == b->aux_scope && a->z_coef == b->z_coef &&
-           a->jitter == b->jitter && a->capacity_factor == b->capacity_factor && a->drop_policy == b->drop_policy &&
-           /* issue 10's routers (route) */
-           a->decode_router == b->decode_router && a->top_p == b->top_p && a->entropy_coef == b->entropy_coef &&
-           a->ec_capacity == b->ec_capacity && a->hash_seed == b->hash_seed && a->tau_max == b->tau_max &&
-           a->tau_min == b->tau_min && a->tau_steps == b->tau_steps && a->tau_linear == b->tau_linear &&
-           a->hard_after == b->hard_after && a->thor_level == b->thor_level &&
-           a->consistency_alpha == b->consistency_alpha && a->router_scale == b->router_scale &&
-           a->hash_balanced == b->hash_balanced;
-}
-
-/* The hyper-parameters that decide the computation: what a rewritten config must preserve. */
-static int same_model(const moec_hparams *a, const moec_hparams *b) {
-    return a->arch == b->arch && a->shared_gate == b->shared_gate && same_route(&a->route, &b->route) &&
-           a->label_smoothing == b->label_smoothing && a->n_vocab == b->n_vocab && a->n_embd == b->n_embd && a->n_layer == b->n_layer &&
-           a->n_head == b->n_head && a->n_head_kv == b->n_head_kv && a->head_dim == b->head_dim &&
-           a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used && a->n_ff_expert == b->n_ff_expert &&
-           a->n_ff_dense == b->n_ff_dense && a->n_ff_shared == b->n_ff_shared && a->max_pos == b->max_pos &&
-           a->norm_topk_prob == b->norm_topk_prob && a->tie_embeddings == b->tie_embeddings &&
-           a->qkv_bias == b->qkv_bias && a->o_bias == b->o_bias && a->clip_qkv == b->clip_qkv &&
-           a->rope_theta == b->rope_theta && a->rms_eps == b->rms_eps && !memcmp(&a->rope, &b->rope, sizeof a->rope) &&
-           a->n_ctx_max == b->n_ctx_max && a->sliding_window == b->sliding_window &&
-           !memcmp(a->layer_moe, b->layer_moe, (size_t)a->n_layer) && !memcmp(a->layer_swa, b->layer_swa, (size_t)a->n_layer);
-}
-
 /* rope_parameters as transformers 5 writes it: the dict (from rope_parameters or the legacy
  * rope_scaling) with rope_type and rope_theta; the legacy keys go, except a top-level
  * rope_theta equal to it, kept for transformers 4 readers. */
@@ -217,7 +186,9 @@ static moec_status make_config(moec_hf_files *out, const moec_hparams *hp, const
     moec_hparams back;
     moec_status st = moec_hparams_parse(&back, out->config, strlen(out->config), path, err);
     if (st) return st;
-    if (!same_model(hp, &back))
+    /* the same model (every hyper-parameter, routing and expert kinds included); the special ids
+     * may differ by design: bos/pad the config does not name are null, eos may come from eot_id */
+    if (!moec_hparams_same(hp, &back))
         return moec_err(err, MOEC_ERR_UNSUPPORTED, "%s: moec cannot write this config back as transformers would (the completed config.json reads as another model)", path);
     return MOEC_OK;
 }
@@ -226,19 +197,21 @@ static moec_status make_config(moec_hf_files *out, const moec_hparams *hp, const
 
 static cJSON *str_or_null(const char *s) { return s ? cJSON_CreateString(s) : cJSON_CreateNull(); }
 
-/* The first eos id of the completed config (-1: none). */
-static int32_t first_id(const cJSON *j) {
+/* The (first, for a list) id of a special-token key of the completed config; -1 when it is none
+ * or no token of the vocabulary (a huge number cast to int32 was undefined behaviour). */
+static int32_t first_id(const cJSON *j, int32_t n_vocab) {
     if (cJSON_IsArray(j)) j = j->child;
-    return cJSON_IsNumber(j) && j->valuedouble >= 0 ? (int32_t)j->valuedouble : -1;
+    return cJSON_IsNumber(j) && j->valuedouble >= 0 && j->valuedouble < n_vocab ? (int32_t)j->valuedouble : -1;
 }
 
 static moec_status make_tok_gen(moec_hf_files *out, const moec_hparams *hp, const char *tokenizer_path,
                                 const char *template_source, moec_error *err) {
     cJSON *cfg = cJSON_Parse(out->config);
     if (!cfg) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    const int32_t bos = first_id(get(cfg, "bos_token_id")), eos = first_id(get(cfg, "eos_token_id"));
-    int32_t pad = first_id(get(cfg, "pad_token_id"));
-    if (pad < 0 || pad >= hp->n_vocab) pad = eos; /* generate() pads with eos when there is no pad token */
+    const int32_t bos = first_id(get(cfg, "bos_token_id"), hp->n_vocab);
+    const int32_t eos = first_id(get(cfg, "eos_token_id"), hp->n_vocab);
+    int32_t pad = first_id(get(cfg, "pad_token_id"), hp->n_vocab);
+    if (pad < 0) pad = eos; /* generate() pads with eos when there is no pad token */
     moec_status st = MOEC_OK;
     cJSON *gen = cJSON_CreateObject(), *tc = NULL, *tok = NULL;
     int ok = gen && put(gen, "_from_model_config", cJSON_CreateTrue());
