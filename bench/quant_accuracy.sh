@@ -176,8 +176,9 @@ done
 "$PY" - "$OUT" "$CKPT" <<'EOF' | tee "$OUT/table.md"
 import json, math, os, re, sys
 out, ckpt = sys.argv[1:]
-def st_bytes(d):
-    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".safetensors"))
+def st_bytes(d):  # the weights' files (a training checkpoint also holds optimizer.safetensors)
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+               if f.endswith(".safetensors") and f.startswith("model"))
 def llama_ppl(q):
     m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", open("%s/ppl-%s.log" % (out, q)).read())
     if not m:
@@ -196,7 +197,7 @@ lid = open(out + "/val.llama-ids").read().split()
 mid = open(out + "/val.moec-ids").read().split()
 same = lid == mid
 diff = next((i for i, (a, b) in enumerate(zip(lid, mid)) if a != b), min(len(lid), len(mid)))
-pct = lambda a, b: "%+.2f %%" % (100.0 * (a / b - 1.0))
+pct = lambda a, b: "%+.3f %%" % (100.0 * (a / b - 1.0))
 print("validation text: %d tokens (llama-tokenize) vs %d (moec tokenize): %s"
       % (len(lid), len(mid), "identical ids" if same else "ids differ from index %d" % diff))
 print("moec eval: %d targets; llama-perplexity windows: %s" % (ev["F32"]["targets"],
