@@ -36,8 +36,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CKPT="$(realpath "${1:-$ROOT/demo/sweep/full/global-lbl/seed1/ckpt}")"
-DATA="$(realpath "${2:-$ROOT/demo/data}")"
+CKPT="$(realpath -m "${1:-$ROOT/demo/sweep/full/global-lbl/seed1/ckpt}")"
+DATA="$(realpath -m "${2:-$ROOT/demo/data}")"
 THREADS="${THREADS:-1}"
 SEQ="${SEQ:-128}"
 MAX_WINDOWS="${MAX_WINDOWS:-64}"
@@ -61,8 +61,15 @@ done
 (( SEQ >= 4 && SEQ % 2 == 0 )) || die "SEQ must be even and >= 4"
 "$PY" -c 'import numpy' 2>/dev/null || die "$PY has no numpy"
 mkdir -p "$OUT"
-printf 'checkpoint %s\ndata %s\nthreads %s seq %s max_windows %s text_tokens %s\n' \
-    "$CKPT" "$DATA" "$THREADS" "$SEQ" "$MAX_WINDOWS" "$TEXT_TOKENS" > "$OUT/SETTINGS"
+# Steps are skipped when their output exists, so a folder must hold one setting's outputs only.
+settings="$(printf 'checkpoint %s\ndata %s\nseq %s max_windows %s text_tokens %s' \
+    "$CKPT" "$DATA" "$SEQ" "$MAX_WINDOWS" "$TEXT_TOKENS")"
+if [[ -f "$OUT/SETTINGS" ]]; then
+    [[ "$(cat "$OUT/SETTINGS")" == "$settings" ]] ||
+        die "$OUT holds outputs of other settings ($OUT/SETTINGS): remove it or set NAME"
+else
+    printf '%s\n' "$settings" > "$OUT/SETTINGS"
+fi
 
 # run_once OUTPUT CMD...: runs CMD (which writes OUTPUT.tmp) unless OUTPUT exists.
 run_once() {
