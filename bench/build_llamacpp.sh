@@ -12,7 +12,7 @@
 # Layout (paths relative to the repository root):
 #   bench/work/dl/                      the sdist and its unpacked tree
 #   bench/work/llama.cpp/               llama.cpp source (vendor/llama.cpp of the sdist)
-#   bench/work/llama.cpp/build/bin/     llama-bench, llama-quantize
+#   bench/work/llama.cpp/build/bin/     llama-bench, llama-quantize, llama-perplexity, llama-tokenize
 #   bench/work/llama.cpp/SOURCE_INFO    llama-cpp-python version and llama.cpp commit
 #   bench/work/venv/                    converter venv (system site packages: Debian torch)
 #   bench/work/models/bench-M/          HF checkpoint (config.json, safetensors, tokenizer)
@@ -91,13 +91,16 @@ step_build() {
             -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
             -DLLAMA_BUILD_COMMIT="$commit" -DLLAMA_BUILD_NUMBER=0 >&2
     fi
-    if [[ -x "$BUILD/bin/llama-bench" && -x "$BUILD/bin/llama-quantize" ]]; then
+    # llama-perplexity and llama-tokenize are for bench/quant_accuracy.sh (accuracy per format).
+    local targets=(llama-bench llama-quantize llama-perplexity llama-tokenize) missing=0 t
+    for t in "${targets[@]}"; do [[ -x "$BUILD/bin/$t" ]] || missing=1; done
+    if (( missing == 0 )); then
         log "build: binaries present; running the (incremental) build anyway"
     else
-        log "build: llama-bench llama-quantize with -j$JOBS (slow on 2 cores)"
+        log "build: ${targets[*]} with -j$JOBS (slow on 2 cores)"
     fi
-    cmake --build "$BUILD" --config Release -j"$JOBS" --target llama-bench llama-quantize >&2
-    ls -la "$BUILD/bin/llama-bench" "$BUILD/bin/llama-quantize" >&2
+    cmake --build "$BUILD" --config Release -j"$JOBS" --target "${targets[@]}" >&2
+    for t in "${targets[@]}"; do ls -la "$BUILD/bin/$t" >&2; done
 }
 
 step_pyenv() {
