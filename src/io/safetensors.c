@@ -8,6 +8,7 @@
 #include "io/safetensors.h"
 
 #include "core/error.h"
+#include "io/json.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -131,6 +132,11 @@ static moec_status parse_file(moec_st_set *set, int fi, const unsigned char *bas
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: header is not a valid JSON object", path);
+    }
+    moec_status jst = moec_json_check(root, path, err);
+    if (jst) {
+        cJSON_Delete(root);
+        return jst;
     }
     int n_new = 0;
     for (cJSON *it = root->child; it; it = it->next)
@@ -310,6 +316,10 @@ static moec_status open_index(moec_st_set *set, const char *dir, const char *ind
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(root);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: not valid JSON with a \"weight_map\" object", index_path);
+    }
+    if ((st = moec_json_check(root, index_path, err))) {
+        cJSON_Delete(root);
+        return st;
     }
     if (!map->child) {
         cJSON_Delete(root);

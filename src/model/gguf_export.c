@@ -10,6 +10,7 @@
 #include "model/gguf_model.h"
 #include "model/model.h"
 #include "moec.h"
+#include "io/json.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -144,6 +145,10 @@ moec_status moec_gguf_vocab_read(const char *path, int32_t n_vocab, const char *
     if (!cJSON_IsObject(model) || !cJSON_IsObject(jv) || !cJSON_IsArray(jm)) {
         cJSON_Delete(root);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: not a tokenizer.json with model.vocab and model.merges", path);
+    }
+    if ((st = moec_json_check(root, path, err))) {
+        cJSON_Delete(root);
+        return st;
     }
     if (!jtype_is(model, "BPE") && jget(model, "type")) {
         cJSON_Delete(root);

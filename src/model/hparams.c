@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "io/file.h"
+#include "io/json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -271,38 +272,6 @@ int moec_hparams_apply_defaults(cJSON *root, const moec_arch *a) {
     return ok;
 }
 
-static int cmp_name(const void *x, const void *y) {
-    return strcmp((*(const cJSON *const *)x)->string, (*(const cJSON *const *)y)->string);
-}
-
-/* A key that appears twice in one object of the tree (NULL: none; *oom set when it could not
- * look). cJSON reads the first, Python's json (transformers) the last: such a config would be
- * two different models, and the rewritten config.json would keep both (train/hf_files.c). */
-static const char *dup_key(const cJSON *obj, int *oom) {
-    size_t n = 0;
-    for (const cJSON *it = obj->child; it; it = it->next) {
-        if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
-            const char *d = dup_key(it, oom);
-            if (d || *oom) return d;
-        }
-        n++;
-    }
-    if (!cJSON_IsObject(obj) || n < 2) return NULL;
-    const cJSON **v = malloc(n * sizeof *v);
-    if (!v) {
-        *oom = 1;
-        return NULL;
-    }
-    n = 0;
-    for (const cJSON *it = obj->child; it; it = it->next) v[n++] = it;
-    qsort(v, n, sizeof *v, cmp_name);
-    const char *d = NULL;
-    for (size_t i = 1; i < n && !d; i++)
-        if (!strcmp(v[i - 1]->string, v[i]->string)) d = v[i]->string;
-    free(v);
-    return d;
-}
-
 moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, const char *path,
                                moec_error *err) {
     memset(hp, 0, sizeof *hp);
@@ -313,14 +282,9 @@ moec_status moec_hparams_parse(moec_hparams *hp, const char *json, size_t len, c
     }
     cfg c = {root, path, err};
     moec_status st = MOEC_OK;
-    int oom = 0;
-    const char *dup = dup_key(root, &oom);
-    if (dup || oom) {
-        st = oom ? moec_err(err, MOEC_ERR_OOM, "out of memory")
-                 : moec_err(err, MOEC_ERR_FORMAT, "%s: key \"%.64s\" appears twice in one object (JSON readers disagree "
-                                                  "on which one counts)", path, dup);
-        goto done;
-    }
+    /* such a config would be two models, and the rewritten config.json would keep both
+     * (train/hf_files.c) */
+    if ((st = moec_json_check(root, path, err))) goto done;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (!cJSON_IsString(mt)) {
         st = moec_err(err, MOEC_ERR_FORMAT, "%s: missing string field \"model_type\"", path);

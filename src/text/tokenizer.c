@@ -16,6 +16,7 @@
 #include "text/tokenizer_gguf.h"
 #include "io/gguf.h"
 #include "text/utf8.h"
+#include "io/json.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -262,6 +263,12 @@ moec_status moec_tokenizer_load(moec_tokenizer **out, const char *path, moec_err
         free(data);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: invalid JSON at line %zu, column %zu%s", path, line,
                         col, len == 0 ? " (empty file)" : off >= last ? " (truncated file?)" : "");
+    }
+    moec_status jst = moec_json_check(root, path, err);
+    if (jst) {
+        cJSON_Delete(root);
+        free(data);
+        return jst;
     }
     moec_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) {

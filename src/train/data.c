@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/file.h"
+#include "io/json.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -925,6 +926,8 @@ moec_status moec_data_open(moec_data_reader **out, const char *dir, moec_error *
         s = moec_err(err, MOEC_ERR_OOM, "out of memory");
     else if (!root)
         s = moec_err(err, MOEC_ERR_FORMAT, "%s: not valid JSON", mpath);
+    else
+        s = moec_json_check(root, mpath, err);
     if (!s) {
         r->id = moec_fnv1a64(text, len, MOEC_FNV1A64_INIT);
         r->dir = strdup(dir);

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "io/file.h"
 #include "model/hparams.h"
+#include "io/json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -231,6 +232,7 @@ static moec_status make_tok_gen(moec_hf_files *out, const moec_hparams *hp, cons
             st = moec_err(err, MOEC_ERR_FORMAT, "%s: not valid JSON", tokenizer_path);
             goto done;
         }
+        if ((st = moec_json_check(tok, tokenizer_path, err))) goto done;
         const char *eos_s = token_content(tok, eos), *bos_s = token_content(tok, bos), *pad_s = token_content(tok, pad);
         /* a chat template travels from the tokenizer_config.json of the tokenizer's source */
         cJSON *src = NULL;

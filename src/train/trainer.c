@@ -16,6 +16,7 @@
 #include "train/model_train.h"
 #include "train/optim.h"
 #include "train/params.h"
+#include "io/json.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -256,6 +257,11 @@ moec_status moec_train_state_parse(const char *text, size_t len, const char *pat
     if (!j || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moec-train-state")) {
         cJSON_Delete(j);
         return moec_err(err, MOEC_ERR_FORMAT, "%s: not a moec training state", path);
+    }
+    moec_status jst = moec_json_check(j, path, err);
+    if (jst) {
+        cJSON_Delete(j);
+        return jst;
     }
 #define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuedouble : -1)
 #define STR(k) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, k)) ? cJSON_GetObjectItemCaseSensitive(j, k)->valuestring : "")
