@@ -117,7 +117,7 @@ static void test_check_dir_huge(void) {
     mkdir(dir, 0755);
     snprintf(file, sizeof file, "%s/model.safetensors", dir);
     float emb[32] = {0};
-    moec_st_entry e = {"model.embed_tokens.weight", 2, {8, 4, 0, 0}, emb};
+    moec_st_entry e = {.name = "model.embed_tokens.weight", .n_dims = 2, .shape = {8, 4, 0, 0}, .data = emb};
     CHECK(moec_st_write(file, &e, 1, MOEC_DTYPE_F32, &err) == MOEC_OK, "write: %s", err.msg);
     st = moec_tparams_check_dir(&hp, dir, &err);
     CHECK(st == MOEC_ERR_FORMAT && strstr(err.msg, "missing tensor 'model.layers.0.input_layernorm.weight'"),
@@ -142,7 +142,7 @@ static void test_empty_weight_map(void) {
     /* a single file with no tensors at all is a valid, empty set */
     float one = 1.f;
     snprintf(file, sizeof file, "%s/one.safetensors", dir);
-    moec_st_entry e = {"a", 1, {1, 0, 0, 0}, &one};
+    moec_st_entry e = {.name = "a", .n_dims = 1, .shape = {1, 0, 0, 0}, .data = &one};
     CHECK(moec_st_write(file, &e, 0, MOEC_DTYPE_F32, &err) == MOEC_OK, "write empty: %s", err.msg);
     st = moec_st_open_file(&set, file, &err);
     CHECK(st == MOEC_OK && set.n_tensors == 0 && moec_st_find(&set, "a") == NULL, "empty file opens: %s", err.msg);
@@ -185,7 +185,7 @@ static void test_atomic_writer(void) {
     write_text(target, "old");
     chmod(target, 0600);
     CHECK(symlink("real.txt", link) == 0, "symlink: %s", strerror(errno));
-    moec_iovec v = {"new", 3};
+    moec_iovec v = {.data = "new", .size = 3};
     moec_status st = moec_file_write_atomic(link, &v, 1, &err);
     struct stat sb;
     CHECK(st == MOEC_OK, "write through a symlink: %s", err.msg);

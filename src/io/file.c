@@ -121,19 +121,48 @@ void moec_file_unmap(moec_mmap *m) {
     }
 }
 
-static moec_status write_parts(int fd, const char *name, const moec_iovec *parts, int n_parts, moec_error *err) {
-    for (int i = 0; i < n_parts; i++) {
-        const char *p = parts[i].data;
-        size_t left = parts[i].size;
-        while (left > 0) {
-            ssize_t w = write(fd, p, left);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) return moec_err(err, MOEC_ERR_IO, "cannot write %s: %s", name, w < 0 ? strerror(errno) : "no progress");
-            p += w;
-            left -= (size_t)w;
-        }
+static moec_status write_all(int fd, const char *name, const char *p, size_t left, moec_error *err) {
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return moec_err(err, MOEC_ERR_IO, "cannot write %s: %s", name, w < 0 ? strerror(errno) : "no progress");
+        p += w;
+        left -= (size_t)w;
     }
     return MOEC_OK;
+}
+
+static moec_status write_parts(int fd, const char *name, const moec_iovec *parts, int n_parts, moec_error *err) {
+    char *buf = NULL; /* for the parts that fill: one chunk, reused */
+    size_t cap = 0;
+    moec_status st = MOEC_OK;
+    for (int i = 0; i < n_parts && !st; i++) {
+        const moec_iovec *pt = &parts[i];
+        if (!pt->fill) {
+            st = write_all(fd, name, pt->data, pt->size, err);
+            continue;
+        }
+        const size_t unit = pt->unit ? pt->unit : 1;
+        size_t chunk = MOEC_FILE_FILL_BYTES / unit * unit;
+        if (!chunk) chunk = unit;
+        if (chunk > pt->size) chunk = pt->size;
+        if (chunk > cap) {
+            char *nb = realloc(buf, chunk);
+            if (!nb) {
+                st = moec_err(err, MOEC_ERR_OOM, "out of memory writing %s", name);
+                break;
+            }
+            buf = nb;
+            cap = chunk;
+        }
+        for (size_t off = 0; off < pt->size && !st; off += chunk) {
+            const size_t n = pt->size - off < chunk ? pt->size - off : chunk;
+            pt->fill(pt, off, buf, n);
+            st = write_all(fd, name, buf, n, err);
+        }
+    }
+    free(buf);
+    return st;
 }
 
 /* Not a regular file (a character device such as /dev/null, a FIFO, a socket): there is

@@ -33,10 +33,18 @@ const char *moec_file_map_owner(const void *addr);
  * - a character device, FIFO or socket (-o /dev/null, a pipe): written directly, since there is
  *   no file to replace; never replaced by a regular file.
  * - a directory, or a symlink to a missing file: an error. */
-typedef struct {
-    const void *data;
+typedef struct moec_iovec {
+    const void *data; /* the part's bytes, or NULL when fill makes them */
     size_t size;
+    /* Optional producer, so a part can be written without its bytes ever existing whole in
+     * memory (a quantized checkpoint converted while it is written): it puts bytes
+     * [off, off + n) of the part into buf, n a whole number of `unit`-byte units (unit 0: 1;
+     * size a multiple of it) and at most MOEC_FILE_FILL_BYTES, or one unit when a unit is larger. */
+    void (*fill)(const struct moec_iovec *part, size_t off, void *buf, size_t n);
+    size_t unit;
+    const void *ctx; /* for fill */
 } moec_iovec;
+#define MOEC_FILE_FILL_BYTES ((size_t)4 << 20)
 moec_status moec_file_write_atomic(const char *path, const moec_iovec *parts, int n_parts,
                                    moec_error *err);
 

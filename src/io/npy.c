@@ -28,6 +28,6 @@ moec_status moec_npy_write_f32(const char *path, const float *data, const int64_
     memcpy(header + 10, dict, (size_t)o);
     memset(header + 10 + o, ' ', (size_t)pad);
     header[10 + o + pad] = '\n';
-    moec_iovec parts[2] = {{header, (size_t)(10 + hlen)}, {data, n * sizeof(float)}};
+    moec_iovec parts[2] = {{.data = header, .size = (size_t)(10 + hlen)}, {.data = data, .size = n * sizeof(float)}};
     return moec_file_write_atomic(path, parts, 2, err);
 }

@@ -1,7 +1,7 @@
 /* safetensors.h — read-only, mmapped safetensors checkpoints: one file, or Hugging Face shards
  * listed in model.safetensors.index.json. Every header field is validated and every offset
  * bounds-checked at open; after that, tensor data pointers can be used without checks.
- * Not a writer (see the trainer's checkpoint code for that). */
+ * The writer is io/safetensors_write.h. */
 #ifndef MOEC_IO_SAFETENSORS_H
 #define MOEC_IO_SAFETENSORS_H
 

@@ -14,6 +14,8 @@ typedef struct {
     const moec_st_entry *e;
     moec_dtype t;
     size_t off; /* in the data section */
+    int64_t cols; /* elements per row (the last dimension; 1 for a scalar) */
+    float *row;   /* the writer's one-row fp32 scratch, shared by all items */
 } item;
 
 static int cmp_name(const void *a, const void *b) { return strcmp(((const item *)a)->e->name, ((const item *)b)->e->name); }
@@ -57,6 +59,23 @@ static int sb_printf(sbuf *b, const char *fmt, ...) {
     }
 }
 
+/* moec_iovec fill: rows [off / unit, (off + n) / unit) of an item, converted from the entry's
+ * data_dtype to the item's dtype through the one-row fp32 scratch. */
+static void fill_rows(const moec_iovec *part, size_t off, void *buf, size_t n) {
+    const item *x = part->ctx;
+    const moec_st_entry *e = x->e;
+    const size_t in_row = moec_row_bytes(e->data_dtype, x->cols);
+    for (size_t r = off / part->unit, end = (off + n) / part->unit; r < end; r++) {
+        const void *src = (const char *)e->data + r * in_row;
+        const float *f = src;
+        if (e->data_dtype != MOEC_DTYPE_F32) {
+            moec_to_f32(x->row, src, e->data_dtype, (size_t)x->cols);
+            f = x->row;
+        }
+        moec_from_f32((char *)buf + (r - off / part->unit) * part->unit, f, x->t, (size_t)x->cols);
+    }
+}
+
 moec_status moec_st_write(const char *path, const moec_st_entry *entries, int n, moec_dtype dtype, moec_error *err) {
     if (dtype != MOEC_DTYPE_F32 && dtype != MOEC_DTYPE_BF16)
         return moec_err(err, MOEC_ERR_INVALID_ARG, "safetensors writer supports F32 and BF16, not %s", moec_dtype_name(dtype));
@@ -75,47 +94,54 @@ moec_status moec_st_write_typed(const char *path, const moec_st_entry *entries, 
     item *it = malloc(nn * sizeof *it);
     if (!it) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     for (int i = 0; i < n; i++) {
-        it[i] = (item){&entries[i], dtypes[i], 0};
+        it[i] = (item){.e = &entries[i], .t = dtypes[i]};
         for (const char *c = entries[i].name; *c; c++)
             if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) {
                 free(it);
                 return moec_err(err, MOEC_ERR_INVALID_ARG, "tensor name '%s' is not JSON-safe", entries[i].name);
             }
-        const moec_dtype_traits *tr = moec_dtype_info(dtypes[i]);
-        if (tr->quantized && (entries[i].n_dims < 1 || entries[i].shape[entries[i].n_dims - 1] % tr->block)) {
-            free(it);
-            return moec_err(err, MOEC_ERR_INVALID_ARG, "tensor '%s': rows of %s must be whole %" PRId64 "-element blocks",
-                            entries[i].name, tr->name, tr->block);
+        for (int k = 0; k < 2; k++) { /* the stored dtype, and the one the data is in */
+            const moec_dtype_traits *tr = moec_dtype_info(k ? entries[i].data_dtype : dtypes[i]);
+            if (tr->quantized && (entries[i].n_dims < 1 || entries[i].shape[entries[i].n_dims - 1] % tr->block)) {
+                free(it);
+                return moec_err(err, MOEC_ERR_INVALID_ARG, "tensor '%s': rows of %s must be whole %" PRId64 "-element blocks",
+                                entries[i].name, tr->name, tr->block);
+            }
         }
     }
     /* data offsets in layout order */
     qsort(it, (size_t)n, sizeof *it, cmp_layout);
-    size_t *off = malloc(nn * sizeof *off), data_bytes = 0;
-    if (!off) {
-        free(it);
-        return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    }
+    size_t data_bytes = 0;
     for (int i = 0; i < n; i++) {
-        off[i] = it[i].off = data_bytes;
+        it[i].off = data_bytes;
         data_bytes += moec_row_bytes(it[i].t, numel_of(it[i].e));
     }
-    /* converted data, one buffer (F32 is written from the caller's arrays) */
-    unsigned char *conv = malloc(data_bytes + 1);
-    moec_iovec *parts = malloc((nn + 1) * sizeof *parts);
+    /* data: a tensor already in its dtype is written from the caller's array, any other is
+     * converted row by row as it is written (fill_rows), so no converted copy exists whole */
+    int64_t max_cols = 1;
+    for (int i = 0; i < n; i++) {
+        const moec_st_entry *e = it[i].e;
+        it[i].cols = e->n_dims ? e->shape[e->n_dims - 1] : 1;
+        if (it[i].t != e->data_dtype && it[i].cols > max_cols) max_cols = it[i].cols;
+    }
+    float *row = malloc((size_t)max_cols * sizeof *row);
+    moec_iovec *parts = calloc(nn + 1, sizeof *parts);
     sbuf h = {0};
     moec_status st = MOEC_OK;
-    if (!conv || !parts || !sb_printf(&h, "%8s", "")) {
-        st = moec_err(err, MOEC_ERR_OOM, "out of memory for a %zu-byte checkpoint", data_bytes);
+    if (!row || !parts || !sb_printf(&h, "%8s", "")) {
+        st = moec_err(err, MOEC_ERR_OOM, "out of memory");
         goto done;
     }
     for (int i = 0; i < n; i++) {
-        const size_t cnt = (size_t)numel_of(it[i].e), bytes = moec_row_bytes(it[i].t, (int64_t)cnt);
-        parts[i + 1].size = bytes;
-        if (it[i].t == MOEC_DTYPE_F32) {
-            parts[i + 1].data = it[i].e->data;
+        moec_iovec *pt = &parts[i + 1];
+        pt->size = moec_row_bytes(it[i].t, numel_of(it[i].e));
+        it[i].row = row;
+        if (it[i].t == it[i].e->data_dtype) {
+            pt->data = it[i].e->data;
         } else {
-            moec_from_f32(conv + off[i], it[i].e->data, it[i].t, cnt);
-            parts[i + 1].data = conv + off[i];
+            pt->fill = fill_rows;
+            pt->unit = moec_row_bytes(it[i].t, it[i].cols);
+            pt->ctx = &it[i];
         }
     }
     /* header, keys sorted by name; a quantized tensor is U8 [..., row bytes] plus its metadata key */
@@ -157,8 +183,7 @@ moec_status moec_st_write_typed(const char *path, const moec_st_entry *entries, 
 done:
     free(h.p);
     free(parts);
-    free(conv);
-    free(off);
+    free(row);
     free(it);
     return st;
 }

@@ -40,7 +40,7 @@ static moec_status copy_file(const char *from, const char *to, moec_error *err) 
     size_t len = 0;
     moec_status st = moec_file_read_all(from, &data, &len, err);
     if (st) return st;
-    const moec_iovec part = {data, len};
+    const moec_iovec part = {.data = data, .size = len};
     st = moec_file_write_atomic(to, &part, 1, err);
     free(data);
     return st;
@@ -70,12 +70,11 @@ moec_status moec_quantize_checkpoint(const char *in_dir, const char *out_dir, mo
     moec_tensor_spec *specs = malloc((size_t)n * sizeof *specs + 1);
     moec_st_entry *ents = calloc((size_t)n + 1, sizeof *ents);
     moec_dtype *types = calloc((size_t)n + 1, sizeof *types);
-    float **bufs = calloc((size_t)n + 1, sizeof *bufs);
     char tmp[4200];
     int made_tmp = 0;
     p->n_quantized = 0;
     p->bytes_in = p->bytes_out = 0;
-    if (!specs || !ents || !types || !bufs) {
+    if (!specs || !ents || !types) {
         st = moec_err(err, MOEC_ERR_OOM, "out of memory");
         goto done;
     }
@@ -103,12 +102,10 @@ moec_status moec_quantize_checkpoint(const char *in_dir, const char *out_dir, mo
                           in_dir, sp->name, (long long)sp->shape[sp->n_dims - 1], (long long)tr->block, tr->name);
             break;
         }
-        if (!(bufs[i] = malloc((size_t)sp->numel * sizeof(float) + 1))) {
-            st = moec_err(err, MOEC_ERR_OOM, "out of memory converting '%s'", sp->name);
-            break;
-        }
-        moec_to_f32(bufs[i], t->data, t->dtype, (size_t)sp->numel);
-        ents[i] = (moec_st_entry){sp->name, sp->n_dims, {sp->shape[0], sp->shape[1], 0, 0}, bufs[i]};
+        /* converted from the mapped input while the output is written: memory stays one row
+         * and one chunk, not the fp32 model (io/safetensors_write.h) */
+        ents[i] = (moec_st_entry){.name = sp->name, .n_dims = sp->n_dims, .shape = {sp->shape[0], sp->shape[1], 0, 0},
+                                  .data = t->data, .data_dtype = t->dtype};
         types[i] = to;
         p->n_quantized += tr->quantized;
         p->bytes_in += (int64_t)t->nbytes;
@@ -145,8 +142,6 @@ moec_status moec_quantize_checkpoint(const char *in_dir, const char *out_dir, mo
     if (!st) made_tmp = 0;
 done:
     if (made_tmp) remove_tmp(tmp);
-    for (int64_t i = 0; bufs && i < n; i++) free(bufs[i]);
-    free(bufs);
     free(types);
     free(ents);
     free(specs);

@@ -181,12 +181,12 @@ moec_status moec_ckpt_commit(const char *dir_arg, const moec_ckpt_file *files, i
             size_t n = 0;
             st = moec_file_read_all(files[i].src_path, &buf, &n, err);
             if (!st) {
-                moec_iovec v = {buf, n};
+                moec_iovec v = {.data = buf, .size = n};
                 st = moec_file_write_atomic(p, &v, 1, err);
             }
             free(buf);
         } else {
-            moec_iovec v = {files[i].data, files[i].size};
+            moec_iovec v = {.data = files[i].data, .size = files[i].size};
             st = moec_file_write_atomic(p, &v, 1, err);
         }
     }

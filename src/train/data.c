@@ -538,11 +538,11 @@ moec_status moec_data_write(const char *dir, const moec_data_write_params *p, mo
             s = moec_err(err, MOEC_ERR_INVALID_ARG, "output path too long: %s", dir);
             break;
         }
-        moec_iovec parts[2] = {{sh[i].head, sh[i].head_bytes}, {sh[i].toks, sh[i].tok_bytes}};
+        moec_iovec parts[2] = {{.data = sh[i].head, .size = sh[i].head_bytes}, {.data = sh[i].toks, .size = sh[i].tok_bytes}};
         s = moec_file_write_atomic(path, parts, 2, err);
     }
     if (!s) {
-        moec_iovec part = {meta.p, meta.n};
+        moec_iovec part = {.data = meta.p, .size = meta.n};
         s = moec_file_write_atomic(meta_path, &part, 1, err);
     }
     free(old);

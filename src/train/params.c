@@ -148,11 +148,8 @@ moec_status moec_tparams_save(const moec_tparams *tp, const float *data, const c
     if (!e) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     for (int64_t i = 0; i < tp->n_tensors; i++) {
         const moec_tensor_spec *s = &tp->specs[i];
-        e[i].name = s->name;
-        e[i].n_dims = s->n_dims;
-        e[i].shape[0] = s->shape[0];
-        e[i].shape[1] = s->shape[1];
-        e[i].data = data + tp->offset[i];
+        e[i] = (moec_st_entry){.name = s->name, .n_dims = s->n_dims, .shape = {s->shape[0], s->shape[1]},
+                               .data = data + tp->offset[i]};
     }
     moec_status st = moec_st_write(path, e, (int)tp->n_tensors, dtype, err);
     free(e);

@@ -147,11 +147,9 @@ static moec_status save_state_files(const char *tmp_dir, void *ctx, moec_error *
         for (int k = 0; k < 2; k++) {
             moec_st_entry *x = &e[2 * i + k];
             snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "exp_avg_sq" : "exp_avg", r->tp.specs[i].name);
-            x->name = names[2 * i + k];
-            x->n_dims = r->tp.specs[i].n_dims;
-            x->shape[0] = r->tp.specs[i].shape[0];
-            x->shape[1] = r->tp.specs[i].shape[1];
-            x->data = (k ? r->m2 : r->m1) + r->tp.offset[i];
+            *x = (moec_st_entry){.name = names[2 * i + k], .n_dims = r->tp.specs[i].n_dims,
+                                 .shape = {r->tp.specs[i].shape[0], r->tp.specs[i].shape[1]},
+                                 .data = (k ? r->m2 : r->m1) + r->tp.offset[i]};
         }
     moec_path_join(path, sizeof path, tmp_dir, "optimizer.safetensors");
     st = moec_st_write(path, e, (int)(2 * n), MOEC_DTYPE_F32, err);

@@ -332,7 +332,7 @@ int moec_cmd_eval(int argc, char **argv) {
                 goto done;
             }
         } else {
-            moec_iovec part = {js, n + 1};
+            moec_iovec part = {.data = js, .size = n + 1};
             if (moec_file_write_atomic(json, &part, 1, &err)) goto fail;
         }
     }

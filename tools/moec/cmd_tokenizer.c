@@ -172,7 +172,7 @@ static int cmd_train(int argc, char **argv) {
         rc = cli_fail("tokenizer", &err);
         goto done;
     }
-    moec_iovec part = {json, len};
+    moec_iovec part = {.data = json, .size = len};
     if (moec_file_write_atomic(out, &part, 1, &err)) {
         rc = cli_fail("tokenizer", &err);
         goto done;
