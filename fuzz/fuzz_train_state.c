@@ -19,6 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     p.lr = 1e-3f;
     p.warmup = 10;
     p.seed = 1;
+    p.lr_min = 1e-4f;
+    p.aux_coef = 0.01f;
+    p.z_coef = 0.001f;
     moec_train_state ts;
     moec_error err = {0};
     moec_status st = moec_train_state_parse((const char *)data, size, "train_state.json", &p, 0x1234abcdULL, &ts, &err);

@@ -278,6 +278,15 @@ moec_status moec_train_state_parse(const char *text, size_t len, const char *pat
     /* (-1, "the config's", in both when neither run gave the option; a state from before the key
      * existed reads as -1 too) */
     else if ((float)NUM("label_smoothing") != p->label_smoothing) mismatch = "--label-smoothing";
+    /* the other settings that change the trajectory (every state since version 1 has them) */
+    const struct {
+        const char *key, *flag;
+        float v;
+    } same[] = {{"lr_min", "--lr-min", p->lr_min}, {"aux_coef", "--aux-coef", p->aux_coef},
+                {"z_coef", "--z-coef", p->z_coef}, {"weight_decay", "--weight-decay", p->weight_decay},
+                {"clip", "--clip", p->clip}};
+    for (size_t i = 0; i < sizeof same / sizeof *same && !mismatch; i++)
+        if ((float)NUM(same[i].key) != same[i].v) mismatch = same[i].flag;
     if (mismatch) {
         cJSON_Delete(j);
         return moec_err(err, MOEC_ERR_INVALID_ARG,
