@@ -142,6 +142,8 @@ static void run(int N, int K, int T, moec_dtype dt) {
 
 /* C [M, N] (+)= op(A) op(B) with the shapes of a training step (linear forward x·Wᵀ: N T; dx = dy·W:
  * N N; dW += dyᵀ·x: T N), fastest of 6 windows. */
+static int g_bf16; /* GEMM16: moec_gemm_bf16 instead of moec_gemm */
+
 static void run_gemm(moec_trans ta, moec_trans tb, int M, int N, int K, const char *what) {
     float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
     float *C = calloc((size_t)M * N, sizeof(float));
@@ -157,13 +159,14 @@ static void run_gemm(moec_trans ta, moec_trans tb, int M, int N, int K, const ch
         const double t0 = now_s();
         int c = 0;
         while (now_s() - t0 < 0.15 || c < 2) {
-            moec_gemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, ta == MOEC_TRANS ? 1.f : 0.f, C, N);
+            (g_bf16 ? moec_gemm_bf16 : moec_gemm)(ta, tb, M, N, K, 1.f, A, lda, B, ldb, ta == MOEC_TRANS ? 1.f : 0.f,
+                                                  C, N);
             c++;
         }
         const double per = (now_s() - t0) / c;
         if (per < s) s = per;
     }
-    printf("GEMM %c%c M=%-5d N=%-5d K=%-5d %8.3f ms %7.1f GFLOP/s  %s\n", ta == MOEC_TRANS ? 'T' : 'N',
+    printf("GEMM%s %c%c M=%-5d N=%-5d K=%-5d %8.3f ms %7.1f GFLOP/s  %s\n", g_bf16 ? (moec_gemm_bf16_has_amx() ? "-bf16-amx" : "-bf16") : "", ta == MOEC_TRANS ? 'T' : 'N',
            tb == MOEC_TRANS ? 'T' : 'N', M, N, K, s * 1e3, 2.0 * M * N * K / s / 1e9, what);
     free(A);
     free(B);
@@ -216,7 +219,8 @@ int main(int argc, char **argv) {
     moec_threads_set(argc > 1 ? atoi(argv[1]) : 0);
     const int threads = moec_threads_count();
     printf("cpu: %s\nthreads: %d, kernel family: %s\n", moec_cpu_features_string(), threads, moec_matmul_kernel_name());
-    if (argc > 2 && !strcmp(argv[2], "GEMM")) {
+    if (argc > 2 && (!strcmp(argv[2], "GEMM") || !strcmp(argv[2], "GEMM16"))) {
+        g_bf16 = !strcmp(argv[2], "GEMM16");
         run_gemms();
         return 0;
     }

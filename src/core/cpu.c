@@ -8,6 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static moec_cpu_features g_feat;
 static moec_isa g_isa;
@@ -51,6 +55,16 @@ static void read_x86(moec_cpu_features *f) {
         f->avx512bw = zmm_ok && ((b >> 30) & 1);
         f->avx512vl = zmm_ok && ((b >> 31) & 1);
         f->avx512vnni = zmm_ok && ((c >> 11) & 1);
+        /* AMX: tile + bf16 (EDX 24, 22), XTILECFG and XTILEDATA enabled in XCR0 (bits 17, 18), and
+         * on Linux the tile data permission, which a process must ask for before its first tile
+         * instruction (else SIGILL); the grant is process-wide */
+        int amx = zmm_ok && ((d >> 24) & 1) && ((d >> 22) & 1) && (xcr0 & 0x60000) == 0x60000;
+#if defined(__linux__) && defined(__x86_64__)
+        if (amx) amx = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+        amx = 0;
+#endif
+        f->amx_bf16 = amx;
         const unsigned max_sub = a;
         if (max_sub >= 1) {
             __cpuid_count(7, 1, a, b, c, d);
@@ -71,7 +85,8 @@ static void detect(void) {
     } list[] = {{"avx2", g_feat.avx2},         {"fma", g_feat.fma},           {"f16c", g_feat.f16c},
                 {"avx512f", g_feat.avx512f},   {"avx512bw", g_feat.avx512bw}, {"avx512vl", g_feat.avx512vl},
                 {"avx512dq", g_feat.avx512dq}, {"avx512bf16", g_feat.avx512bf16},
-                {"avx512vnni", g_feat.avx512vnni}, {"avxvnni", g_feat.avxvnni}};
+                {"avx512vnni", g_feat.avx512vnni}, {"avxvnni", g_feat.avxvnni},
+                {"amx_bf16", g_feat.amx_bf16}};
     size_t len = 0;
     for (size_t i = 0; i < sizeof list / sizeof *list; i++)
         if (list[i].on) len += (size_t)snprintf(g_str + len, sizeof g_str - len, "%s%s", len ? " " : "", list[i].name);

@@ -10,6 +10,8 @@ typedef struct {
     int avx512bf16;                           /* vdpbf16ps */
     int avx512vnni;                           /* vpdpbusd */
     int avxvnni;                              /* VEX-encoded vpdpbusd (AVX2 machines) */
+    int amx_bf16; /* AMX tiles with tdpbf16ps, the OS saving their state, and (Linux) this
+                   * process granted their use by arch_prctl(ARCH_REQ_XCOMP_PERM) at detection */
 } moec_cpu_features;
 
 typedef enum { MOEC_ISA_SCALAR = 0, MOEC_ISA_AVX2, MOEC_ISA_AVX512, MOEC_ISA_COUNT } moec_isa;

@@ -36,4 +36,17 @@ void moec_gemm_isa(moec_isa isa, int no_scratch, moec_trans ta, moec_trans tb, i
 /* The K chunk (the same for every family; sums are in k order within a chunk). */
 int moec_gemm_kc(moec_isa isa);
 
+/* The same product with both operands rounded to bf16 (nearest even) and fp32 accumulation:
+ * mixed-precision training's matrix products. With AMX (moec_gemm_bf16_has_amx) on tiles:
+ * each C element one fp32 sum over all of K, k ascending (denormal inputs and results flushed
+ * to zero, as tdpbf16ps does), independent of the thread count; without, the rounded operands
+ * through moec_gemm. The two agree to fp32 summation error, not bit for bit. */
+void moec_gemm_bf16(moec_trans ta, moec_trans tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
+int moec_gemm_bf16_has_amx(void);
+/* For tests and benchmarks: amx = 1 forces the tile path (moec_gemm_bf16_has_amx() must be 1),
+ * 0 the rounded-copy one. */
+void moec_gemm_bf16_impl(int amx, moec_trans ta, moec_trans tb, int M, int N, int K, float alpha, const float *A,
+                         int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
 #endif
