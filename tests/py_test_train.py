@@ -261,17 +261,31 @@ def test_cli(args, root):
     check(r.returncode == 1 and "another tokenizer" in r.stderr and len(r.stderr.strip().splitlines()) == 1,
           "error: --init checkpoint's tokenizer differs from the data's", r.stderr.strip()[:200])
 
-    # 3. resume is bit-identical
-    a, b = os.path.join(root, "runA"), os.path.join(root, "runB")
-    common = ["--steps", "10", "--save-every", "0", "--eval-every", "0", "--overwrite"]
-    r1 = run(train_cmd(args, cfg, data, a, *common))
-    r2 = run(train_cmd(args, cfg, data, b, *common, "--stop-after", "5"))
-    r3 = run(train_cmd(args, cfg, data, b, "--steps", "10", "--save-every", "0", "--eval-every", "0", "--resume"))
-    same = all(r.returncode == 0 for r in (r1, r2, r3)) and all(
-        open(os.path.join(a, f), "rb").read() == open(os.path.join(b, f), "rb").read()
-        for f in ("model.safetensors", "optimizer.safetensors"))
-    check(same, "resume: 10 steps == 5 + stop + resume 5 (bit-identical weights and moments)",
-          (r1.stderr + r2.stderr + r3.stderr).strip()[-300:])
+    # 3. resume is bit-identical, with fp32 and with bf16 products (AMX tiles sum in a fixed
+    # order too); the bf16 run is another trajectory
+    finals = {}
+    for mm in ("fp32", "bf16"):
+        a, b = os.path.join(root, "runA-" + mm), os.path.join(root, "runB-" + mm)
+        common = ["--steps", "10", "--save-every", "0", "--eval-every", "0", "--matmul", mm]
+        r1 = run(train_cmd(args, cfg, data, a, *common, "--overwrite"))
+        r2 = run(train_cmd(args, cfg, data, b, *common, "--overwrite", "--stop-after", "5"))
+        r3 = run(train_cmd(args, cfg, data, b, *common, "--resume"))
+        same = all(r.returncode == 0 for r in (r1, r2, r3)) and all(
+            open(os.path.join(a, f), "rb").read() == open(os.path.join(b, f), "rb").read()
+            for f in ("model.safetensors", "optimizer.safetensors"))
+        check(same, f"resume, --matmul {mm}: 10 steps == 5 + stop + resume 5 (bit-identical weights and moments)",
+              (r1.stderr + r2.stderr + r3.stderr).strip()[-300:])
+        finals[mm] = open(os.path.join(a, "model.safetensors"), "rb").read() if r1.returncode == 0 else b""
+        if mm == "bf16":
+            r = run(train_cmd(args, cfg, data, b, "--steps", "10", "--save-every", "0", "--eval-every", "0",
+                              "--matmul", "fp32", "--resume"))
+            check(r.returncode == 1 and "--matmul" in r.stderr, "error: resume with another --matmul",
+                  r.stderr.strip()[-200:])
+    check(finals["fp32"] and finals["bf16"] and finals["fp32"] != finals["bf16"],
+          "--matmul bf16 trains other weights than fp32 (the products really are bf16)")
+    r = run(train_cmd(args, cfg, data, os.path.join(root, "e-mm"), "--steps", "1", "--matmul", "fp16"))
+    check(r.returncode == 2 and "--matmul must be fp32 or bf16" in r.stderr, "error: --matmul fp16",
+          r.stderr.strip()[-200:])
 
     # 4. kill during checkpoint writes
     k = os.path.join(root, "runK")

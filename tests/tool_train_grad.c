@@ -2,8 +2,10 @@
  * moec's trainer code, gradients written as safetensors for tests/py_test_train_grad.py.
  *   tool_train_grad CKPT_DIR B S AUX_COEF Z_COEF TOKENS(comma list of B*(S+1)) OUT.safetensors [EPS]
  * EPS: label smoothing of the step (moec_tmodel_set_label_smoothing; default: the config's).
- * Prints "ce aux z" on stdout (ce label-smoothed with EPS > 0). */
+ * Prints "ce aux z" on stdout (ce label-smoothed with EPS > 0). MOEC_TEST_MATMUL=bf16 in the
+ * environment runs the step with bf16 linear products (nn/linear.h, moec train --matmul bf16). */
 #include "core/error.h"
+#include "nn/linear.h"
 #include "train/model_train.h"
 #include "train/params.h"
 
@@ -24,6 +26,8 @@ int main(int argc, char **argv) {
         tok[i] = (int32_t)strtol(p, &p, 10);
         if (*p == ',') p++;
     }
+    const char *mm = getenv("MOEC_TEST_MATMUL");
+    if (mm && !strcmp(mm, "bf16")) moec_matmul_precision_set(MOEC_MATMUL_BF16);
     moec_error err = {0};
     moec_hparams hp;
     moec_tparams tp = {0};

@@ -560,7 +560,19 @@ static void gru_backward(moec_moe_ws *w, const moec_layer *L, const moec_layer *
 /* Router logits [T, E] of the router input xin, with the routing carry: MoE++ adds W_g · carry_in
  * (the previous MoE layer's post-residual logits) and passes the result on; RMoE runs
  * logits = W2 · GRU(W1 · xin, carry_in) and passes the GRU state on. */
+/* Routers in fp32 whatever moec_matmul_precision_get says (nn/linear.h); FP32 is never
+ * written when it is already set, so concurrent inference sessions never race on it. */
+static moec_matmul_precision router_precision_enter(void) {
+    const moec_matmul_precision p = moec_matmul_precision_get();
+    if (p != MOEC_MATMUL_FP32) moec_matmul_precision_set(MOEC_MATMUL_FP32);
+    return p;
+}
+static void router_precision_leave(moec_matmul_precision p) {
+    if (p != MOEC_MATMUL_FP32) moec_matmul_precision_set(p);
+}
+
 static void route_logits(moec_moe_ws *w, const moec_layer *L, const float *xin, int T, const float *carry_in) {
+    const moec_matmul_precision prec = router_precision_enter();
     const int d = w->d, E = w->E;
     w->carry_in_used = carry_in ? carry_in : w->zeros;
     float *cout = w->carry_dim ? w->carry[w->flip] : NULL;
@@ -580,6 +592,7 @@ static void route_logits(moec_moe_ws *w, const moec_layer *L, const float *xin, 
         w->carry_last = cout;
         if (!w->keep) w->flip ^= 1; /* the next layer sharing this workspace reads this one */
     }
+    router_precision_leave(prec);
 }
 
 /* dW += dyᵀ · xin and dx += ∂/∂x of y = xin · Wᵀ, xin = x or the jittered x ⊙ noise. */
@@ -894,6 +907,7 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
     /* the routing carry: the next MoE layer's ∂ℓ/∂(this layer's carry out) joins here */
     const float *dco = w->call.dcarry_out;
     if (w->dcarry) memset(w->dcarry, 0, (size_t)T * w->carry_dim * sizeof(float));
+    const moec_matmul_precision prec = router_precision_enter();
     if (w->rnn) { /* logits = W2 h, h = GRU(W1 x̃, h_prev) */
         const int rr = w->rnn;
         const float *h = w->carry_last;
@@ -912,6 +926,7 @@ void moec_moe_backward(moec_moe_ws *w, const moec_hparams *hp, const moec_layer 
                                  f32(&L->gate_map), T, E, E);
         router_input_backward(w, &L->router, G ? grad_of(&G->router) : NULL, w->dlogits, E, x, dx, T);
     }
+    router_precision_leave(prec);
 
     /* shared expert */
     if (L->has_shared) {

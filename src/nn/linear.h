@@ -6,6 +6,17 @@
 #ifndef MOEC_NN_LINEAR_H
 #define MOEC_NN_LINEAR_H
 
+/* Precision of the products of moec_linear_forward and moec_linear_backward (and so of
+ * moec_linear on F32 weights: training): MOEC_MATMUL_FP32 (moec_gemm, the default) or
+ * MOEC_MATMUL_BF16 (moec_gemm_bf16: operands rounded to bf16, fp32 accumulation; mixed-precision
+ * training). Process-wide: the trainer sets it for a run (`moec train --matmul bf16`) and
+ * restores it after; set it only while no product runs. Routers stay fp32 whatever it says
+ * (moe/moe.c switches to FP32 around them when it is not): their logits pick the experts, and
+ * low-precision routers destabilise MoE training (Switch Transformer's "selective precision"). */
+typedef enum { MOEC_MATMUL_FP32 = 0, MOEC_MATMUL_BF16 = 1 } moec_matmul_precision;
+moec_matmul_precision moec_matmul_precision_set(moec_matmul_precision p); /* returns the previous one */
+moec_matmul_precision moec_matmul_precision_get(void);
+
 /* y [T, N] = x [T, K] · W[N, K]ᵀ (+ b). Overwrites y. Row strides: ldx for x, ldy for y. */
 void moec_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b, int T, int K,
                          int N);

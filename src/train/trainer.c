@@ -17,6 +17,8 @@
 #include "train/optim.h"
 #include "train/params.h"
 #include "io/json.h"
+#include "nn/gemm.h"
+#include "nn/linear.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -184,6 +186,7 @@ static char *state_json(const run *r) {
     cJSON_AddNumberToObject(j, "label_smoothing", p->label_smoothing);
     cJSON_AddNumberToObject(j, "weight_decay", p->weight_decay);
     cJSON_AddNumberToObject(j, "clip", p->clip);
+    cJSON_AddStringToObject(j, "matmul", p->matmul_bf16 ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "n_bad", r->n_bad);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
@@ -287,6 +290,9 @@ moec_status moec_train_state_parse(const char *text, size_t len, const char *pat
                 {"clip", "--clip", p->clip}};
     for (size_t i = 0; i < sizeof same / sizeof *same && !mismatch; i++)
         if ((float)NUM(same[i].key) != same[i].v) mismatch = same[i].flag;
+    /* (absent in states from before --matmul: fp32) */
+    if (!mismatch && strcmp(*STR("matmul") ? STR("matmul") : "fp32", p->matmul_bf16 ? "bf16" : "fp32"))
+        mismatch = "--matmul";
     if (mismatch) {
         cJSON_Delete(j);
         return moec_err(err, MOEC_ERR_INVALID_ARG,
@@ -651,6 +657,8 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     moec_status st;
     int nt = p->threads;
     moec_threads_set(nt); /* <= 0: one per CPU; OpenBLAS runs on one thread inside the pool's tasks */
+    const moec_matmul_precision prev_precision =
+        moec_matmul_precision_set(p->matmul_bf16 ? MOEC_MATMUL_BF16 : MOEC_MATMUL_FP32);
     if ((st = read_config(&r, err))) goto done;
     if ((st = moec_data_open(&r.data, p->data_dir, err))) goto done;
     if ((st = moec_data_check_vocab(r.data, r.hp.n_vocab, err))) goto done;
@@ -744,10 +752,11 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
             r.hp.arch->model_type, (double)r.tp.n_floats / 1e6, r.hp.n_layer, r.hp.n_expert, r.hp.n_expert_used,
             moec_data_n_tokens(r.data, MOEC_DATA_TRAIN), moec_data_n_tokens(r.data, MOEC_DATA_VAL));
     fprintf(out, "  steps %" PRId64 " batch %d seq %d accum %d (%d tokens/step), lr %g -> %g, warmup %" PRId64
-                 ", wd %g, clip %g, aux %g, z %g, label smoothing %g, seed %" PRIu64 ", threads %d, activations %.0f MB%s\n",
+                 ", wd %g, clip %g, aux %g, z %g, label smoothing %g, seed %" PRIu64 ", threads %d, matmul %s, activations %.0f MB%s\n",
             p->steps, p->batch, p->seq, p->accum, p->batch * p->seq * p->accum, (double)p->lr, (double)p->lr_min,
             p->warmup, (double)p->weight_decay, (double)p->clip, (double)moec_tmodel_hparams(r.tm)->route.aux_coef,
             (double)moec_tmodel_hparams(r.tm)->route.z_coef, (double)moec_tmodel_hparams(r.tm)->label_smoothing, p->seed, nt,
+            p->matmul_bf16 ? (moec_gemm_bf16_has_amx() ? "bf16 (AMX)" : "bf16 (rounded operands, no AMX)") : "fp32",
             (double)moec_tmodel_bytes(r.tm) / 1e6, p->resume ? " (resumed)" : "");
     if (p->resume) fprintf(out, "  resuming at step %" PRId64 "\n", r.step);
     fflush(out);
@@ -878,5 +887,6 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
     print_load_table(&r, out);
 done:
     run_free(&r);
+    moec_matmul_precision_set(prev_precision);
     return st;
 }

@@ -94,8 +94,40 @@ def rms_norm(x, w, eps):
     return w * (x * torch.rsqrt(var + eps))
 
 
-def linear(x, w, b=None):
+# Mixed precision as `moec train --matmul bf16` does it (nn/linear.h): every linear layer's
+# products take bf16-rounded operands (x and W forward; dy with W, and dy with x, backward) and
+# sum in fp32; routers (router_logits, which uses linear32) and attention scores stay fp32.
+BF16_LINEAR = False
+
+
+def _bf16(t):
+    return t.to(torch.bfloat16).to(torch.float32)
+
+
+class _Bf16Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return _bf16(x) @ _bf16(w).t()
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        r = _bf16(dy)
+        return r @ _bf16(w), r.t() @ _bf16(x)
+
+
+def linear32(x, w, b=None):
     y = x @ w.t()
+    if b is not None:
+        y = y + b
+    return y
+
+
+def linear(x, w, b=None):
+    if not BF16_LINEAR:
+        return linear32(x, w, b)
+    y = _Bf16Linear.apply(x, w)
     if b is not None:
         y = y + b
     return y
@@ -326,18 +358,18 @@ class Reference:
         """Router logits [T, Er] with the layer-to-layer carry (MOE_SPECS 7 addendum, 9)."""
         W = self.W
         if it > 0 and not self.coe_shared_gate:   # Chain-of-Experts iteration it's own router
-            return linear(x, W(p + f"gate.iterations.{it}.weight"))
+            return linear32(x, W(p + f"gate.iterations.{it}.weight"))
         if self.rnn_dim:     # RMoE: logits = W2 GRU(W1 x, h_prev), one GRU cell for all layers, h_0 = 0
-            xp = linear(x, W(p + "gate.proj.weight"))
+            xp = linear32(x, W(p + "gate.proj.weight"))
             h = self.carry if self.carry is not None else torch.zeros(x.shape[0], self.rnn_dim)
             h = torch.gru_cell(xp, h, W("model.router_rnn.weight_ih"), W("model.router_rnn.weight_hh"),
                                W("model.router_rnn.bias_ih"), W("model.router_rnn.bias_hh"))
             self.carry = h
-            return linear(h, W(p + "gate.weight"))
-        z = linear(x, W(p + "gate.weight"))
+            return linear32(h, W(p + "gate.weight"))
+        z = linear32(x, W(p + "gate.weight"))
         if self.gate_residual:   # MoE++: logits_l = W_r x + W_g logits_(l-1) (post-residual), none at the first
             if self.carry is not None:
-                z = z + linear(self.carry, W(p + "gate_map.weight"))
+                z = z + linear32(self.carry, W(p + "gate_map.weight"))
             self.carry = z
         return z
 
@@ -448,7 +480,7 @@ class Reference:
                 raise ValueError("tie_word_embeddings=true but checkpoint has lm_head.weight")
         else:
             lm = W("lm_head.weight")
-        logits = h @ lm.t()                                        # [T, V]
+        logits = linear(h, lm)                                     # [T, V]
         return logits
 
 

@@ -37,6 +37,7 @@ static void usage(FILE *f) {
                "  --steps N          timed steps after one warm-up step (default 5)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
                "  --keep DIR         train in DIR and keep it (default: a temporary directory, removed)\n"
+               "  --matmul fp32|bf16 the linear layers' product precision (moec train --matmul; default fp32)\n"
                "prints the configuration, per-step tokens/s, then `tokens_per_s N` (median of the timed steps)\n");
 }
 
@@ -143,6 +144,7 @@ static int read_steps(const char *log_path, double *v, long *faults, int cap) {
 int moec_cmd_bench_train(int argc, char **argv) {
     const char *preset = NULL, *keep = NULL;
     long steps = 5, threads = 0;
+    int bf16 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -150,6 +152,14 @@ int moec_cmd_bench_train(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--preset") && v) preset = argv[++i];
         else if (!strcmp(a, "--keep") && v) keep = argv[++i];
+        else if (!strcmp(a, "--matmul") && v) {
+            const char *m = argv[++i];
+            if (strcmp(m, "fp32") && strcmp(m, "bf16")) {
+                fprintf(stderr, "moec bench train: --matmul must be fp32 or bf16, got '%s'\n", m);
+                return 2;
+            }
+            bf16 = !strcmp(m, "bf16");
+        }
         else if (!strcmp(a, "--steps") && v) {
             if (!cli_parse_int("bench train", a, argv[++i], 1, 100000, &steps)) return 2;
         } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && v) {
@@ -211,6 +221,7 @@ int moec_cmd_bench_train(int argc, char **argv) {
     tp.weight_decay = 0.01f;
     tp.clip = 0;
     tp.threads = (int32_t)threads;
+    tp.matmul_bf16 = bf16;
     tp.eval_every = 0;
     tp.eval_batches = 1;
     tp.save_every = 0;

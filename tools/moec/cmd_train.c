@@ -32,6 +32,9 @@ static void usage(FILE *f, const moec_train_params *d) {
             "  --z-coef X         router z-loss coefficient (default: config.json's router_z_loss_coef, else 0.001)\n"
             "  --label-smoothing X  label-smoothed cross-entropy, eps in [0, 1) (default: config.json's\n"
             "                     moec_label_smoothing, else 0; the THOR preset's 0.1)\n"
+            "  --matmul fp32|bf16 precision of the linear layers' products (default fp32); bf16: operands\n"
+            "                     rounded to bf16, fp32 sums (AMX tiles where the CPU has them), fp32 master\n"
+            "                     weights, routers and attention scores (mixed precision)\n"
             "  --seed N           seed for initialisation and data order (default %llu)\n"
             "  -t, --threads N    threads (default: number of cores)\n"
             "  --eval-every N     validate every N steps, 0 = at the end only (default %lld)\n"
@@ -69,6 +72,14 @@ int moec_cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--resume")) p.resume = 1;
         else if (!strcmp(a, "--overwrite")) p.overwrite = 1;
         else if (!strcmp(a, "--no-progress")) p.progress = 0;
+        else if (!strcmp(a, "--matmul") && v) {
+            const char *m = argv[++i];
+            if (strcmp(m, "fp32") && strcmp(m, "bf16")) {
+                fprintf(stderr, "moec train: --matmul must be fp32 or bf16, got '%s'\n", m);
+                return 2;
+            }
+            p.matmul_bf16 = !strcmp(m, "bf16");
+        }
         INT_FLAG("--steps", 1, 1000000000L, p.steps)
         INT_FLAG("--batch", 1, 1 << 16, p.batch)
         INT_FLAG("--seq", 2, 1 << 16, p.seq)
