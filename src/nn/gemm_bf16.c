@@ -97,6 +97,30 @@ AMX_FN static inline __m512i cvt32(const float *x, int n) {
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 16), _mm512_maskz_loadu_ps(m0, x));
 }
 
+/* r[i] = row i of a 16 x 16 matrix of dwords; afterwards r[i] = its column i. */
+AMX_FN static inline void transpose16x16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) { /* within 128-bit lanes: pairs of rows interleaved */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* 4 x 4 blocks transposed in each lane */
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) { /* then the 4 x 4 arrangement of lanes */
+        const __m512i a = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88), b = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        const __m512i c = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88), d = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+        t[i] = _mm512_shuffle_i32x4(a, c, 0x88);
+        t[i + 8] = _mm512_shuffle_i32x4(a, c, 0xdd);
+        t[i + 4] = _mm512_shuffle_i32x4(b, d, 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(b, d, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
 /* op(B) columns of panels [q0, q1): Bp[q][k/2][c][k%2]. */
 AMX_FN static void pack_b_panels(void *p, int64_t q0, int64_t q1, int tid) {
     const amx_job *j = p;
@@ -104,17 +128,16 @@ AMX_FN static void pack_b_panels(void *p, int64_t q0, int64_t q1, int tid) {
     for (int64_t q = q0; q < q1; q++) {
         uint16_t *dst = j->Bp + (size_t)q * (size_t)j->Kp * 16;
         const int n0 = (int)q * 16, nc = j->N - n0 < 16 ? j->N - n0 : 16;
-        if (nc < 16 || j->K % BK) memset(dst, 0, (size_t)j->Kp * 16 * sizeof *dst);
+        if (!j->tb && (nc < 16 || j->K % BK)) memset(dst, 0, (size_t)j->Kp * 16 * sizeof *dst);
         if (j->tb) {
-            /* column n is a stored row: its k pairs are adjacent; 16 pairs (a dword each) go to
-             * dwords k/2 * 16 + c */
-            const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                   _mm512_set1_epi32(16));
-            for (int c = 0; c < nc; c++) {
-                const float *src = j->B + (size_t)(n0 + c) * j->ldb;
-                for (int k0 = 0; k0 < j->K; k0 += BK)
-                    _mm512_i32scatter_epi32((int *)(void *)(dst + (size_t)k0 * 16 + (size_t)c * 2), idx,
-                                            cvt32(src + k0, j->K - k0), 4);
+            /* column n is a stored row, its k pairs adjacent: per 32 k, the 16 columns' 16 pairs
+             * (a dword each) transposed in registers, so k pair p of all 16 columns is one store */
+            for (int k0 = 0; k0 < j->K; k0 += BK) {
+                __m512i r[16];
+                for (int c = 0; c < 16; c++)
+                    r[c] = c < nc ? cvt32(j->B + (size_t)(n0 + c) * j->ldb + k0, j->K - k0) : _mm512_setzero_si512();
+                transpose16x16(r);
+                for (int kp = 0; kp < 16; kp++) _mm512_storeu_si512((void *)(dst + (size_t)(k0 / 2 + kp) * 32), r[kp]);
             }
         } else {
             /* rows k and k + 1 side by side, then interleaved by column: [k c0, k+1 c0, k c1, ...] */
@@ -145,17 +168,28 @@ AMX_FN static void pack_a_block(uint16_t *Ap, const amx_job *j, int i0) {
         }
         return;
     }
-    /* stored [K][M]: each stored row k gives one column of the block, converted 32 at a time,
-     * then transposed through a 32 × 32 bf16 square */
-    _Alignas(64) uint16_t sq[BK][BM];
-    for (int k0 = 0; k0 < j->K; k0 += BK) {
-        const int kn = j->K - k0 < BK ? j->K - k0 : BK;
-        for (int kk = 0; kk < kn; kk++)
-            _mm512_store_si512((void *)sq[kk], cvt32(j->A + (size_t)(k0 + kk) * j->lda + i0, rows));
-        uint16_t *dst = Ap + (size_t)k0 * BM;
-        for (int r = 0; r < rows; r++)
-            for (int kk = 0; kk < kn; kk++) dst[(size_t)r * BK + (size_t)kk] = sq[kk][r];
-    }
+    /* stored [K][M]: rows k and k + 1 interleaved give each row i's k pair as a dword (as op(B)
+     * without transpose is packed), 16 such pairs of 16 rows transposed in registers give a
+     * tile row: 32 consecutive k of one row i */
+    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i ilv = _mm512_loadu_si512((const void *)il);
+    for (int k0 = 0; k0 < j->K; k0 += BK)
+        for (int h = 0; h < BM; h += 16) { /* rows i0 + h .. + 15 */
+            const int n = rows - h < 16 ? rows - h : 16;
+            if (n <= 0) break;
+            const __mmask16 m = (__mmask16)((1u << n) - 1u);
+            __m512i r[16];
+            for (int kp = 0; kp < 16; kp++) {
+                const int k = k0 + 2 * kp;
+                const __m512 lo = k < j->K ? _mm512_maskz_loadu_ps(m, j->A + (size_t)k * j->lda + i0 + h) : _mm512_setzero_ps();
+                const __m512 hi = k + 1 < j->K ? _mm512_maskz_loadu_ps(m, j->A + (size_t)(k + 1) * j->lda + i0 + h)
+                                               : _mm512_setzero_ps();
+                r[kp] = _mm512_permutexvar_epi16(ilv, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            }
+            transpose16x16(r);
+            for (int x = 0; x < n; x++) _mm512_storeu_si512((void *)(Ap + (size_t)k0 * BM + (size_t)(h + x) * BK), r[x]);
+        }
 }
 
 typedef struct {
