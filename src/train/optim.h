@@ -4,6 +4,8 @@
 #ifndef MOEC_TRAIN_OPTIM_H
 #define MOEC_TRAIN_OPTIM_H
 
+#include "core/cpu.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +17,9 @@ typedef struct {
  * w -= lr / (1 - β1^t) · m / (sqrt(v) / sqrt(1 - β2^t) + eps). */
 void moec_adamw_update(float *w, const float *g, float *m, float *v, size_t n, int64_t t, float lr, int decay,
                        const moec_adamw_cfg *cfg);
+/* For tests: the same with kernel family isa (the CPU must have it); every family gives the same bits. */
+void moec_adamw_update_isa(moec_isa isa, float *w, const float *g, float *m, float *v, size_t n, int64_t t, float lr,
+                           int decay, const moec_adamw_cfg *cfg);
 
 /* lr at step t (0-based): linear warmup from lr_max/warmup to lr_max over `warmup` steps, then
  * cosine from lr_max to lr_min at step `total`. */
