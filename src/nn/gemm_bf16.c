@@ -33,13 +33,6 @@
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-static inline float opa(const float *A, int lda, moec_trans ta, int i, int k) {
-    return ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
-}
-static inline float opb(const float *B, int ldb, moec_trans tb, int k, int n) {
-    return tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
-}
-
 /* ------------------------------------------------------------------ fallback */
 
 typedef struct {
