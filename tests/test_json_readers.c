@@ -55,6 +55,23 @@ static void test_check(void) {
         cJSON_Delete(j);
     }
     CHECK(moec_json_check(NULL, "f.json", NULL) == MOEC_OK, "NULL tree accepted");
+    /* many keys (the hashed path): 300 distinct ones, then the same with one of them again */
+    for (int dup = 0; dup < 2; dup++) {
+        cJSON *o = cJSON_CreateObject();
+        char key[16];
+        for (int i = 0; i < 300; i++) {
+            snprintf(key, sizeof key, "k%d", i);
+            cJSON_AddNumberToObject(o, key, i);
+        }
+        if (dup) cJSON_AddNumberToObject(o, "k157", 1);
+        moec_error err = {0};
+        const moec_status st = moec_json_check(o, "big.json", &err);
+        if (dup)
+            CHECK(st == MOEC_ERR_FORMAT && said(&err, "\"k157\" appears twice"), "300 keys, one twice: %s", err.msg);
+        else
+            CHECK(st == MOEC_OK, "300 distinct keys accepted: %s", err.msg);
+        cJSON_Delete(o);
+    }
 }
 
 #define CONFIG                                                                                                    \

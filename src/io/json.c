@@ -4,11 +4,44 @@
 #include "core/error.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_name(const void *x, const void *y) {
-    return strcmp((*(const cJSON *const *)x)->string, (*(const cJSON *const *)y)->string);
+/* A key that appears twice among obj's n children (NULL: none; *oom when it could not look):
+ * pairwise for a few keys, else an open-addressing table of FNV-1a hashes (a tokenizer.json
+ * vocabulary has 32k-151k keys: sorting them cost as much as parsing the file). */
+static const char *twice(const cJSON *obj, size_t n, int *oom) {
+    if (n <= 16) {
+        for (const cJSON *a = obj->child; a; a = a->next)
+            for (const cJSON *b = a->next; b; b = b->next)
+                if (!strcmp(a->string, b->string)) return b->string;
+        return NULL;
+    }
+    size_t cap = 32;
+    while (cap < 2 * n) cap *= 2;
+    const cJSON **tab = calloc(cap, sizeof *tab);
+    if (!tab) {
+        *oom = 1;
+        return NULL;
+    }
+    const char *dup = NULL;
+    for (const cJSON *it = obj->child; it && !dup; it = it->next) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (const unsigned char *c = (const unsigned char *)it->string; *c; c++) h = (h ^ *c) * 0x100000001b3ull;
+        for (size_t i = (size_t)h & (cap - 1);; i = (i + 1) & (cap - 1)) {
+            if (!tab[i]) {
+                tab[i] = it;
+                break;
+            }
+            if (!strcmp(tab[i]->string, it->string)) {
+                dup = it->string;
+                break;
+            }
+        }
+    }
+    free(tab);
+    return dup;
 }
 
 /* Depth-first; cJSON's nesting limit (1000) bounds the recursion. */
@@ -26,20 +59,13 @@ static moec_status check(const cJSON *obj, const char *path, moec_error *err) {
         n++;
     }
     if (!cJSON_IsObject(obj) || n < 2) return MOEC_OK;
-    const cJSON **v = malloc(n * sizeof *v);
-    if (!v) return moec_err(err, MOEC_ERR_OOM, "out of memory");
-    n = 0;
-    for (const cJSON *it = obj->child; it; it = it->next) v[n++] = it;
-    qsort(v, n, sizeof *v, cmp_name);
-    const char *dup = NULL;
-    for (size_t i = 1; i < n && !dup; i++)
-        if (!strcmp(v[i - 1]->string, v[i]->string)) dup = v[i]->string;
-    moec_status st = MOEC_OK;
+    int oom = 0;
+    const char *dup = twice(obj, n, &oom);
+    if (oom) return moec_err(err, MOEC_ERR_OOM, "out of memory");
     if (dup)
-        st = moec_err(err, MOEC_ERR_FORMAT, "%s: key \"%.64s\" appears twice in one object (JSON readers disagree on "
-                                            "which one counts)", path, dup);
-    free(v);
-    return st;
+        return moec_err(err, MOEC_ERR_FORMAT, "%s: key \"%.64s\" appears twice in one object (JSON readers disagree on "
+                                              "which one counts)", path, dup);
+    return MOEC_OK;
 }
 
 moec_status moec_json_check(const cJSON *root, const char *path, moec_error *err) {
