@@ -121,7 +121,8 @@ AMX_FN static void pack_b_panels(void *p, int64_t q0, int64_t q1, int tid) {
     for (int64_t q = q0; q < q1; q++) {
         uint16_t *dst = j->Bp + (size_t)q * (size_t)j->Kp * 16;
         const int n0 = (int)q * 16, nc = j->N - n0 < 16 ? j->N - n0 : 16;
-        if (!j->tb && (nc < 16 || j->K % BK)) memset(dst, 0, (size_t)j->Kp * 16 * sizeof *dst);
+        if (nc <= 0 || (!j->tb && (nc < 16 || j->K % BK))) memset(dst, 0, (size_t)j->Kp * 16 * sizeof *dst);
+        if (nc <= 0) continue; /* a padding panel (N is padded to 32 columns) */
         if (j->tb) {
             /* column n is a stored row, its k pairs adjacent: per 32 k, the 16 columns' 16 pairs
              * (a dword each) transposed in registers, so k pair p of all 16 columns is one store */
