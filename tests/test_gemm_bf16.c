@@ -91,6 +91,9 @@ static void test_threads(void) {
     moec_threads_set(2);
     moec_gemm_bf16_impl(1, MOEC_NO_TRANS, MOEC_TRANS, M, N, K, 1.f, A, K, B, K, 0.f, C2, N);
     CHECK(!memcmp(C1, C2, (size_t)M * N * sizeof(float)), "amx: the same bits at 1 and 2 threads");
+    /* a product the pool splits, with tails in M, N and K, transposed A */
+    double w = check_one(1, MOEC_TRANS, MOEC_NO_TRANS, 300, 70, 333, 1.f, 1.f, NULL);
+    CHECK(w <= 1.0, "amx at 2 threads, TN 300 x 70 x 333: error %.3g of the bound", w);
     free(A);
     free(B);
     free(C1);

@@ -1,9 +1,9 @@
 /* test_st_write.c — the safetensors writer converts a tensor whose data is in another dtype row
  * by row while it writes (io/safetensors_write.h): every (data dtype, stored dtype) pair of F32,
  * BF16, F16, Q8_0 and Q4_0 must store exactly the bytes a whole-tensor moec_from_f32(moec_to_f32())
- * gives, on a tensor whose converted rows straddle the writer's 4 MiB chunks (odd row bytes:
- * 4000 columns = 4250 Q8_0 bytes, 2250 Q4_0 bytes), and a tensor already in its dtype is
- * stored as its own bytes. */
+ * gives, on a tensor that spans several of the writer's 4 MiB chunks (each a whole number of
+ * rows; odd row bytes: 4000 columns = 4250 Q8_0 bytes, 2250 Q4_0 bytes), and a tensor already in
+ * its dtype is stored as its own bytes. */
 #include "io/safetensors.h"
 #include "io/safetensors_write.h"
 #include "test_util.h"

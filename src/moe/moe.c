@@ -438,10 +438,23 @@ static void null_renorm_backward(moec_moe_ws *w, int T, float c) {
     }
 }
 
+/* Routers in fp32 whatever moec_matmul_precision_get says (nn/linear.h); FP32 is never
+ * written when it is already set, so concurrent inference sessions never race on it. */
+static moec_matmul_precision router_precision_enter(void) {
+    const moec_matmul_precision p = moec_matmul_precision_get();
+    if (p != MOEC_MATMUL_FP32) moec_matmul_precision_set(MOEC_MATMUL_FP32);
+    return p;
+}
+static void router_precision_leave(moec_matmul_precision p) {
+    if (p != MOEC_MATMUL_FP32) moec_matmul_precision_set(p);
+}
+
 /* Copy and constant experts on their rows of xg → eo: copy gives x; constant j gives
  * a1·x + a2·v_j with [a1, a2] = softmax(W_c,j · x) (kept in cst_a for the backward). */
 static void zero_compute_forward(moec_moe_ws *w, const moec_layer *L) {
     const int d = w->d;
+    /* W_c is a gate (its backward below is fp32 loops): fp32 like the routers */
+    const moec_matmul_precision prec = router_precision_enter();
     for (int j = 0; j < w->n_const; j++) {
         const int e = w->n_ffn + j, r0 = w->offsets[e], n = w->offsets[e + 1] - r0;
         if (!n) continue;
@@ -458,6 +471,7 @@ static void zero_compute_forward(moec_moe_ws *w, const moec_layer *L) {
             for (int k = 0; k < d; k++) o[k] = ai[0] * x[k] + ai[1] * v[k];
         }
     }
+    router_precision_leave(prec);
     const int c0 = w->offsets[w->n_ffn + w->n_const], c1 = w->offsets[w->n_rowed];
     if (c1 > c0) memcpy(w->eo + (size_t)c0 * d, w->xg + (size_t)c0 * d, (size_t)(c1 - c0) * d * sizeof(float));
 }
@@ -560,17 +574,6 @@ static void gru_backward(moec_moe_ws *w, const moec_layer *L, const moec_layer *
 /* Router logits [T, E] of the router input xin, with the routing carry: MoE++ adds W_g · carry_in
  * (the previous MoE layer's post-residual logits) and passes the result on; RMoE runs
  * logits = W2 · GRU(W1 · xin, carry_in) and passes the GRU state on. */
-/* Routers in fp32 whatever moec_matmul_precision_get says (nn/linear.h); FP32 is never
- * written when it is already set, so concurrent inference sessions never race on it. */
-static moec_matmul_precision router_precision_enter(void) {
-    const moec_matmul_precision p = moec_matmul_precision_get();
-    if (p != MOEC_MATMUL_FP32) moec_matmul_precision_set(MOEC_MATMUL_FP32);
-    return p;
-}
-static void router_precision_leave(moec_matmul_precision p) {
-    if (p != MOEC_MATMUL_FP32) moec_matmul_precision_set(p);
-}
-
 static void route_logits(moec_moe_ws *w, const moec_layer *L, const float *xin, int T, const float *carry_in) {
     const moec_matmul_precision prec = router_precision_enter();
     const int d = w->d, E = w->E;

@@ -4,8 +4,9 @@
  * each tdpbf16ps adding a 16 × 32 bf16 tile of op(A) times a 32 × 16 one of op(B). op(B) is
  * packed once per call (all threads read it) into panels of 16 columns, each panel K-pair
  * major: [k/2][16 columns][2], the layout tdpbf16ps reads, so a B tile is 1 KB contiguous.
- * Each task packs its 32 rows of op(A) as [k/32][32 rows][32]: an A tile is 1 KB contiguous
- * too. Both are zero-padded to whole tiles (K to 32, M and N to 32), which adds nothing.
+ * Each task packs its rows of op(A) (up to 8 blocks of 32, sized for L2) as [k/32][32 rows][32]
+ * per block: an A tile is 1 KB contiguous too. Both are zero-padded to whole tiles (K to 32, M
+ * and N to 32): the zeros change no sum.
  * A C element is one tile accumulator over all of K, k ascending, so the result does not
  * depend on the thread count or the blocking.
  *
@@ -70,7 +71,7 @@ static void gemm_bf16_fallback(moec_trans ta, moec_trans tb, int M, int N, int K
 /* ------------------------------------------------------------------ AMX */
 
 #ifdef MOEC_AMX
-#define AMX_FN __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+#define AMX_FN __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,fma")))
 
 typedef struct {
     moec_trans ta, tb;
@@ -200,10 +201,13 @@ AMX_FN static inline void update_c(const amx_job *j, const float *out, int i0, i
     for (int r = 0; r < rows; r++) {
         float *c = j->C + (size_t)(i0 + r) * j->ldc + n0;
         const float *o = out + (size_t)r * BN;
-        __m512 y0 = _mm512_mul_ps(va, _mm512_load_ps(o)), y1 = _mm512_mul_ps(va, _mm512_load_ps(o + 16));
-        if (j->beta != 0.f) { /* beta c + (alpha o): the scalar loop's rounding, one mul then one add */
-            y0 = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, c)), y0);
-            y1 = _mm512_add_ps(_mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16)), y1);
+        __m512 y0, y1;
+        if (j->beta != 0.f) { /* fma(alpha, acc, beta c), moec_gemm's update */
+            y0 = _mm512_fmadd_ps(va, _mm512_load_ps(o), _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, c)));
+            y1 = _mm512_fmadd_ps(va, _mm512_load_ps(o + 16), _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16)));
+        } else {
+            y0 = _mm512_mul_ps(va, _mm512_load_ps(o));
+            y1 = _mm512_mul_ps(va, _mm512_load_ps(o + 16));
         }
         _mm512_mask_storeu_ps(c, m0, y0);
         _mm512_mask_storeu_ps(c + 16, m1, y1);
@@ -287,7 +291,9 @@ static void gemm_bf16_amx(moec_trans ta, moec_trans tb, int M, int N, int K, flo
 
 int moec_gemm_bf16_has_amx(void) {
 #ifdef MOEC_AMX
-    return moec_cpu_features_get()->amx_bf16 && moec_cpu_isa() == MOEC_ISA_AVX512;
+    /* (the packing converts with vcvtne2ps2bf16, an AVX512-BF16 instruction) */
+    const moec_cpu_features *f = moec_cpu_features_get();
+    return f->amx_bf16 && f->avx512bf16 && moec_cpu_isa() == MOEC_ISA_AVX512;
 #else
     return 0;
 #endif

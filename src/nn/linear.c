@@ -57,7 +57,8 @@ static void rows_task(void *p, int64_t n0, int64_t n1, int tid) {
 
 void moec_linear(float *y, int ldy, const float *x, int ldx, const moec_mat *W, const float *b, int T) {
     if (T <= 0) return;
-    if (W->dtype == MOEC_DTYPE_F32 && T >= SGEMM_MIN_ROWS) {
+    /* (in bf16 precision every F32 product goes through moec_linear_forward, as the backward's do) */
+    if (W->dtype == MOEC_DTYPE_F32 && (T >= SGEMM_MIN_ROWS || moec_matmul_precision_get() == MOEC_MATMUL_BF16)) {
         moec_linear_forward(y, ldy, x, ldx, (const float *)W->data, b, T, (int)W->cols, (int)W->rows);
         return;
     }

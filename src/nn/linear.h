@@ -10,9 +10,12 @@
  * moec_linear on F32 weights: training): MOEC_MATMUL_FP32 (moec_gemm, the default) or
  * MOEC_MATMUL_BF16 (moec_gemm_bf16: operands rounded to bf16, fp32 accumulation; mixed-precision
  * training). Process-wide: the trainer sets it for a run (`moec train --matmul bf16`) and
- * restores it after; set it only while no product runs. Routers stay fp32 whatever it says
- * (moe/moe.c switches to FP32 around them when it is not): their logits pick the experts, and
- * low-precision routers destabilise MoE training (Switch Transformer's "selective precision"). */
+ * restores it after; set it only while no product runs. Routers and MoE++'s constant-expert
+ * gates stay fp32 whatever it says (moe/moe.c switches to FP32 around them when it is not):
+ * their logits pick the experts, and low-precision routers destabilise MoE training (Switch
+ * Transformer's "selective precision"). Being process-wide, BF16 suits one training run per
+ * process (the CLI's case): two models running products at once while it is BF16 would see
+ * each other's router switches. */
 typedef enum { MOEC_MATMUL_FP32 = 0, MOEC_MATMUL_BF16 = 1 } moec_matmul_precision;
 moec_matmul_precision moec_matmul_precision_set(moec_matmul_precision p); /* returns the previous one */
 moec_matmul_precision moec_matmul_precision_get(void);

@@ -241,6 +241,10 @@ static moec_status make_tok_gen(moec_hf_files *out, const moec_hparams *hp, cons
             size_t n = 0;
             if (!moec_file_read_all(template_source, &t, &n, NULL)) src = cJSON_ParseWithLength(t, n);
             free(t);
+            if (src && moec_json_check(src, template_source, NULL)) { /* ambiguous: no template, as for bad JSON */
+                cJSON_Delete(src);
+                src = NULL;
+            }
         }
         const cJSON *chat = get(src, "chat_template");
         tc = cJSON_CreateObject();

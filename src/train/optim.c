@@ -3,6 +3,7 @@
 #include "train/optim.h"
 
 #include "core/cpu.h"
+#include "core/error.h"
 #include "core/threads.h"
 
 #include <math.h>
@@ -73,6 +74,7 @@ void moec_adamw_update(float *w, const float *g, float *m, float *v, size_t n, i
 
 void moec_adamw_update_isa(moec_isa isa, float *w, const float *g, float *m, float *v, size_t n, int64_t t, float lr,
                            int decay, const moec_adamw_cfg *cfg) {
+    MOEC_ASSERT(moec_cpu_has_isa(isa));
     const float b1 = cfg->beta1, b2 = cfg->beta2;
     /* torch computes the bias corrections and the step size in Python floats (double) */
     const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);

@@ -96,7 +96,8 @@ def rms_norm(x, w, eps):
 
 # Mixed precision as `moec train --matmul bf16` does it (nn/linear.h): every linear layer's
 # products take bf16-rounded operands (x and W forward; dy with W, and dy with x, backward) and
-# sum in fp32; routers (router_logits, which uses linear32) and attention scores stay fp32.
+# sum in fp32; routers (router_logits, which uses linear32), MoE++'s constant-expert gates and
+# attention scores stay fp32.
 BF16_LINEAR = False
 
 
@@ -416,7 +417,7 @@ class Reference:
             if e < self.Epool:
                 y = swiglu_mlp(xe, wg, wu, wd)
             elif e < self.Epool + self.n_const:
-                a = torch.softmax(linear(xe, wc), dim=-1)
+                a = torch.softmax(linear32(xe, wc), dim=-1)   # a gate: fp32 like the routers
                 y = a[:, :1] * xe + a[:, 1:] * v
             else:                              # MoE++ copy: x
                 y = xe
