@@ -326,18 +326,16 @@ def test_cli(args, root):
         ("malformed config", train_cmd(args, bad_cfg, data, os.path.join(root, "e2"), "--steps", "1"), 1, "config"),
         ("out dir holds another run", train_cmd(args, cfg, data, out, "--steps", "1"), 1, "--resume"),
         ("resume with other settings", train_cmd(args, cfg, data, out, "--steps", "7", "--resume"), 1, "--steps"),
-        ("resume with another label smoothing", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
-                                                          "--label-smoothing", "0.1", "--resume"), 1, "--label-smoothing"),
-        ("resume with another final learning rate", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
-                                                              "--lr-min", "0.00001", "--resume"), 1, "--lr-min"),
-        ("resume with another weight decay", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
-                                                       "--weight-decay", "0.05", "--resume"), 1, "--weight-decay"),
-        ("resume with another clip", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
-                                               "--clip", "0.5", "--resume"), 1, "--clip"),
-        ("resume with another balancing coefficient", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
-                                                                "--aux-coef", "0.05", "--resume"), 1, "--aux-coef"),
-        ("resume with another z-loss coefficient", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS),
-                                                             "--z-coef", "0.05", "--resume"), 1, "--z-coef"),
+    ] + [
+        # each setting that changes the trajectory, changed alone on --resume, is refused by its flag
+        (f"resume with another {what}", train_cmd(args, cfg, data, out, "--steps", str(TRAIN_STEPS), flag, value,
+                                                  "--resume"), 1, flag)
+        for what, flag, value in (("label smoothing", "--label-smoothing", "0.1"),
+                                  ("final learning rate", "--lr-min", "0.00001"),
+                                  ("weight decay", "--weight-decay", "0.05"), ("clip", "--clip", "0.5"),
+                                  ("balancing coefficient", "--aux-coef", "0.05"),
+                                  ("z-loss coefficient", "--z-coef", "0.05"))
+    ] + [
         ("empty corpus", [moec, "data", "--tokenizer", tok, "-o", os.path.join(root, "e3"), empty], 1, "empty"),
         ("vocab larger than the data supports", [moec, "tokenizer", "train", "--vocab", "100000", "-o",
                                                   os.path.join(root, "e4.json"), files[2]], 1, "larger than the data"),
