@@ -19,7 +19,6 @@
 #include "core/mem.h"
 #include "core/threads.h"
 
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -91,6 +90,14 @@ AMX_FN static inline __m512i cvt32(const float *x, int n) {
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, x + 16), _mm512_maskz_loadu_ps(m0, x));
 }
 
+/* Two rows of 16 fp32 (k and k + 1 of 16 columns) as 16 bf16 pairs [k c0, k+1 c0, k c1, ...]:
+ * each column's k pair one dword, the layout tdpbf16ps reads. */
+AMX_FN static inline __m512i pair_rows(__m512 lo, __m512 hi) {
+    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512((const void *)il), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
 /* r[i] = row i of a 16 x 16 matrix of dwords; afterwards r[i] = its column i. */
 AMX_FN static inline void transpose16x16(__m512i r[16]) {
     __m512i t[16];
@@ -136,16 +143,13 @@ AMX_FN static void pack_b_panels(void *p, int64_t q0, int64_t q1, int tid) {
             }
         } else {
             /* rows k and k + 1 side by side, then interleaved by column: [k c0, k+1 c0, k c1, ...] */
-            static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-            const __m512i ilv = _mm512_loadu_si512((const void *)il);
             const __mmask16 m = (__mmask16)((1u << nc) - 1u);
             for (int k = 0; k < j->K; k += 2) {
                 const __m512 lo = _mm512_maskz_loadu_ps(m, j->B + (size_t)k * j->ldb + n0);
                 const __m512 hi = k + 1 < j->K ? _mm512_maskz_loadu_ps(m, j->B + (size_t)(k + 1) * j->ldb + n0)
                                                : _mm512_setzero_ps();
                 _mm512_storeu_si512((void *)(dst + (size_t)(k / 2) * 32),
-                                    _mm512_permutexvar_epi16(ilv, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+                                    pair_rows(lo, hi));
             }
         }
     }
@@ -166,9 +170,6 @@ AMX_FN static void pack_a_block(uint16_t *Ap, const amx_job *j, int i0) {
     /* stored [K][M]: rows k and k + 1 interleaved give each row i's k pair as a dword (as op(B)
      * without transpose is packed), 16 such pairs of 16 rows transposed in registers give a
      * tile row: 32 consecutive k of one row i */
-    static const uint16_t il[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
-                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i ilv = _mm512_loadu_si512((const void *)il);
     for (int k0 = 0; k0 < j->K; k0 += BK)
         for (int h = 0; h < BM; h += 16) { /* rows i0 + h .. + 15 */
             const int n = rows - h < 16 ? rows - h : 16;
@@ -180,7 +181,7 @@ AMX_FN static void pack_a_block(uint16_t *Ap, const amx_job *j, int i0) {
                 const __m512 lo = k < j->K ? _mm512_maskz_loadu_ps(m, j->A + (size_t)k * j->lda + i0 + h) : _mm512_setzero_ps();
                 const __m512 hi = k + 1 < j->K ? _mm512_maskz_loadu_ps(m, j->A + (size_t)(k + 1) * j->lda + i0 + h)
                                                : _mm512_setzero_ps();
-                r[kp] = _mm512_permutexvar_epi16(ilv, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                r[kp] = pair_rows(lo, hi);
             }
             transpose16x16(r);
             for (int x = 0; x < n; x++) _mm512_storeu_si512((void *)(Ap + (size_t)k0 * BM + (size_t)(h + x) * BK), r[x]);
