@@ -9,6 +9,7 @@
 #include "moe/experts.h"
 #include "nn/linear.h"
 #include "nn/ops.h"
+#include "nn/vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -311,12 +312,7 @@ static void swiglu_back_range(void *job, int64_t i0, int64_t i1, int tid) {
     float *g = j->g, *u = j->u;
     const float *da = j->da;
     (void)tid;
-    for (int64_t i = i0; i < i1; i++) {
-        const float gi = g[i], s = 1.f / (1.f + expf(-gi));
-        const float dsilu = s * (1.f + gi * (1.f - s));
-        g[i] = da[i] * u[i] * dsilu;
-        u[i] = da[i] * gi * s;
-    }
+    moec_vswiglu_back(g + i0, u + i0, da + i0, g + i0, u + i0, i1 - i0, 0);
 }
 
 static void swiglu_backward_inplace(float *g, float *u, const float *da, int64_t n) {

@@ -3,6 +3,7 @@
 #include "nn/ops.h"
 
 #include "core/threads.h"
+#include "nn/vmath.h"
 
 #include <math.h>
 
@@ -19,22 +20,12 @@ void moec_rope_tables(float *cos_tab, float *sin_tab, int n_ctx, int hd, float t
     }
 }
 
-void moec_swiglu(float *out, const float *gate, const float *up, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.f + expf(-g)) * up[i];
-    }
-}
+void moec_swiglu(float *out, const float *gate, const float *up, int64_t n) { moec_vswiglu(out, gate, up, n); }
 
 void moec_softmax(float *x, int n) {
     float m = x[0];
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
-    float s = 0.f;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - m);
-        s += x[i];
-    }
-    float inv = 1.f / s;
+    const float inv = (float)(1.0 / moec_vexp_sum(x, x, m, n));
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
@@ -63,11 +54,7 @@ static void attn_item(const attn_job *a, int64_t item, int tid) {
         sc[j] = d * scale;
         m = sc[j] > m ? sc[j] : m;
     }
-    float s = 0.f;
-    for (int j = 0; j < n_keys; j++) {
-        sc[j] = expf(sc[j] - m);
-        s += sc[j];
-    }
+    const float s = (float)moec_vexp_sum(sc, sc, m, n_keys);
     float *o = a->out + ((size_t)t * n_head + h) * hd;
     for (int i = 0; i < hd; i++) o[i] = 0.f;
     const float inv = 1.f / s;

@@ -3,8 +3,11 @@
  * (nn/ops.c), not the linear layers (nn/linear.c). Nothing here allocates. */
 #include "nn/ops_train.h"
 
+#include "core/error.h"
+#include "core/mem.h"
 #include "core/threads.h"
 #include "nn/gemm.h"
+#include "nn/vmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -170,13 +173,9 @@ static void attn_fwd_item(void *job, int64_t item, int tid) {
         moec_gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, 0.f,
                     P + (size_t)i0 * S, S);
         for (int i = i0; i < i1; i++) {
-            float *p = P + (size_t)i * S, m = -INFINITY, sum = 0.f;
+            float *p = P + (size_t)i * S, m = -INFINITY;
             for (int j = 0; j <= i; j++) m = p[j] > m ? p[j] : m;
-            for (int j = 0; j <= i; j++) {
-                p[j] = expf(p[j] - m);
-                sum += p[j];
-            }
-            const float inv = 1.f / sum;
+            const float inv = (float)(1.0 / moec_vexp_sum(p, p, m, i + 1));
             for (int j = 0; j <= i; j++) p[j] *= inv;
             for (int j = i + 1; j < S; j++) p[j] = 0.f;
         }
@@ -266,11 +265,7 @@ static void swiglu_back_range(void *job, int64_t i0, int64_t i1, int tid) {
     float *dgate = j->dgate, *dup = j->dup;
     const float *dh = j->dh, *gate = j->gate, *up = j->up;
     (void)tid;
-    for (int64_t i = i0; i < i1; i++) {
-        const float g = gate[i], s = 1.f / (1.f + expf(-g));
-        dgate[i] += dh[i] * up[i] * s * (1.f + g * (1.f - s));
-        dup[i] += dh[i] * g * s;
-    }
+    moec_vswiglu_back(dgate + i0, dup + i0, dh + i0, gate + i0, up + i0, i1 - i0, 1);
 }
 
 void moec_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, int64_t n) {
@@ -347,17 +342,16 @@ static void ce_block(const ce_job *J, int bk) {
             continue;
         }
         const float m = max_f(z, V), zy = z[y]; /* read before dz (which may alias z) is written */
-        double s = 0.0;
+        double s;
         if (dz) {
-            for (int j = 0; j < V; j++) {
-                dz[j] = expf(z[j] - m);
-                s += dz[j];
-            }
+            s = moec_vexp_sum(dz, z, m, V);
             const float r = (float)(g1 / s);
             for (int j = 0; j < V; j++) dz[j] *= r;
             dz[y] -= g1;
         } else {
-            for (int j = 0; j < V; j++) s += (double)expf(z[j] - m);
+            float *row = moec_scratch(MOEC_SCRATCH_CE_ROW, (size_t)V * sizeof(float));
+            MOEC_ASSERT(row); /* V floats */
+            s = moec_vexp_sum(row, z, m, V); /* the same sum as with dz */
         }
         acc += (double)m + log(s) - (double)zy;
     }
