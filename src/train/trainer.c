@@ -502,15 +502,16 @@ static const char *json_num(char *buf, double v) {
 
 double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t *t, float lr, float clip,
                                  const moec_adamw_cfg *cfg, int *applied) {
-    const double gnorm = moec_clip_grad_norm(tp->g, tp->n_floats, clip);
+    const double gnorm = moec_grad_norm(tp->g, tp->n_floats);
     *applied = isfinite(gnorm);
     if (!*applied) return gnorm;
+    const float gscale = moec_clip_coef(gnorm, clip);
     (*t)++;
     for (int64_t i = 0; i < tp->n_tensors; i++) {
         const size_t o = tp->offset[i], n = (size_t)tp->specs[i].numel;
         /* buffers: the bias's router updates it (balance); the hash table is fixed at the start */
         if (tp->specs[i].role == MOEC_T_ROUTER_BIAS || tp->specs[i].role == MOEC_T_HASH_TABLE) continue;
-        moec_adamw_update(tp->w + o, tp->g + o, m1 + o, m2 + o, n, *t, lr, moec_tparams_decays(tp, i), cfg);
+        moec_adamw_update(tp->w + o, tp->g + o, gscale, m1 + o, m2 + o, n, *t, lr, moec_tparams_decays(tp, i), cfg);
     }
     return gnorm;
 }

@@ -43,7 +43,8 @@ moec_train_params moec_train_default_params(void);
 /* The update of one optimizer step on the gradients in tp->g: global-norm clipping to `clip`
  * (0 = off), then AdamW at learning rate lr, with weight decay on matrices only. If the
  * gradient norm is not finite, nothing changes and *applied = 0; otherwise *t (the AdamW step
- * count) is incremented first and *applied = 1. Returns the gradient norm before clipping. */
+ * count) is incremented first and *applied = 1. Returns the gradient norm before clipping; tp->g
+ * stays unclipped (the clipping factor is applied inside the AdamW pass). */
 double moec_train_optimizer_step(moec_tparams *tp, float *m1, float *m2, int64_t *t, float lr, float clip,
                                  const moec_adamw_cfg *cfg, int *applied);
 
