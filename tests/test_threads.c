@@ -168,6 +168,21 @@ static void test_range(int nt) {
     }
 }
 
+/* moec_parallel_zero clears exactly its bytes: lengths around its 1 MiB ranges, an odd start. */
+static void test_zero(int nt) {
+    static const size_t lens[] = {0, 1, 4095, (size_t)1 << 20, ((size_t)1 << 20) + 1, 5 * ((size_t)1 << 20) + 333};
+    for (size_t c = 0; c < sizeof lens / sizeof *lens; c++) {
+        const size_t n = lens[c];
+        unsigned char *b = malloc(n + 16);
+        memset(b, 0xab, n + 16);
+        moec_parallel_zero(b + 7, n);
+        size_t bad = 0;
+        for (size_t i = 0; i < n + 16; i++) bad += b[i] != (i >= 7 && i < 7 + n ? 0 : 0xab);
+        CHECK(!bad, "%d threads: parallel zero of %zu bytes: %zu bytes wrong", nt, n, bad);
+        free(b);
+    }
+}
+
 /* A slow task (as if its thread were descheduled) while the others run. */
 static void slow_task(void *p, int64_t i, int tid) {
     if (i == 0) {
@@ -268,6 +283,7 @@ int main(void) {
             test_lone(nt);
             test_upto(nt);
             test_range(nt);
+            test_zero(nt);
             test_slow(nt);
             test_two_callers(nt);
         }

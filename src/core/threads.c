@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -267,4 +268,13 @@ void moec_parallel_range(int64_t n, int64_t grain, moec_range_fn fn, void *ctx) 
     }
     range_job r = {n, grain, fn, ctx};
     moec_parallel_for((n + grain - 1) / grain, range_task, &r);
+}
+
+static void zero_range(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    memset((char *)ctx + i0, 0, (size_t)(i1 - i0));
+}
+
+void moec_parallel_zero(void *p, size_t bytes) {
+    if (bytes) moec_parallel_range((int64_t)bytes, (int64_t)1 << 20, zero_range, p);
 }

@@ -783,7 +783,7 @@ moec_status moec_train_run(const moec_train_params *pin, moec_error *err) {
         }
         const double t0 = now_s();
         const long flt0 = minor_faults(); /* the steady state should allocate (and fault) nothing */
-        memset(r.tp.g, 0, r.tp.n_floats * sizeof(float));
+        moec_parallel_zero(r.tp.g, r.tp.n_floats * sizeof(float));
         moec_tmodel_set_step(r.tm, r.step, 1, p->seed); /* schedules (EvoMoE τ) and ReXMoE's PSR masks of this step */
         double ce = 0, aux = 0, z = 0;
         int32_t *cnt = r.step_counts;
