@@ -16,22 +16,22 @@ moec_matmul_precision moec_matmul_precision_set(moec_matmul_precision p) {
 
 moec_matmul_precision moec_matmul_precision_get(void) { return (moec_matmul_precision)atomic_load(&g_precision); }
 
-typedef void (*gemm_fn)(moec_trans, moec_trans, int, int, int, float, const float *, int, const float *, int, float,
-                        float *, int);
-static gemm_fn product(void) { return atomic_load_explicit(&g_precision, memory_order_relaxed) ? moec_gemm_bf16 : moec_gemm; }
+moec_gemm_fn moec_matmul_gemm(void) {
+    return atomic_load_explicit(&g_precision, memory_order_relaxed) ? moec_gemm_bf16 : moec_gemm;
+}
 
 void moec_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b, int T, int K,
                          int N) {
     if (T <= 0 || N <= 0) return;
     if (b)
         for (int t = 0; t < T; t++) memcpy(y + (size_t)t * ldy, b, (size_t)N * sizeof(float));
-    product()(MOEC_NO_TRANS, MOEC_TRANS, T, N, K, 1.f, x, ldx, W, K, b ? 1.f : 0.f, y, ldy);
+    moec_matmul_gemm()(MOEC_NO_TRANS, MOEC_TRANS, T, N, K, 1.f, x, ldx, W, K, b ? 1.f : 0.f, y, ldy);
 }
 
 void moec_linear_backward(float *dx, int lddx, float *dW, float *db, const float *dy, int lddy, const float *x,
                           int ldx, const float *W, int T, int K, int N) {
     if (T <= 0 || N <= 0) return;
-    const gemm_fn gemm = product();
+    const moec_gemm_fn gemm = moec_matmul_gemm();
     if (dx) gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, T, K, N, 1.f, dy, lddy, W, K, 1.f, dx, lddx);
     if (dW) gemm(MOEC_TRANS, MOEC_NO_TRANS, N, K, T, 1.f, dy, lddy, x, ldx, 1.f, dW, K);
     if (db)

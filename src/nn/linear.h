@@ -6,6 +6,8 @@
 #ifndef MOEC_NN_LINEAR_H
 #define MOEC_NN_LINEAR_H
 
+#include "nn/gemm.h"
+
 /* Precision of the products of moec_linear_forward and moec_linear_backward (and so of
  * moec_linear on F32 weights: training): MOEC_MATMUL_FP32 (moec_gemm, the default) or
  * MOEC_MATMUL_BF16 (moec_gemm_bf16: operands rounded to bf16, fp32 accumulation; mixed-precision
@@ -19,6 +21,13 @@
 typedef enum { MOEC_MATMUL_FP32 = 0, MOEC_MATMUL_BF16 = 1 } moec_matmul_precision;
 moec_matmul_precision moec_matmul_precision_set(moec_matmul_precision p); /* returns the previous one */
 moec_matmul_precision moec_matmul_precision_get(void);
+
+/* The product of the current precision, moec_gemm or moec_gemm_bf16 (nn/gemm.h's signature):
+ * what moec_linear_* multiply with, and training's attention products (Q Kᵀ, P V and their
+ * backward, nn/ops_train.c) too; the softmax and its backward stay fp32. */
+typedef void (*moec_gemm_fn)(moec_trans ta, moec_trans tb, int M, int N, int K, float alpha, const float *A, int lda,
+                             const float *B, int ldb, float beta, float *C, int ldc);
+moec_gemm_fn moec_matmul_gemm(void);
 
 /* y [T, N] = x [T, K] · W[N, K]ᵀ (+ b). Overwrites y. Row strides: ldx for x, ldy for y. */
 void moec_linear_forward(float *y, int ldy, const float *x, int ldx, const float *W, const float *b, int T, int K,

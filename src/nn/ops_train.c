@@ -7,6 +7,7 @@
 #include "core/mem.h"
 #include "core/threads.h"
 #include "nn/gemm.h"
+#include "nn/linear.h"
 #include "nn/vmath.h"
 
 #include <math.h>
@@ -159,6 +160,7 @@ typedef struct {
 #define ATTN_BLOCK 64
 
 static void attn_fwd_item(void *job, int64_t item, int tid) {
+    const moec_gemm_fn gemm = moec_matmul_gemm(); /* fp32, or bf16 products in mixed precision */
     const attn_job *J = job;
     const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd;
     const int b = (int)(item / H), h = (int)(item % H), kvh = h / (H / Hkv);
@@ -170,7 +172,7 @@ static void attn_fwd_item(void *job, int64_t item, int tid) {
     (void)tid;
     for (int i0 = 0; i0 < S; i0 += ATTN_BLOCK) {
         const int i1 = i0 + ATTN_BLOCK < S ? i0 + ATTN_BLOCK : S, M = i1 - i0;
-        moec_gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, 0.f,
+        gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, scale, Q + (size_t)i0 * qs, qs, K, ks, 0.f,
                     P + (size_t)i0 * S, S);
         for (int i = i0; i < i1; i++) {
             float *p = P + (size_t)i * S, m = -INFINITY;
@@ -179,7 +181,7 @@ static void attn_fwd_item(void *job, int64_t item, int tid) {
             for (int j = 0; j <= i; j++) p[j] *= inv;
             for (int j = i + 1; j < S; j++) p[j] = 0.f;
         }
-        moec_gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, M, hd, i1, 1.f, P + (size_t)i0 * S, S, V, ks, 0.f,
+        gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, M, hd, i1, 1.f, P + (size_t)i0 * S, S, V, ks, 0.f,
                     O + (size_t)i0 * qs, qs);
     }
 }
@@ -199,11 +201,13 @@ void moec_attention_forward_train(float *out, float *probs, const float *q, cons
 }
 
 /* Per (sequence, head), with P = softmax(scale Q Kᵀ) causal and O = P V the forward's:
- *   dP = dO Vᵀ;   dS = P ∘ (dP − D) · scale,  D_i = Σ_j P_ij dP_ij = dO_i · O_i;
+ *   dP = dO Vᵀ;   dS = P ∘ (dP − D) · scale,  D_i = Σ_j P_ij dP_ij (= dO_i · O_i in exact
+ *   arithmetic; taken from dP itself, which with bf16 products is not O's: softmax's own backward);
  *   dQ += dS K;   dK += dSᵀ Q;   dV += Pᵀ dO
  * as blocked GEMMs: row blocks for dP, dS and dQ, then column blocks (key j gets rows i >= j)
  * for dK and dV. dS lives in dprobs (the same shape as probs). */
 static void attn_back_item(void *job, int64_t item, int tid) {
+    const moec_gemm_fn gemm = moec_matmul_gemm(); /* fp32, or bf16 products in mixed precision */
     const attn_job *J = job;
     const int S = J->S, H = J->H, Hkv = J->Hkv, hd = J->hd, group = H / Hkv;
     const int b = (int)(item / Hkv), kvh = (int)(item % Hkv);
@@ -215,29 +219,29 @@ static void attn_back_item(void *job, int64_t item, int tid) {
     (void)tid;
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
         const size_t qoff = (size_t)b * S * qs + (size_t)h * hd; /* query i at +i*qs */
-        const float *Q = J->q + qoff, *dO = J->dout + qoff, *O = J->cout + qoff;
+        const float *Q = J->q + qoff, *dO = J->dout + qoff;
         const float *P = J->cprobs + ((size_t)b * H + h) * S * S;
         float *dQ = J->dq + qoff, *dS = J->dprobs + ((size_t)b * H + h) * S * S;
         for (int i0 = 0; i0 < S; i0 += ATTN_BLOCK) {
             const int i1 = i0 + ATTN_BLOCK < S ? i0 + ATTN_BLOCK : S, M = i1 - i0;
-            moec_gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, 1.f, dO + (size_t)i0 * qs, qs, V, ks, 0.f,
+            gemm(MOEC_NO_TRANS, MOEC_TRANS, M, i1, hd, 1.f, dO + (size_t)i0 * qs, qs, V, ks, 0.f,
                         dS + (size_t)i0 * S, S);
             for (int i = i0; i < i1; i++) {
-                const float D = dot_f(dO + (size_t)i * qs, O + (size_t)i * qs, hd);
                 const float *p = P + (size_t)i * S;
                 float *ds = dS + (size_t)i * S;
+                const float D = dot_f(p, ds, i + 1);
                 for (int j = 0; j <= i; j++) ds[j] = p[j] * (ds[j] - D) * scale;
                 for (int j = i + 1; j < i1; j++) ds[j] = 0.f;
             }
-            moec_gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, M, hd, i1, 1.f, dS + (size_t)i0 * S, S, K, ks, 1.f,
+            gemm(MOEC_NO_TRANS, MOEC_NO_TRANS, M, hd, i1, 1.f, dS + (size_t)i0 * S, S, K, ks, 1.f,
                         dQ + (size_t)i0 * qs, qs);
         }
         /* key block [j0, j1) is seen by rows j0 .. S-1, whose dS columns j0 .. j1 were all written */
         for (int j0 = 0; j0 < S; j0 += ATTN_BLOCK) {
             const int j1 = j0 + ATTN_BLOCK < S ? j0 + ATTN_BLOCK : S, N = j1 - j0, R = S - j0;
-            moec_gemm(MOEC_TRANS, MOEC_NO_TRANS, N, hd, R, 1.f, dS + (size_t)j0 * S + j0, S,
+            gemm(MOEC_TRANS, MOEC_NO_TRANS, N, hd, R, 1.f, dS + (size_t)j0 * S + j0, S,
                         Q + (size_t)j0 * qs, qs, 1.f, dK + (size_t)j0 * ks, ks);
-            moec_gemm(MOEC_TRANS, MOEC_NO_TRANS, N, hd, R, 1.f, P + (size_t)j0 * S + j0, S,
+            gemm(MOEC_TRANS, MOEC_NO_TRANS, N, hd, R, 1.f, P + (size_t)j0 * S + j0, S,
                         dO + (size_t)j0 * qs, qs, 1.f, dV + (size_t)j0 * ks, ks);
         }
     }

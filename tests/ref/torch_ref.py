@@ -96,8 +96,9 @@ def rms_norm(x, w, eps):
 
 # Mixed precision as `moec train --matmul bf16` does it (nn/linear.h): every linear layer's
 # products take bf16-rounded operands (x and W forward; dy with W, and dy with x, backward) and
-# sum in fp32; routers (router_logits, which uses linear32), MoE++'s constant-expert gates and
-# attention scores stay fp32.
+# sum in fp32, and so do attention's Q Kᵀ and P V (forward and backward, matmul_attn); routers
+# (router_logits, which uses linear32) and MoE++'s constant-expert gates stay fp32, and so do
+# the softmax and its backward.
 BF16_LINEAR = False
 
 
@@ -116,6 +117,23 @@ class _Bf16Linear(torch.autograd.Function):
         x, w = ctx.saved_tensors
         r = _bf16(dy)
         return r @ _bf16(w), r.t() @ _bf16(x)
+
+
+class _Bf16Matmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _bf16(a) @ _bf16(b)
+
+    @staticmethod
+    def backward(ctx, dy):
+        a, b = ctx.saved_tensors
+        r = _bf16(dy)
+        return r @ _bf16(b).transpose(-1, -2), _bf16(a).transpose(-1, -2) @ r
+
+
+def matmul_attn(a, b):
+    return _Bf16Matmul.apply(a, b) if BF16_LINEAR else a @ b
 
 
 def linear32(x, w, b=None):
@@ -269,12 +287,12 @@ class Reference:
         else:
             k = k.repeat_interleave(n_rep, dim=0)
             v = v.repeat_interleave(n_rep, dim=0)
-        scores = (q @ k.transpose(1, 2)) / math.sqrt(self.hd)    # [nh, T, T]
+        scores = matmul_attn(q, k.transpose(1, 2)) / math.sqrt(self.hd)    # [nh, T, T]
         if "causal" not in self.ablate:
             mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
             scores = scores.masked_fill(mask, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
-        out = probs @ v                                          # [nh, T, hd]
+        out = matmul_attn(probs, v)                              # [nh, T, hd]
         out = out.transpose(0, 1).reshape(T, self.nh * self.hd)
         return linear(out, W(p + "o_proj.weight"), W.get(p + "o_proj.bias"))
 
