@@ -27,8 +27,9 @@ typedef struct {
     float aux_coef, z_coef;  /* load-balancing (Megatron normalisation: 1 at balance) and z-loss */
     float label_smoothing;   /* ε of the label-smoothed CE in [0, 1); < 0: the config's moec_label_smoothing */
     float weight_decay, clip, beta1, beta2, eps;
-    int matmul_bf16;         /* 1: linear layers' products in bf16 with fp32 accumulation (nn/linear.h; routers,
-                              * attention scores, norms, the loss and AdamW's master weights stay fp32) */
+    int matmul_bf16;         /* 1: linear layers' and attention's products in bf16 with fp32 accumulation
+                              * (nn/linear.h; routers, softmax, norms, the loss and AdamW's master weights
+                              * stay fp32) */
     int64_t stop_after;      /* >0: end this invocation after that many steps (checkpointed), as an interruption would */
     int32_t max_bad_steps;   /* consecutive non-finite steps before the run stops */
     int progress;            /* 1: a live progress line on stderr */
