@@ -22,7 +22,8 @@ expert's gradient wholesale, and without the attention rounding 6 of the 7 model
 terms within LOSS_BF16 relative, each tensor within REL_BF16 of max|g_torch|, all gradients as
 one vector within GLOBAL_BF16 (measured: <= 0.84e-2 per tensor but qwen3_moe_sharded's 1.5e-2,
 whose loss moves by 1.4e-4 (a discrete flip); mixtral_f16 3e-6; <= 0.5e-2 as one vector), and
-more than 10 REL from fp32's gradients (so the bf16 path really ran; measured 0.5-4e-2).
+more than 10 REL from fp32's gradients (so the bf16 path really ran; measured 0.5-4e-2); and the
+bf16 step gives the same bits at 1 and 3 threads.
 Ends with `N passed, M failed`; exits 1 on any failure."""
 import argparse
 import os
@@ -104,8 +105,27 @@ def main():
         for eps in (0.0, LS) if idx < LS_MODELS else (0.0,):
             compare(tool, d, name, tokens, out, eps)
         compare(tool, d, name, tokens, out, 0.0, bf16=True)
+        same_bits_any_threads(tool, d, name, tokens, out)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def same_bits_any_threads(tool, d, name, tokens, out):
+    """The bf16 step at 1 and 3 threads (MOEC_THREADS): the same losses and gradient bytes (the
+    bf16 GEMM runs nested inside attention's per-head tasks too)."""
+    res = []
+    for nt in (1, 3):
+        env = dict(os.environ, MOEC_TEST_MATMUL="bf16", MOEC_THREADS=str(nt))
+        path = f"{out}.t{nt}"
+        r = subprocess.run([tool, d, str(B), str(S), str(AUX), str(ZC), ",".join(str(t) for row in tokens for t in row),
+                            path], capture_output=True, text=True, timeout=300, env=env)
+        if r.returncode != 0:
+            check(False, f"{name} bf16 step at {nt} threads", r.stderr.strip())
+            return
+        with open(path, "rb") as f:
+            res.append((r.stdout, f.read()))
+    check(res[0] == res[1], f"{name} bf16: 1 and 3 threads give the same bits",
+          "losses " + ("equal" if res[0][0] == res[1][0] else f"{res[0][0].split()} vs {res[1][0].split()}"))
 
 
 def global_rel(got, want):

@@ -181,7 +181,7 @@ static void test_attention(void) {
     }
     CHECK(causal, "probs has a nonzero entry above the diagonal");
     CHECK(worst_sum <= 1e-6, "probs rows sum to 1 within %.3e", worst_sum);
-    moec_attention_backward(dq, dk, dv, dprobs, c.g, c.q, c.k, c.v, out, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
+    moec_attention_backward(dq, dk, dv, dprobs, c.g, c.q, c.k, c.v, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
     fd_check("attention dq", at_loss, &c, c.q, dq, AT_NQ);
     fd_check("attention dk", at_loss, &c, c.k, dk, AT_NK);
     fd_check("attention dv", at_loss, &c, c.v, dv, AT_NK);
@@ -189,7 +189,7 @@ static void test_attention(void) {
     memcpy(dqa, dq, sizeof dq);
     memcpy(dka, dk, sizeof dk);
     memcpy(dva, dv, sizeof dv);
-    moec_attention_backward(dq, dk, dv, dprobs, c.g, c.q, c.k, c.v, out, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
+    moec_attention_backward(dq, dk, dv, dprobs, c.g, c.q, c.k, c.v, probs, AT_B, AT_S, AT_H, AT_KV, AT_D);
     check_doubled("attention dq", dqa, dq, AT_NQ);
     check_doubled("attention dk", dka, dk, AT_NK);
     check_doubled("attention dv", dva, dv, AT_NK);
@@ -371,7 +371,7 @@ static void th_run(th_out *o, int nthreads, const float *q, const float *k, cons
     moec_threads_set(nthreads);
     memset(o, 0, sizeof *o);
     moec_attention_forward_train(o->out, o->probs, q, k, v, TH_B, TH_S, TH_H, TH_KV, TH_D);
-    moec_attention_backward(o->dq, o->dk, o->dv, o->dprobs, g, q, k, v, o->out, o->probs, TH_B, TH_S, TH_H, TH_KV,
+    moec_attention_backward(o->dq, o->dk, o->dv, o->dprobs, g, q, k, v, o->probs, TH_B, TH_S, TH_H, TH_KV,
                             TH_D);
     /* rmsnorm on z (x, weight and upstream gradient all from z: only determinism matters) */
     moec_rmsnorm_forward_train(o->y, o->rstd, z, z, TH_S, TH_CEV, 1e-6f);

@@ -48,10 +48,12 @@ static void check_exp(moec_isa isa) {
            (long long)n);
 
     /* special values, and a shift (softmax rows subtract their max) */
-    const float sp[] = {-INFINITY, INFINITY, NAN, 0.f, -0.f, 88.72f, 88.73f, -87.33f, -103.9f, -104.5f, 1e30f, -1e30f};
-    const int ns = (int)(sizeof sp / sizeof *sp);
-    float ys[16];
+    const float sp0[] = {-INFINITY, INFINITY, NAN, 0.f, -0.f, 88.72f, 88.73f, -87.33f, -103.9f, -104.5f, 1e30f, -1e30f};
+    const int n0 = (int)(sizeof sp0 / sizeof *sp0), ns = 3 * n0 + 5; /* in full vectors and in the tail */
+    float sp[64], ys[64];
+    for (int i = 0; i < ns; i++) sp[i] = sp0[i % n0];
     moec_vexp_sum_isa(isa, ys, sp, 0.f, ns);
+    CHECK(isnan(moec_vexp_sum_isa(isa, NULL, sp, 0.f, ns)), "%s: a sum over a NaN is not NaN", name);
     for (int i = 0; i < ns; i++) {
         const float r = expf(sp[i]);
         const int ok = isnan(r) ? isnan(ys[i])
@@ -67,6 +69,11 @@ static void check_exp(moec_isa isa) {
     for (int i = 0; i < 5; i++) ref += exp((double)row[i] - 3.0);
     CHECK(fabs(s - ref) <= 1e-6 * ref && yr[1] == 0.f && yr[0] == 1.f, "%s: shifted row: sum %.9g, float64 %.9g",
           name, s, ref);
+    const double s_only = moec_vexp_sum_isa(isa, NULL, row, 3.f, 5);
+    CHECK(s_only == s, "%s: the sum without outputs (y = NULL) %.17g differs from %.17g", name, s_only, s);
+    /* a row of -inf only (a fully masked row's max): NaN as expf(-inf - -inf), padding lanes too */
+    const float ninf[3] = {-INFINITY, -INFINITY, -INFINITY};
+    CHECK(isnan(moec_vexp_sum_isa(isa, yr, ninf, -INFINITY, 3)), "%s: exp(-inf - -inf) sums to non-NaN", name);
 
     /* the sum, every tail, in place (y aliasing x) */
     static const int64_t lens[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 255, 256, 257, 8192, 100003};
@@ -142,6 +149,9 @@ static void check_swiglu(moec_isa isa) {
         memcpy(gi, g, bytes);
         moec_vswiglu_isa(isa, gi, gi, u, n);
         CHECK(!memcmp(gi, o, bytes), "%s: in-place swiglu n %lld differs", name, (long long)n);
+        memcpy(ui, u, bytes);
+        moec_vswiglu_isa(isa, ui, g, ui, n);
+        CHECK(!memcmp(ui, o, bytes), "%s: swiglu into up, n %lld, differs", name, (long long)n);
         free(gi);
         free(ui);
         free(g);
@@ -158,6 +168,26 @@ static void check_swiglu(moec_isa isa) {
     }
 }
 
+/* Non-finite and huge gates give what the oracle gives (silu(+inf) = inf, silu(-inf) = -inf / inf = NaN,
+ * NaN for NaN; the backward alike). */
+static void check_swiglu_special(moec_isa isa) {
+    const float g0[] = {INFINITY, -INFINITY, NAN, 0.f, -0.f, 1e30f, -1e30f, 100.f, -100.f};
+    const int n0 = (int)(sizeof g0 / sizeof *g0), n = 3 * n0 + 5;
+    float g[64], u[64], d[64], o[64], r[64], dg[64], du[64], dgr[64], dur[64];
+    for (int i = 0; i < n; i++) g[i] = g0[i % n0], u[i] = 0.5f + (float)(i % 3), d[i] = 1.f - 0.25f * (float)(i % 4);
+    moec_vswiglu_isa(isa, o, g, u, n);
+    moec_vswiglu_isa(MOEC_ISA_SCALAR, r, g, u, n);
+    moec_vswiglu_back_isa(isa, dg, du, d, g, u, n, 0);
+    moec_vswiglu_back_isa(MOEC_ISA_SCALAR, dgr, dur, d, g, u, n, 0);
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const float a[3] = {o[i], dg[i], du[i]}, b[3] = {r[i], dgr[i], dur[i]};
+        for (int k = 0; k < 3; k++)
+            bad += isnan(b[k]) ? !isnan(a[k]) : isinf(b[k]) ? a[k] != b[k] : fabsf(a[k] - b[k]) > 1e-6f * (1.f + fabsf(b[k]));
+    }
+    CHECK(!bad, "%s: swiglu with non-finite and huge gates: %d values unlike the oracle", moec_isa_name(isa), bad);
+}
+
 int main(void) {
     for (int isa = 0; isa < MOEC_ISA_COUNT; isa++) {
         if (!moec_cpu_has_isa((moec_isa)isa)) {
@@ -166,6 +196,7 @@ int main(void) {
         }
         check_exp((moec_isa)isa);
         check_swiglu((moec_isa)isa);
+        check_swiglu_special((moec_isa)isa);
     }
     return test_finish("test_vmath");
 }

@@ -227,7 +227,7 @@ static void case_attn(const char *cs) {
     float *out = buf_f(nq), *probs = buf_f(np), *dq = buf_f(nq), *dk = buf_f(nk), *dv = buf_f(nk);
     float *dprobs = buf_f(np);
     moec_attention_forward_train(out, probs, q, k, v, B, S, H, Hkv, hd);
-    moec_attention_backward(dq, dk, dv, dprobs, dout, q, k, v, out, probs, B, S, H, Hkv, hd);
+    moec_attention_backward(dq, dk, dv, dprobs, dout, q, k, v, probs, B, S, H, Hkv, hd);
     cmp(cs, "out", out, nq);
     cmp(cs, "probs", probs, np);
     cmp(cs, "dq", dq, nq);
@@ -341,7 +341,7 @@ static void case_block(const char *cs) {
     memcpy(dx, dy, (size_t)T * d * sizeof(float)); /* residual */
     moec_linear_backward(datt, nq, dWo, NULL, dy, d, att, nq, Wo, T, nq, d);
     float *dprobs = buf_f((int64_t)B * H * S * S);
-    moec_attention_backward(dqr, dkr, dv, dprobs, datt, qr, kr, vv, att, probs, B, S, H, Hkv, hd);
+    moec_attention_backward(dqr, dkr, dv, dprobs, datt, qr, kr, vv, probs, B, S, H, Hkv, hd);
     moec_rope_backward(dqr, T, H, hd, ct, st, pos);
     moec_rope_backward(dkr, T, Hkv, hd, ct, st, pos);
     moec_rmsnorm_backward(dqraw, dqn, dqr, qraw, qn_w, rq, T * H, hd);

@@ -3,7 +3,8 @@
  *   tool_train_grad CKPT_DIR B S AUX_COEF Z_COEF TOKENS(comma list of B*(S+1)) OUT.safetensors [EPS]
  * EPS: label smoothing of the step (moec_tmodel_set_label_smoothing; default: the config's).
  * Prints "ce aux z" on stdout (ce label-smoothed with EPS > 0). MOEC_TEST_MATMUL=bf16 in the
- * environment runs the step with bf16 linear products (nn/linear.h, moec train --matmul bf16). */
+ * environment runs the step with bf16 products (linear layers and attention; nn/linear.h, moec
+ * train --matmul bf16). */
 #include "core/error.h"
 #include "nn/linear.h"
 #include "train/model_train.h"

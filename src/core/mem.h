@@ -52,7 +52,7 @@ enum moec_scratch_slot {
     MOEC_SCRATCH_GEMM_B,      /* nn/gemm.c: the caller's packed op(B), read by every thread */
     MOEC_SCRATCH_GEMM_BF16_A, /* nn/gemm_bf16.c: a task's op(A) in bf16 (or the rounded copy) */
     MOEC_SCRATCH_GEMM_BF16_B, /* nn/gemm_bf16.c: the caller's op(B) in bf16 (or the rounded copy) */
-    MOEC_SCRATCH_CE_ROW,      /* nn/ops_train.c: the loss's exp row when no gradient is asked */
+    MOEC_SCRATCH_GRAD_NORM,   /* train/optim.c: the gradient norm's per-block sums */
     MOEC_SCRATCH_N
 };
 void *moec_scratch(enum moec_scratch_slot slot, size_t bytes);

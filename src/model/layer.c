@@ -292,7 +292,7 @@ void moec_layer_backward(const moec_hparams *hp, const moec_layer *L, const moec
     memset(s->dq, 0, (size_t)T * qd * sizeof(float));
     memset(s->dk, 0, (size_t)T * kvd * sizeof(float));
     memset(s->dv, 0, (size_t)T * kvd * sizeof(float));
-    moec_attention_backward(s->dq, s->dk, s->dv, s->dprobs, s->datt, a->qr, a->kr, a->vc, a->att, a->probs, c->B, c->S,
+    moec_attention_backward(s->dq, s->dk, s->dv, s->dprobs, s->datt, a->qr, a->kr, a->vc, a->probs, c->B, c->S,
                             H, Hkv, hd);
     moec_rope_backward(s->dq, T, H, hd, c->rope_cos, c->rope_sin, c->pos);
     moec_rope_backward(s->dk, T, Hkv, hd, c->rope_cos, c->rope_sin, c->pos);

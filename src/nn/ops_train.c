@@ -3,8 +3,6 @@
  * (nn/ops.c), not the linear layers (nn/linear.c). Nothing here allocates. */
 #include "nn/ops_train.h"
 
-#include "core/error.h"
-#include "core/mem.h"
 #include "core/threads.h"
 #include "nn/gemm.h"
 #include "nn/linear.h"
@@ -149,7 +147,7 @@ static float dot_f(const float *a, const float *b, int n) {
 
 typedef struct {
     float *out, *probs, *dq, *dk, *dv, *dprobs;
-    const float *q, *k, *v, *dout, *cprobs, *cout;
+    const float *q, *k, *v, *dout, *cprobs;
     int S, H, Hkv, hd;
 } attn_job;
 
@@ -248,11 +246,10 @@ static void attn_back_item(void *job, int64_t item, int tid) {
 }
 
 void moec_attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout, const float *q,
-                             const float *k, const float *v, const float *out, const float *probs, int B, int S,
-                             int H, int Hkv, int hd) {
+                             const float *k, const float *v, const float *probs, int B, int S, int H, int Hkv, int hd) {
     if (B <= 0 || S <= 0 || H <= 0 || Hkv <= 0 || hd <= 0) return;
     attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dprobs = dprobs, .q = q, .k = k, .v = v, .dout = dout,
-                  .cprobs = probs, .cout = out, .S = S, .H = H, .Hkv = Hkv, .hd = hd};
+                  .cprobs = probs, .S = S, .H = H, .Hkv = Hkv, .hd = hd};
     attn_run(&j, B * Hkv, (int64_t)B * H * S * S * hd, attn_back_item);
 }
 
@@ -353,9 +350,7 @@ static void ce_block(const ce_job *J, int bk) {
             for (int j = 0; j < V; j++) dz[j] *= r;
             dz[y] -= g1;
         } else {
-            float *row = moec_scratch(MOEC_SCRATCH_CE_ROW, (size_t)V * sizeof(float));
-            MOEC_ASSERT(row); /* V floats */
-            s = moec_vexp_sum(row, z, m, V); /* the same sum as with dz */
+            s = moec_vexp_sum(NULL, z, m, V); /* the same sum as with dz */
         }
         acc += (double)m + log(s) - (double)zy;
     }

@@ -1,4 +1,5 @@
-/* ops_train.h — the dense transformer ops for training, fp32, row-major: a forward that keeps
+/* ops_train.h — the dense transformer ops for training, fp32 (attention's products in the
+ * precision of nn/linear.h's moec_matmul_gemm), row-major: a forward that keeps
  * what its backward needs, and the backward beside it (llm.c layout). Every backward
  * accumulates (+=) into its gradient buffers, so shared weights and gradient accumulation
  * need no extra pass; callers zero gradients once per step.
@@ -8,7 +9,7 @@
  * and cannot fail: shapes and indices are the caller's contract (stated per function), the
  * trainer checks them once when it builds a batch.
  *
- * Threads: OpenMP over disjoint outputs only; every reduction runs in a fixed order, so the
+ * Threads: moec's pool over disjoint outputs only; every reduction runs in a fixed order, so the
  * results are bit-identical for any thread count. Call from outside a parallel region. */
 #ifndef MOEC_NN_OPS_TRAIN_H
 #define MOEC_NN_OPS_TRAIN_H
@@ -53,13 +54,12 @@ void moec_rope_backward(float *dx, int T, int n_heads, int hd, const float *cos_
 void moec_attention_forward_train(float *out, float *probs, const float *q, const float *k, const float *v, int B,
                                   int S, int H, int Hkv, int hd);
 
-/* dq [B*S, H*hd] += ..., dk, dv [B*S, Hkv*hd] += ...; dout [B*S, H*hd] upstream; q, k, v, out
- * and probs as in the forward. dprobs: scratch of probs' shape [B, H, S, S] (overwritten).
+/* dq [B*S, H*hd] += ..., dk, dv [B*S, Hkv*hd] += ...; dout [B*S, H*hd] upstream; q, k, v and
+ * probs as in the forward (the output is not needed: the softmax backward takes Σ P dP). dprobs: scratch of probs' shape [B, H, S, S] (overwritten).
  * Threads over (sequence, KV head), the group's query heads looped inside in order, so dk/dv of
  * a KV head have one writer. */
 void moec_attention_backward(float *dq, float *dk, float *dv, float *dprobs, const float *dout, const float *q,
-                             const float *k, const float *v, const float *out, const float *probs, int B, int S,
-                             int H, int Hkv, int hd);
+                             const float *k, const float *v, const float *probs, int B, int S, int H, int Hkv, int hd);
 
 /* ---------------------------------------------------------------------------------------------
  * SwiGLU h = silu(gate) * up (forward: moec_swiglu in nn/ops.h). */

@@ -14,8 +14,9 @@
 static double exp_sum_scalar(float *y, const float *x, float shift, int64_t i0, int64_t n) {
     double s = 0.0;
     for (int64_t i = i0; i < n; i++) {
-        y[i] = expf(x[i] - shift);
-        s += (double)y[i];
+        const float e = expf(x[i] - shift);
+        if (y) y[i] = e;
+        s += (double)e;
     }
     return s;
 }
@@ -109,7 +110,7 @@ AVX2_FN static inline void zerod8(__m256d acc[2]) { acc[0] = acc[1] = _mm256_set
         int64_t i = 0;                                                                                           \
         for (; i + W <= n; i += W) {                                                                             \
             const VF e = EXP(SUB(LOAD(x + i), sh));                                                              \
-            STORE(y + i, e);                                                                                     \
+            if (y) STORE(y + i, e);                                                                              \
             ADDD(acc, e);                                                                                        \
         }                                                                                                        \
         if (i < n) {                                                                                             \
@@ -118,8 +119,10 @@ AVX2_FN static inline void zerod8(__m256d acc[2]) { acc[0] = acc[1] = _mm256_set
             for (int k = 0; k < W; k++) b[k] = k < r ? x[i + k] : shift;                                         \
             STORE(b, EXP(SUB(LOAD(b), sh)));                                                                     \
             for (int k = 0; k < W; k++) {                                                                        \
-                if (k < r) y[i + k] = b[k];                                                                      \
-                else b[k] = 0.f;                                                                                 \
+                if (k < r) {                                                                                     \
+                    if (y) y[i + k] = b[k];                                                                      \
+                } else                                                                                           \
+                    b[k] = 0.f;                                                                                  \
             }                                                                                                    \
             ADDD(acc, LOAD(b));                                                                                  \
         }                                                                                                        \

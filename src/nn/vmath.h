@@ -2,9 +2,9 @@
  * backward. Each function runs the kernel family core/cpu.c picks (moec_cpu_isa); the _isa
  * forms take the family, for tests. The scalar family is the oracle: libm's expf, in the order the
  * formulas are written. The AVX-512 and AVX2 families use one polynomial exp (range reduction by
- * ln 2, Cephes' degree-6 polynomial): within 2 ulp of expf for results >= FLT_MIN, 0 below
- * (expf returns subnormals there: an absolute difference < 1.2e-38), +inf above ln FLT_MAX, NaN
- * for NaN; sums are taken in float64 lanes, so they differ from the scalar order by float64 rounding.
+ * ln 2, Cephes' degree-6 polynomial): within 2 ulp of expf for results >= FLT_MIN (measured: 1),
+ * subnormal results within FLT_MIN (2^n applied so that they round once, as IEEE), 0 below
+ * x = -104, +inf above ln FLT_MAX, NaN for NaN; sums are taken in float64 lanes, so they differ from the scalar order by float64 rounding.
  * tests/test_vmath.c checks every family the CPU has against the oracle. */
 #ifndef MOEC_NN_VMATH_H
 #define MOEC_NN_VMATH_H
@@ -13,7 +13,8 @@
 
 #include <stdint.h>
 
-/* y[i] = exp(x[i] - shift) for i < n; returns the sum of the y[i], taken in float64. y may alias x. */
+/* y[i] = exp(x[i] - shift) for i < n; returns the sum of those values, taken in float64. y may
+ * alias x, or be NULL (only the sum is wanted). */
 double moec_vexp_sum(float *y, const float *x, float shift, int64_t n);
 double moec_vexp_sum_isa(moec_isa isa, float *y, const float *x, float shift, int64_t n);
 

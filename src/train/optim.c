@@ -4,10 +4,10 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/mem.h"
 #include "core/threads.h"
 
 #include <math.h>
-#include <stdlib.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -167,12 +167,12 @@ static void norm_range(void *p, int64_t b0, int64_t b1, int tid) {
 double moec_grad_norm_isa(moec_isa isa, const float *g, size_t n) {
     MOEC_ASSERT(moec_cpu_has_isa(isa));
     const int64_t blocks = (int64_t)((n + NORM_BLOCK - 1) / NORM_BLOCK);
-    norm_job j = {g, n, malloc((size_t)(blocks > 0 ? blocks : 1) * sizeof(double)), isa};
+    /* grow-only per-thread scratch: the steady state of training allocates nothing */
+    norm_job j = {g, n, moec_scratch(MOEC_SCRATCH_GRAD_NORM, (size_t)(blocks > 0 ? blocks : 1) * sizeof(double)), isa};
     double ss = 0.0;
     if (j.part) {
         moec_parallel_range(blocks, 1, norm_range, &j);
         for (int64_t b = 0; b < blocks; b++) ss += j.part[b];
-        free(j.part);
     } else { /* no memory for the partial sums: the same order on this thread */
         for (int64_t b = 0; b < blocks; b++) ss += norm_block(&j, b);
     }

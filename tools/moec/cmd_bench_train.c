@@ -37,7 +37,7 @@ static void usage(FILE *f) {
                "  --steps N          timed steps after one warm-up step (default 5)\n"
                "  -t, --threads N    threads (default: number of cores)\n"
                "  --keep DIR         train in DIR and keep it (default: a temporary directory, removed)\n"
-               "  --matmul fp32|bf16 the linear layers' product precision (moec train --matmul; default fp32)\n"
+               "  --matmul fp32|bf16 linear layers' and attention's products (moec train --matmul; default fp32)\n"
                "prints the configuration, per-step tokens/s, then `tokens_per_s N` (median of the timed steps)\n");
 }
 
